@@ -1,0 +1,141 @@
+"""Content-addressed SQLite response cache.
+
+Plain sqlite3 rather than sqlite-utils: the cache needs exact control of pragmas, transactions and
+batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap.
+
+The key is the sha256 of the canonical encoding of everything that determines a model's output. Transport
+settings and secrets never enter the key or the row. WAL mode with synchronous=NORMAL: a committed row
+survives a SIGKILL of the process, and readers never block the single writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.request import Request, Response
+
+CACHE_SCHEMA = 1
+_LOOKUP_CHUNK = 500
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    text TEXT,
+    letter_logprobs TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    latency_s REAL,
+    attempts INTEGER,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS errors (
+    key TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attempts INTEGER,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def cache_key(provider: str, identity: Mapping[str, Any], request: Request) -> str:
+    payload = {"schema": CACHE_SCHEMA, "provider": provider, "model": identity, **request.key_fields()}
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    text: str | None
+    letter_logprobs: dict[str, float] | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_s: float | None
+
+    def as_response(self) -> Response:
+        return Response(self.text, self.letter_logprobs, self.prompt_tokens, self.completion_tokens, self.latency_s or 0.0)
+
+
+class CacheError(RuntimeError):
+    pass
+
+
+class ResponseCache:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_DDL)
+        row = self._db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(CACHE_SCHEMA),))
+        elif int(row[0]) != CACHE_SCHEMA:
+            raise CacheError(f"{self.path}: cache schema {row[0]}, this engine reads schema {CACHE_SCHEMA}")
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Cached]:
+        found: dict[str, Cached] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, text, lp, pt, ct, lat in self._db.execute(
+                "SELECT key, text, letter_logprobs, prompt_tokens, completion_tokens, latency_s "
+                f"FROM responses WHERE key IN ({marks})",
+                chunk,
+            ):
+                found[key] = Cached(text, orjson.loads(lp) if lp else None, pt, ct, lat)
+        return found
+
+    def contains_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(k for (k,) in self._db.execute(f"SELECT key FROM responses WHERE key IN ({marks})", chunk))
+        return found
+
+    def write(self, rows: Iterable[tuple[str, str, str, Response]]) -> None:
+        """Commit (key, provider, model_id, response) rows in one transaction: successes and errors apart."""
+        now = time.time()
+        ok, failed = [], []
+        for key, provider, model, r in rows:
+            if r.ok:
+                lp = orjson.dumps(r.letter_logprobs).decode() if r.letter_logprobs is not None else None
+                ok.append((key, provider, model, r.text, lp, r.prompt_tokens, r.completion_tokens, r.latency_s, r.attempts, now))
+            else:
+                failed.append((key, provider, model, r.error_kind, r.error or "", r.attempts, now))
+        if not ok and not failed:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # OR IGNORE: the first committed answer for a key is the answer; a late duplicate never replaces it.
+            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?)", ok)
+            self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM responses").fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self._db.close()

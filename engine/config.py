@@ -1,0 +1,295 @@
+"""grid.toml: typed configuration, validated whole before any work starts.
+
+Every problem is reported as `FILE: key.path: what was wrong (expected ...)`, with the nearest valid key
+suggested for typos. Validation collects all problems, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class GridError(ValueError):
+    """An invalid grid file; str() lists every problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    seed: int = 0
+    output_dir: str = "runs/{name}"  # relative to the grid file; {name} is substituted
+    cache: str = "cache.sqlite"  # relative to the grid file
+
+
+@dataclass(frozen=True)
+class PersonasConfig:
+    source: str  # JSONL or Parquet persona records, relative to the grid file
+    limit: int | None = None  # seeded sample of this many personas (default: all)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    name: str
+    path: str | None = None  # data file; default: the copy vendored with the adapter
+    limit: int | None = None  # seeded sample of this many questions (default: all)
+    seed: int = 0  # question sample and per-question option shuffle
+    mode: str = "letter"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    concurrency: int = 8  # API calls in flight (local backends: batches in flight)
+    requests_per_minute: float = 0  # 0 = unlimited
+    tokens_per_minute: float = 0  # 0 = unlimited; estimated prompt + max output tokens
+    batch_size: int = 16  # local backends: prompts per forward pass
+    timeout_s: float = 120
+    max_retries: int = 4  # transient failures (429, 5xx, timeouts) per cell
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    provider: str
+    model: str
+    temperature: float = 0.0
+    max_tokens: int = 8
+    top_p: float = 1.0
+    seed: int | None = None  # sent to APIs that accept one
+    samples: int = 1  # samples per cell (pass@k needs temperature > 0)
+    logprobs: bool = True  # ask for next-token logprobs over the answer letters where the backend offers them
+    base_url: str | None = None  # OpenAI-compatible servers
+    api_key_env: str | None = None  # name of the environment variable holding the key (never the key)
+    revision: str | None = None  # local hub models
+    device: str = "auto"  # local: auto | cpu | cuda
+    dtype: str = "float32"  # local: float32 | bfloat16 | float16
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+@dataclass(frozen=True)
+class ConditionConfig:
+    name: str
+    format: str | None = None  # None = baseline (no persona); else prose | json | bullets
+    traits: str = "all"  # all | demographic | values | -<trait> (leave one out)
+    placement: str = "system"  # where the persona goes: system message or ahead of the user turn
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    run: RunConfig
+    personas: PersonasConfig | None = None
+    benchmarks: tuple[BenchmarkConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    conditions: tuple[ConditionConfig, ...] = ()
+    path: Path = Path("grid.toml")  # set by the loader, not read from the file
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.run.output_dir.replace("{name}", self.run.name)).resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        return self.resolve(self.run.cache).resolve()
+
+    @property
+    def baseline(self) -> ConditionConfig | None:
+        return next((c for c in self.conditions if c.format is None), None)
+
+    def model(self, model_id: str) -> ModelConfig:
+        return next(m for m in self.models if m.id == model_id)
+
+    def canonical(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("path")
+        return data
+
+    def config_hash(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(orjson.dumps(self.canonical(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _describe(tp: Any) -> str:
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "an array of tables"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], where, problems)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected {_describe(tp)}, got {type(value).__name__}")
+            return ()
+        return tuple(_convert(v, inner, f"{where}[{i}]", problems) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a table, got {type(value).__name__}")
+            return None
+        return _build(tp, value, where, problems)
+    ok = (
+        isinstance(value, bool)
+        if tp is bool
+        else isinstance(value, tp) and not isinstance(value, bool)
+        if tp is int
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+        if tp is float
+        else isinstance(value, tp)
+    )
+    if not ok:
+        problems.append(f"{where}: expected {_describe(tp)}, got {value!r}")
+        return None
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    prefix = f"{where}." if where else ""
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(fields)})"
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in table:
+            kwargs[name] = _convert(table[name], hints[name], f"{prefix}{name}", problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{prefix}{name}: required key missing (expected {_describe(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None  # a required key was missing or invalid: already reported
+
+
+def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
+    # Imported here so that loading a grid does not import every backend.
+    from bench_adapters import ADAPTERS
+    from engine.providers import PROVIDERS
+    from persona_builder import FORMATS
+
+    if grid.run.seed < 0:
+        problems.append("run.seed: expected a non-negative integer")
+    personas = grid.personas
+    if personas is not None:
+        if not grid.resolve(personas.source).is_file():
+            problems.append(f"personas.source: file not found: {grid.resolve(personas.source)}")
+        if personas.limit is not None and personas.limit < 1:
+            problems.append("personas.limit: expected a positive integer")
+    if not grid.benchmarks:
+        problems.append("benchmarks: at least one [[benchmarks]] table is required")
+    for i, b in enumerate(grid.benchmarks):
+        where = f"benchmarks[{i}]"
+        adapter = ADAPTERS.get(b.name)
+        if adapter is None:
+            problems.append(f"{where}.name: unknown benchmark '{b.name}'{_suggest(b.name, ADAPTERS)}")
+        elif b.mode not in adapter.modes:
+            problems.append(f"{where}.mode: '{b.mode}' not supported by {b.name} (expected one of {', '.join(adapter.modes)})")
+        if b.path is not None and not grid.resolve(b.path).exists():
+            problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
+        if b.limit is not None and b.limit < 1:
+            problems.append(f"{where}.limit: expected a positive integer")
+    if not grid.models:
+        problems.append("models: at least one [[models]] table is required")
+    for i, m in enumerate(grid.models):
+        where = f"models[{i}]"
+        if m.provider not in PROVIDERS:
+            problems.append(f"{where}.provider: unknown provider '{m.provider}'{_suggest(m.provider, PROVIDERS)}")
+        if m.samples < 1:
+            problems.append(f"{where}.samples: expected a positive integer")
+        if m.max_tokens < 1:
+            problems.append(f"{where}.max_tokens: expected a positive integer")
+        if not 0 <= m.temperature <= 2:
+            problems.append(f"{where}.temperature: expected a number in [0, 2]")
+        if m.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"{where}.device: expected auto, cpu or cuda")
+        if m.dtype not in ("float32", "bfloat16", "float16"):
+            problems.append(f"{where}.dtype: expected float32, bfloat16 or float16")
+        lim = m.limits
+        if lim.concurrency < 1 or lim.batch_size < 1:
+            problems.append(f"{where}.limits: concurrency and batch_size must be positive integers")
+        if lim.requests_per_minute < 0 or lim.tokens_per_minute < 0 or lim.max_retries < 0 or lim.timeout_s <= 0:
+            problems.append(f"{where}.limits: rates, retries and timeout must be non-negative (timeout positive)")
+    _check_unique("models", "id", [m.id for m in grid.models], problems)
+    _check_unique("benchmarks", "name", [b.name for b in grid.benchmarks], problems)
+    if not grid.conditions:
+        problems.append("conditions: at least one [[conditions]] table is required")
+    _check_unique("conditions", "name", [c.name for c in grid.conditions], problems)
+    for i, c in enumerate(grid.conditions):
+        where = f"conditions[{i}]"
+        if c.format is not None and c.format not in FORMATS:
+            problems.append(f"{where}.format: unknown format '{c.format}' (expected one of {', '.join(FORMATS)}; omit it for the baseline)")
+        if c.format is not None and personas is None:
+            problems.append(f"{where}.format: a persona condition needs a [personas] table")
+        if c.traits not in ("all", "demographic", "values") and not (c.traits.startswith("-") and len(c.traits) > 1):
+            problems.append(f"{where}.traits: expected all, demographic, values or -<trait> (leave one out), got '{c.traits}'")
+        if c.placement not in ("system", "user"):
+            problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
+    if sum(c.format is None for c in grid.conditions) > 1:
+        problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
+
+
+def _suggest(name: str, options: dict) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    listing = f"expected one of {', '.join(sorted(options))}"
+    return f" ({listing}; did you mean '{close[0]}'?)" if close else f" ({listing})"
+
+
+def _check_unique(table: str, key: str, values: list[str], problems: list[str]) -> None:
+    seen = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            problems.append(f"{table}[{i}].{key}: duplicate value '{v}'")
+        seen.add(v)
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Parse and validate a grid file; raise GridError naming the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GridError([f"{path}: grid file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError([f"{path}: not valid TOML ({exc})"]) from None
+    problems: list[str] = []
+    grid = _build(GridConfig, raw, "", problems)
+    if grid is not None and not problems:
+        grid = dataclasses.replace(grid, path=path.resolve())
+        _check_semantics(grid, problems)
+    if problems:
+        raise GridError([f"{path}: {p}" for p in problems])
+    return grid

@@ -1,0 +1,57 @@
+"""The run manifest: enough to say exactly what produced a result set (never a secret)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.config import GridConfig
+
+_PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "typer", "tenacity")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_manifest(grid: GridConfig, identities: dict[str, dict[str, Any]], cells: dict[str, int]) -> dict[str, Any]:
+    return {
+        "run": grid.run.name,
+        "grid_file": str(grid.path),
+        "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest(),
+        "config_hash": grid.config_hash(),
+        "config": grid.canonical(),
+        "seeds": {
+            "run": grid.run.seed,
+            "benchmarks": {b.name: b.seed for b in grid.benchmarks},
+            "models": {m.id: m.seed for m in grid.models},
+        },
+        "models": {m.id: {"provider": m.provider, "model": m.model, "identity": identities[m.id]} for m in grid.models},
+        "cells": cells,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": "running",
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    os.replace(tmp, path)

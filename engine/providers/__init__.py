@@ -1,0 +1,21 @@
+"""Provider registry. Backends are imported on first use so a grid that only uses an API never imports torch."""
+
+from __future__ import annotations
+
+import importlib
+
+from engine.config import ModelConfig
+from engine.providers.base import Provider
+
+PROVIDERS: dict[str, str] = {
+    "local": "engine.providers.local:LocalProvider",
+    "openai": "engine.providers.openai:OpenAIProvider",
+}
+
+
+def create_provider(config: ModelConfig) -> Provider:
+    module, cls = PROVIDERS[config.provider].split(":")
+    return getattr(importlib.import_module(module), cls)(config)
+
+
+__all__ = ["PROVIDERS", "Provider", "create_provider"]

@@ -1,0 +1,43 @@
+"""The one interface every model backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from engine.config import ModelConfig
+from engine.request import Request, Response
+
+
+class Provider(ABC):
+    """A model backend.
+
+    `complete` takes a batch: local backends get up to `batch_size` requests per call and run them in one
+    forward pass; API backends have batch_size 1 and get `concurrency` concurrent calls. It must return one
+    Response per request, in order, and report failures as Response.failed rather than raising, so one bad
+    cell never takes its batch-mates or the run down.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.limits.concurrency
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What the outputs depend on (model name, revision or weights hash); cheap, loads no weights."""
+
+    @abstractmethod
+    async def complete(self, batch: Sequence[Request]) -> list[Response]: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        return None

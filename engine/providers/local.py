@@ -1,0 +1,181 @@
+"""Local generation with HF transformers on torch: batched, left-padded, one forward pass per batch.
+
+Chosen over llama.cpp for the embedded default after measuring (see README): our prompts are long and the
+answers a few tokens, so prefill dominates, and batched transformers prefill is faster on this CPU than
+llama-cpp-python's serialised one; it also installs from wheels instead of a 4-7 minute compile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import ModelConfig
+from engine.providers import weights
+from engine.providers.base import Provider
+from engine.request import Request, Response
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._source = weights.resolve(config.model, config.revision)
+        self._identity: dict[str, Any] | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device: str | None = None
+        self._load_lock = threading.Lock()
+        self._letter_ids: dict[str, int] = {}
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.limits.batch_size
+
+    @property
+    def concurrency(self) -> int:
+        return 1  # one forward pass at a time; torch already uses every core
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = {**weights.identity(self._source), "dtype": self.config.dtype}
+        return self._identity
+
+    async def complete(self, batch: Sequence[Request]) -> list[Response]:
+        try:
+            return await asyncio.to_thread(self._run_batch, list(batch))
+        except Exception as exc:  # a broken batch becomes per-cell errors, never a dead run
+            return [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # our own progress bar is the one a user watches
+            torch.set_num_threads(os.cpu_count() or 1)
+            device = self.config.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = getattr(torch, self.config.dtype)
+            src = self._source
+            if src.kind == "gguf":
+                folder = self._converted_gguf(dtype)
+                tok = AutoTokenizer.from_pretrained(folder)
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            else:
+                kwargs = {"revision": src.revision} if src.revision else {}
+                tok = AutoTokenizer.from_pretrained(src.location, **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
+            tok.padding_side = "left"  # decoder-only batching: prompts end where generation starts
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            self._tokenizer = tok
+            self._model = model.to(device).eval()
+            self._device = device
+
+    def _converted_gguf(self, dtype: Any) -> Path:
+        """Dequantising a GGUF takes ~20 s; keep the result as a plain HF checkpoint keyed by the file hash.
+
+        Saved in the dtype the model runs in, so later loads hold exactly the weights of the first one.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = self._source.gguf_file
+        digest = self.identity()["sha256"][:16]
+        folder = weights.user_cache_dir() / "models" / f"{gguf.stem}-{digest}-{self.config.dtype}"
+        if (folder / "config.json").is_file():
+            return folder
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        model.hf_quantizer = None  # the weights are dequantised already; lets save_pretrained proceed
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process converted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def _letter_token(self, letter: str) -> int | None:
+        if letter not in self._letter_ids:
+            ids = self._tokenizer.encode(letter, add_special_tokens=False)
+            self._letter_ids[letter] = ids[0] if len(ids) == 1 else -1
+        tid = self._letter_ids[letter]
+        return None if tid < 0 else tid
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def _run_batch(self, batch: list[Request]) -> list[Response]:
+        self._load()
+        import torch
+
+        tok, model = self._tokenizer, self._model
+        started = time.perf_counter()
+        # Requests in one batch share decoding settings in practice (one model config); group anyway.
+        groups: dict[Any, list[int]] = {}
+        for i, req in enumerate(batch):
+            groups.setdefault(req.decoding, []).append(i)
+        out: list[Response | None] = [None] * len(batch)
+        for decoding, idxs in groups.items():
+            prompts = [self._prompt(batch[i]) for i in idxs]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+            sample = decoding.temperature > 0
+            if sample:
+                seed = hashlib.sha256("".join(p for p in prompts).encode()).digest()
+                torch.manual_seed(int.from_bytes(seed[:8], "little") + batch[idxs[0]].sample)
+            with torch.inference_mode():
+                gen = model.generate(
+                    **enc,
+                    max_new_tokens=decoding.max_tokens,
+                    do_sample=sample,
+                    temperature=decoding.temperature if sample else None,
+                    top_p=decoding.top_p if sample else None,
+                    top_k=None,
+                    pad_token_id=tok.pad_token_id,
+                    output_logits=True,
+                    return_dict_in_generate=True,
+                )
+            first = torch.log_softmax(gen.logits[0].float(), dim=-1)  # next-token logprobs at the answer position
+            new_tokens = gen.sequences[:, enc["input_ids"].shape[1] :]
+            elapsed = time.perf_counter() - started
+            for row, i in enumerate(idxs):
+                req = batch[i]
+                toks = new_tokens[row]
+                n_new = int((toks != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(toks)
+                letter_lp = None
+                if req.want_logprobs and req.letters:
+                    letter_lp = {
+                        letter: float(first[row, tid]) for letter in req.letters if (tid := self._letter_token(letter)) is not None
+                    }
+                out[i] = Response(
+                    text=tok.decode(toks, skip_special_tokens=True),
+                    letter_logprobs=letter_lp,
+                    prompt_tokens=int(enc["attention_mask"][row].sum()),
+                    completion_tokens=n_new,
+                    latency_s=elapsed,
+                )
+        return [r for r in out if r is not None]
+
+    def _prompt(self, req: Request) -> str:
+        messages = [{"role": role, "content": content} for role, content in req.messages]
+        if self._tokenizer.chat_template:
+            return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(content for _, content in req.messages) + "\nAnswer:"

@@ -1,0 +1,232 @@
+"""The asyncio scheduler: plan cells -> cache lookup -> provider calls -> cache + results.
+
+One producer per model walks that model's cells in chunks, answers cache hits at once and queues misses
+on a bounded queue (backpressure keeps memory flat). Workers drain the queue: API providers run
+`concurrency` single calls at a time, local providers take whole batches. Completed responses are
+committed to the cache in small transactions as they arrive, so a kill loses at most the last ~50 ms.
+Identical requests inside one run (the same key) are called once and fan out to every waiting cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from engine.cache import ResponseCache, cache_key
+from engine.plan import Cell, Plan
+from engine.providers import Provider
+from engine.request import Request, Response
+from engine.results import ResultsWriter
+
+_CHUNK = 512
+_FLUSH_ROWS = 256
+_FLUSH_SECONDS = 0.05
+_BATCH_WAIT_S = 0.01
+
+
+@dataclass
+class RunStats:
+    cells_total: int
+    cells_done: int = 0
+    cache_hits: int = 0
+    calls_made: int = 0  # requests a provider completed (success or failure), retries not counted
+    attempts: int = 0  # every attempt, retries included
+    errors: Counter = field(default_factory=Counter)  # by kind, counted per failed call
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+    def summary(self) -> dict:
+        return {
+            "cells_total": self.cells_total,
+            "cells_done": self.cells_done,
+            "cache_hits": self.cache_hits,
+            "model_calls": self.calls_made,
+            "attempts": self.attempts,
+            "errors": dict(self.errors),
+            "errors_total": sum(self.errors.values()),
+            "wall_s": round(self.wall_s, 3),
+            "interrupted": self.interrupted,
+        }
+
+
+def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
+    while chunk := list(islice(cells, size)):
+        yield chunk
+
+
+class Scheduler:
+    def __init__(self, plan: Plan, providers: dict[str, Provider], cache: ResponseCache, writer: ResultsWriter) -> None:
+        self.plan = plan
+        self.providers = providers
+        self.cache = cache
+        self.writer = writer
+        self.stats = RunStats(cells_total=len(plan))
+        self._identity = {mid: p.identity() for mid, p in providers.items()}
+        self._pending: dict[str, list[Cell]] = {}  # key -> cells waiting on that call
+        self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
+        self._buffer: list[tuple[str, str, str, Response]] = []
+        self._last_flush = time.monotonic()
+
+    def key(self, cell: Cell, request: Request) -> str:
+        return cache_key(cell.model.provider, self._identity[cell.model.id], request)
+
+    async def run(self, stop: asyncio.Event) -> RunStats:
+        started = time.perf_counter()
+        queues = {
+            mid: asyncio.Queue(maxsize=max(64, 2 * p.concurrency * p.batch_size)) for mid, p in self.providers.items()
+        }
+        workers = [
+            asyncio.create_task(self._worker(mid, provider, queues[mid]))
+            for mid, provider in self.providers.items()
+            for _ in range(provider.concurrency)
+        ]
+        flusher = asyncio.create_task(self._flush_periodically())
+        producers = [asyncio.create_task(self._produce(m, queues[m.id], stop)) for m in self.plan.grid.models]
+        finished = asyncio.ensure_future(self._drain(producers, queues))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({finished, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.stats.interrupted = stop.is_set() and not finished.done()
+            for task in (*producers, *workers, finished, stopper, flusher):
+                task.cancel()
+            await asyncio.gather(*producers, *workers, finished, stopper, flusher, return_exceptions=True)
+            self._flush()
+            self.writer.close()
+            for provider in self.providers.values():
+                await provider.aclose()
+            self.stats.wall_s = time.perf_counter() - started
+        return self.stats
+
+    async def _drain(self, producers: list[asyncio.Task], queues: dict[str, asyncio.Queue]) -> None:
+        await asyncio.gather(*producers)
+        await asyncio.gather(*(q.join() for q in queues.values()))
+
+    async def _produce(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
+        for chunk in _chunks(self.plan.cells(model), _CHUNK):
+            if stop.is_set():
+                return
+            requests = [self.plan.request(c) for c in chunk]
+            keys = [self.key(c, r) for c, r in zip(chunk, requests)]
+            hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
+            for cell, request, key in zip(chunk, requests, keys):
+                cached = hits.get(key)
+                if cached is not None:
+                    self.stats.cache_hits += 1
+                    self._emit(cell, key, cached.as_response(), cached=True)
+                elif key in self._fresh:
+                    self.stats.cache_hits += 1
+                    self._emit(cell, key, self._fresh[key], cached=True)
+                elif key in self._pending:
+                    self._pending[key].append(cell)
+                else:
+                    self._pending[key] = [cell]
+                    await queue.put((key, request))
+            await asyncio.sleep(0)  # let workers and the flusher run between chunks of pure cache hits
+
+    async def _worker(self, model_id: str, provider: Provider, queue: asyncio.Queue) -> None:
+        size = provider.batch_size
+        while True:
+            batch = [await queue.get()]
+            if size > 1:
+                deadline = time.monotonic() + _BATCH_WAIT_S
+                while len(batch) < size:
+                    try:
+                        batch.append(queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        if time.monotonic() >= deadline:
+                            break
+                        await asyncio.sleep(0.001)
+            try:
+                responses = await provider.complete([req for _, req in batch])
+                if len(responses) != len(batch):
+                    raise RuntimeError(f"provider returned {len(responses)} responses for {len(batch)} requests")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a provider bug must not kill the run: record it on every cell
+                responses = [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
+            for (key, _), response in zip(batch, responses):
+                self._complete(provider, key, response)
+                queue.task_done()
+
+    def _complete(self, provider: Provider, key: str, response: Response) -> None:
+        self.stats.calls_made += 1
+        self.stats.attempts += response.attempts
+        cells = self._pending.pop(key, [])
+        self._buffer.append((key, provider.name, provider.config.model, response))
+        if response.ok:
+            self._fresh[key] = response
+        else:
+            self.stats.errors[response.error_kind] += 1
+        for cell in cells:
+            self._emit(cell, key, response, cached=False)
+        if len(self._buffer) >= _FLUSH_ROWS:
+            self._flush()
+
+    def _emit(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
+        item = cell.item
+        if response.ok:
+            score = self.plan.adapter(cell.benchmark).score(item, response.text, response.letter_logprobs)
+            answer, correct, invalid, p_gold = score.answer, score.correct, score.invalid, score.p_gold
+        else:
+            answer, correct, invalid, p_gold = None, None, None, None
+        self.writer.add(
+            (
+                cell.index,
+                cell.id,
+                cell.model.id,
+                cell.benchmark,
+                item.id,
+                cell.condition.name,
+                cell.persona.id if cell.persona else None,
+                cell.sample,
+                key,
+                cached,
+                "ok" if response.ok else "error",
+                response.text,
+                answer,
+                item.gold_letter,
+                correct,
+                invalid,
+                p_gold,
+                response.prompt_tokens,
+                response.completion_tokens,
+                response.latency_s,
+                response.error_kind,
+                response.error,
+            )
+        )
+        self.stats.cells_done += 1
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.cache.write(self._buffer)
+            for key, *_ in self._buffer:
+                self._fresh.pop(key, None)
+            self._buffer = []
+        self._last_flush = time.monotonic()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_SECONDS)
+            if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+                self._flush()
+
+
+def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> dict[str, tuple[int, int]]:
+    """Per model: (cells, cells already answered in the cache), without calling anything."""
+    out = {}
+    for model in plan.grid.models:
+        identity = providers[model.id].identity()
+        total = cached = 0
+        for chunk in _chunks(plan.cells(model), 2048):
+            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
+            total += len(chunk)
+            found = cache.contains_keys(keys)
+            cached += sum(1 for k in keys if k in found)
+        out[model.id] = (total, cached)
+    return out

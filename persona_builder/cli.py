@@ -1,0 +1,122 @@
+"""`personas` commands: build a persona set from survey files, show one persona, summarise a build.
+
+Mounted into the main CLI as `mtpa-engine personas ...`; also runnable as `python -m persona_builder.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+
+from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build
+from persona_builder.catalog import load_catalog
+from persona_builder.persona import PersonaFileError, iter_personas
+from persona_builder.render import FORMATS, render
+
+app = typer.Typer(help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
+                  no_args_is_help=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code=2)
+
+
+def _persona_file(directory: Path) -> Path:
+    for name in (PARQUET, JSONL):
+        if (directory / name).is_file():
+            return directory / name
+    raise PersonaFileError(f"{directory}: no {PARQUET} or {JSONL} (run `personas build` first)")
+
+
+@app.command("build")
+def build_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder for personas.parquet, personas.jsonl, report.json.")],
+    wvs: Annotated[Optional[Path], typer.Option("--wvs", help="WVS-7 cross-national CSV.")] = None,
+    joint: Annotated[Optional[Path], typer.Option("--joint", help="EVS/WVS joint 2017-2022 file (.csv, .dta or .sav).")] = None,
+    gss: Annotated[Optional[Path], typer.Option("--gss", help="GSS file (.dta, .sav or Data Explorer .csv).")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Option("--input", help="SURVEY=FILE for any survey in the catalog (repeatable).")] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of personas.")] = DEFAULT_N,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    max_missing: Annotated[float, typer.Option("--max-missing", help="Drop a survey's trait above this missing share.")] = DEFAULT_MAX_MISSING,
+    weights: Annotated[bool, typer.Option("--weights/--no-weights", help="Use survey weights for strata shares and draws.")] = False,
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Trait catalog (default: the packaged one).")] = None,
+) -> None:
+    """Read the survey files, clean, stratify and write the persona set."""
+    files = {k: v for k, v in (("wvs7", wvs), ("joint", joint), ("gss", gss)) if v is not None}
+    for item in inputs or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            raise _fail(f"--input expects SURVEY=FILE, got {item!r}")
+        files[key] = Path(path)
+    if not files:
+        raise _fail("give at least one survey file: --wvs, --joint, --gss or --input SURVEY=FILE")
+    try:
+        report = build(files, out, n=n, seed=seed, max_missing=max_missing, weighted=weights, catalog=load_catalog(catalog))
+    except PersonaFileError as exc:
+        raise _fail(str(exc)) from None
+    for u in report["unknown_codes"]:
+        print(f"warning: {u['file']}: column '{u['column']}' has code {u['value']} ({u['count']} rows), "
+              f"not in the catalog for trait '{u['trait']}'; read as missing", file=sys.stderr)
+    sampling = report["sampling"]
+    dropped = {s: len(t) for s, t in report["dropped_traits"].items() if t}
+    print(f"{sampling['n_sampled']} personas from {report['pool_size']} respondents -> {out}")
+    print(f"duplicates dropped: {report['duplicates_dropped']}; sparse traits dropped per survey: {dropped or 'none'}; "
+          f"max stratum share deviation: {sampling['max_abs_deviation']:.6f}")
+
+
+@app.command("show")
+def show_cmd(
+    directory: Annotated[Path, typer.Argument(help="A build output folder (or a persona file).")],
+    persona_id: Annotated[str, typer.Option("--id", help="Persona id.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "prose",
+    subset: Annotated[str, typer.Option("--subset", help="all, demographic, values or -TRAIT (leave one out).")] = "all",
+) -> None:
+    """Print one persona rendered as the model sees it."""
+    try:
+        path = directory if directory.is_file() else _persona_file(directory)
+        persona = next((p for p in iter_personas(path) if p.id == persona_id), None)
+        if persona is None:
+            raise PersonaFileError(f"{path}: no persona with id '{persona_id}'")
+        print(render(persona, fmt, subset))
+    except (PersonaFileError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("stats")
+def stats_cmd(directory: Annotated[Path, typer.Argument(help="A build output folder.")]) -> None:
+    """Summarise a persona set: sources, countries, sex, age bands, trait coverage, strata fit."""
+    try:
+        personas = list(iter_personas(_persona_file(directory)))
+    except PersonaFileError as exc:
+        raise _fail(str(exc)) from None
+    total = len(personas)
+    print(f"{total} personas in {directory}")
+    for title, values in (
+        ("source", [p.source for p in personas]),
+        ("sex", [p.answer("sex") for p in personas]),
+        ("country", [p.answer("country") for p in personas]),
+    ):
+        counts = Counter(values).most_common(12)
+        print(f"{title}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in counts))
+    ages = sorted(int(a) for p in personas if (a := p.answer("age")) and a.isdigit())
+    if ages:
+        print(f"age: min {ages[0]}, median {ages[len(ages) // 2]}, max {ages[-1]}")
+    coverage = Counter(k for p in personas for k in p.traits)
+    print("trait coverage: " + ", ".join(f"{k} {v / total:.0%}" for k, v in coverage.most_common()))
+    report_path = directory / REPORT
+    if report_path.is_file():
+        report = orjson.loads(report_path.read_bytes())
+        sampling = report["sampling"]
+        print(f"strata: {len(sampling['strata'])}, max absolute share deviation {sampling['max_abs_deviation']:.6f}, "
+              f"seed {sampling['seed']}, weighted {sampling['weighted']}")
+        print(f"duplicates dropped: {report['duplicates_dropped']}, unknown codes: {len(report['unknown_codes'])}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,126 @@
+"""The persona record: one survey respondent, its traits as (question, answer label, category).
+
+On disk a persona file is JSONL (one record a line) or Parquet. Record shape:
+
+    {"id": "wvs7-156070594", "source": "WVS-7",
+     "traits": {"country": {"question": "...", "answer": "India", "category": "demographic"}, ...}}
+
+Parquet comes in two layouts: the build's (one column per trait holding the answer label, questions and
+categories in the file metadata under TRAITS_METADATA) or a `traits` column holding the JSON text of the
+traits mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+
+TRAITS_METADATA = "mtpa.traits"
+
+
+class PersonaFileError(ValueError):
+    """A persona file that cannot be read; the message names file, line and what was expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trait:
+    question: str
+    answer: str
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class Persona:
+    id: str
+    source: str
+    traits: Mapping[str, Trait]
+
+    def answer(self, key: str) -> str | None:
+        trait = self.traits.get(key)
+        return trait.answer if trait else None
+
+    def to_record(self) -> dict:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "traits": {k: {"question": t.question, "answer": t.answer, "category": t.category} for k, t in self.traits.items()},
+        }
+
+
+def _parse_record(raw: object, where: str) -> Persona:
+    if not isinstance(raw, dict):
+        raise PersonaFileError(f"{where}: expected a JSON object with id, source, traits")
+    for key in ("id", "source", "traits"):
+        if key not in raw:
+            raise PersonaFileError(f"{where}: missing key '{key}' (a persona needs id, source, traits)")
+    traits_raw = raw["traits"]
+    if isinstance(traits_raw, str):
+        traits_raw = orjson.loads(traits_raw)
+    if not isinstance(traits_raw, dict):
+        raise PersonaFileError(f"{where}: 'traits' must be an object of trait -> {{question, answer, category}}")
+    traits: dict[str, Trait] = {}
+    for name, t in traits_raw.items():
+        if not isinstance(t, dict) or not {"question", "answer", "category"} <= t.keys():
+            raise PersonaFileError(f"{where}: trait '{name}' must have question, answer and category")
+        if t["answer"] is None:
+            continue  # missing answers are simply absent from the persona
+        traits[name] = Trait(str(t["question"]), str(t["answer"]), str(t["category"]))
+    return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits)
+
+
+def iter_personas(path: Path) -> Iterator[Persona]:
+    """Yield personas from a JSONL or Parquet file, raising PersonaFileError with file and line on bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise PersonaFileError(f"{path}: persona file not found")
+    if path.suffix == ".parquet":
+        yield from _iter_parquet(path)
+        return
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise PersonaFileError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            yield _parse_record(raw, f"{path}:{lineno}")
+
+
+def _iter_parquet(path: Path) -> Iterator[Persona]:
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+        meta = pl.read_parquet_metadata(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise PersonaFileError(f"{path}: not a readable Parquet file ({exc})") from None
+    if "traits" in frame.columns or TRAITS_METADATA not in meta:
+        for i, row in enumerate(frame.iter_rows(named=True)):
+            yield _parse_record(row, f"{path}: row {i + 1}")
+        return
+    schema = orjson.loads(meta[TRAITS_METADATA])
+    keys = [k for k in schema if k in frame.columns]
+    for i, row in enumerate(frame.select("id", "source", *keys).iter_rows(named=True)):
+        traits = {
+            k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
+                "answer": row[k], "category": schema[k]["category"]}
+            for k in keys
+        }
+        yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
+
+
+def load_personas(path: Path) -> list[Persona]:
+    personas = list(iter_personas(path))
+    seen: set[str] = set()
+    for p in personas:
+        if p.id in seen:
+            raise PersonaFileError(f"{path}: duplicate persona id '{p.id}'")
+        seen.add(p.id)
+    if not personas:
+        raise PersonaFileError(f"{path}: no personas in file")
+    return personas
