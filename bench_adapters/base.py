@@ -18,10 +18,11 @@ class Item:
     options: tuple[str, ...]
     gold: int  # index into options
     meta: Mapping[str, str] = field(default_factory=dict)
+    letters: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def letters(self) -> tuple[str, ...]:
-        return letters_for(len(self.options))
+    def __post_init__(self) -> None:
+        # Stored, not derived on access: the scheduler reads it for every cell on the hot path.
+        object.__setattr__(self, "letters", letters_for(len(self.options)))
 
     @property
     def gold_letter(self) -> str:

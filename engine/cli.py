@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config import GridError, load_grid
+from persona_builder.cli import app as personas_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Persona-effect evaluation engine.")
 out = Console()
@@ -83,15 +84,7 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _mount_subcommands() -> None:
-    try:
-        from persona_builder.cli import app as personas_app
-    except ImportError:  # persona_builder's CLI is optional while it is being built
-        return
-    app.add_typer(personas_app, name="personas")
-
-
-_mount_subcommands()
+app.add_typer(personas_app, name="personas", help="Build, inspect and summarise survey personas.")
 
 if __name__ == "__main__":
     app()

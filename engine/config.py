@@ -71,6 +71,7 @@ class ModelConfig:
     samples: int = 1  # samples per cell (pass@k needs temperature > 0)
     logprobs: bool = True  # ask for next-token logprobs over the answer letters where the backend offers them
     base_url: str | None = None  # OpenAI-compatible servers
+    transport: str = "aiohttp"  # openai: aiohttp (lean, fast) | sdk (official AsyncOpenAI client)
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key)
     revision: str | None = None  # local hub models
     device: str = "auto"  # local: auto | cpu | cuda
@@ -234,6 +235,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.max_tokens: expected a positive integer")
         if not 0 <= m.temperature <= 2:
             problems.append(f"{where}.temperature: expected a number in [0, 2]")
+        if m.transport not in ("aiohttp", "sdk"):
+            problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
         if m.device not in ("auto", "cpu", "cuda"):
             problems.append(f"{where}.device: expected auto, cpu or cuda")
         if m.dtype not in ("float32", "bfloat16", "float16"):

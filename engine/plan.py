@@ -108,6 +108,11 @@ class Plan:
     def _render_uncached(self, persona_id: str, fmt: str, traits: str) -> str:
         return render(self._by_id[persona_id], fmt, traits)
 
+    @staticmethod
+    @lru_cache(maxsize=64)
+    def _decoding(model: ModelConfig) -> Decoding:
+        return Decoding(model.temperature, model.max_tokens, model.top_p, model.seed)
+
     def _task(self, benchmark: str, item: Item) -> str:
         key = (benchmark, item.id)
         if key not in self._tasks:
@@ -129,7 +134,7 @@ class Plan:
         m = cell.model
         return Request(
             messages=messages,
-            decoding=Decoding(m.temperature, m.max_tokens, m.top_p, m.seed),
+            decoding=self._decoding(m),
             sample=cell.sample,
             mode=self.mode(cell.benchmark),
             letters=cell.item.letters,

@@ -91,7 +91,8 @@ class _Harmonizer:
     def source_columns(self, source: Source) -> list[str]:
         return [c for ref in source.columns if (c := resolve(ref, self.columns)) is not None]
 
-    def labels(self, raw: pl.DataFrame, source: Source, columns: list[str], trait: str, number_range) -> pl.Series:
+    def labels(self, raw: pl.DataFrame, source: Source, columns: list[str], trait: str,
+               number_range: tuple[int, int] | None) -> pl.Series:
         """The answer labels for one trait (or the subregion), recording codes the catalog does not know."""
         if source.constant is not None:
             return pl.Series(trait, [source.codes[source.constant].label] * raw.height, dtype=pl.String)
@@ -101,21 +102,22 @@ class _Harmonizer:
             if source.codes is None:
                 lo, hi = number_range or (float("-inf"), float("inf"))
                 col = pl.col(column)
-                known = (values == values.floor()) & (values >= lo) & (values <= hi)
-                in_range = (col == col.floor()) & (col >= lo) & (col <= hi)
-                parts.append(_apply(values, pl.when(in_range).then(col.cast(pl.Int64, strict=False).cast(pl.String))))
+                whole = (col == col.floor()) & (col >= lo) & (col <= hi)
+                labels = _apply(values, pl.when(whole).then(col.cast(pl.Int64, strict=False).cast(pl.String)))
             else:
                 codes = [float(c) for c in source.codes]
-                known = values.is_in(codes)
-                labels = [a.label for a in source.codes.values()]
-                parts.append(values.replace_strict(codes, labels, default=None, return_dtype=pl.String))
-            stray = values.filter(values.is_not_null() & ~known.fill_null(False))
+                labels = values.replace_strict(codes, [a.label for a in source.codes.values()], default=None,
+                                               return_dtype=pl.String)
+            stray = values.filter(values.is_not_null() & labels.is_null())
             for value, count in sorted(stray.value_counts().iter_rows()):
                 self.unknown.append(
                     {"survey": self.survey.key, "file": str(self.path), "column": column, "trait": trait,
                      "value": _code_value(value), "count": count}
                 )
-        return pl.select(pl.coalesce(parts).alias(trait))[trait] if parts else pl.Series(trait, [None] * raw.height, dtype=pl.String)
+            parts.append(labels)
+        if not parts:
+            return pl.Series(trait, [None] * raw.height, dtype=pl.String)
+        return pl.select(pl.coalesce(parts).alias(trait))[trait]
 
 
 def harmonize(path: Path, survey: Survey, catalog: Catalog) -> SurveyTable:

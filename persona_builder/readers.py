@@ -65,7 +65,7 @@ def read_columns(path: Path, columns: list[str]) -> pl.DataFrame:
     try:
         if fmt == "csv":
             # All text: a cell like "-4.0" or a stray label must reach the numeric check, not a schema guess.
-            lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy", quote_char='"')
+            lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
             return lazy.select(columns).collect()
         reader = pyreadstat.read_dta if fmt == "dta" else pyreadstat.read_sav
         frame, _ = reader(str(path), usecols=columns, output_format="polars")

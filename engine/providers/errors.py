@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+class HTTPStatusError(Exception):
+    """A non-2xx answer from a provider, for transports that do not raise their own typed errors."""
+
+    def __init__(self, status_code: int, body: str, retry_after: str | None = None) -> None:
+        super().__init__(body)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
 TRANSIENT = frozenset({"rate_limit", "server_error", "timeout", "connection"})
 
 _BY_STATUS = {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "server_error", 413: "bad_request", 422: "bad_request", 429: "rate_limit"}
