@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS responses (
     model TEXT NOT NULL,
     text TEXT,
     letter_logprobs TEXT,
+    option_logprobs TEXT,
+    option_tokens TEXT,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
     latency_s REAL,
@@ -60,12 +62,34 @@ def cache_key(provider: str, identity: Mapping[str, Any], request: Request) -> s
 class Cached:
     text: str | None
     letter_logprobs: dict[str, float] | None
+    option_logprobs: tuple[float, ...] | None
+    option_tokens: tuple[int, ...] | None
     prompt_tokens: int | None
     completion_tokens: int | None
     latency_s: float | None
 
     def as_response(self) -> Response:
-        return Response(self.text, self.letter_logprobs, self.prompt_tokens, self.completion_tokens, self.latency_s or 0.0)
+        return Response(
+            text=self.text,
+            letter_logprobs=self.letter_logprobs,
+            option_logprobs=self.option_logprobs,
+            option_tokens=self.option_tokens,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            latency_s=self.latency_s or 0.0,
+        )
+
+
+def _dump(value: object) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _load(text: str | None) -> dict | None:
+    return orjson.loads(text) if text else None
+
+
+def _tuple(text: str | None) -> tuple | None:
+    return tuple(orjson.loads(text)) if text else None
 
 
 class CacheError(RuntimeError):
@@ -92,12 +116,12 @@ class ResponseCache:
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for key, text, lp, pt, ct, lat in self._db.execute(
-                "SELECT key, text, letter_logprobs, prompt_tokens, completion_tokens, latency_s "
-                f"FROM responses WHERE key IN ({marks})",
+            for key, text, lp, olp, otok, pt, ct, lat in self._db.execute(
+                "SELECT key, text, letter_logprobs, option_logprobs, option_tokens, prompt_tokens, completion_tokens, "
+                f"latency_s FROM responses WHERE key IN ({marks})",
                 chunk,
             ):
-                found[key] = Cached(text, orjson.loads(lp) if lp else None, pt, ct, lat)
+                found[key] = Cached(text, _load(lp), _tuple(olp), _tuple(otok), pt, ct, lat)
         return found
 
     def contains_keys(self, keys: Sequence[str]) -> set[str]:
@@ -115,8 +139,8 @@ class ResponseCache:
         ok, failed = [], []
         for key, provider, model, r in rows:
             if r.ok:
-                lp = orjson.dumps(r.letter_logprobs).decode() if r.letter_logprobs is not None else None
-                ok.append((key, provider, model, r.text, lp, r.prompt_tokens, r.completion_tokens, r.latency_s, r.attempts, now))
+                lp, olp, otok = _dump(r.letter_logprobs), _dump(r.option_logprobs), _dump(r.option_tokens)
+                ok.append((key, provider, model, r.text, lp, olp, otok, r.prompt_tokens, r.completion_tokens, r.latency_s, r.attempts, now))
             else:
                 failed.append((key, provider, model, r.error_kind, r.error or "", r.attempts, now))
         if not ok and not failed:
@@ -124,7 +148,7 @@ class ResponseCache:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             # OR IGNORE: the first committed answer for a key is the answer; a late duplicate never replaces it.
-            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?)", ok)
+            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
             self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
             self._db.execute("COMMIT")
         except BaseException:

@@ -22,6 +22,8 @@ class Request:
     mode: str  # scoring mode, e.g. "letter"
     letters: tuple[str, ...]  # answer letters whose next-token logprobs are wanted
     want_logprobs: bool
+    # mode "likelihood": texts whose log-likelihood after the prompt is wanted, one per option
+    continuations: tuple[str, ...] = ()
 
     def key_fields(self) -> dict[str, Any]:
         """Everything in the request that can change the model's output, for the cache key."""
@@ -35,6 +37,7 @@ class Request:
             "sample": self.sample,
             "mode": self.mode,
             "letters": self.letters if self.want_logprobs else (),
+            **({"continuations": self.continuations} if self.continuations else {}),
         }
 
     @property
@@ -46,6 +49,9 @@ class Request:
 class Response:
     text: str | None = None
     letter_logprobs: dict[str, float] | None = None
+    # mode "likelihood": summed token logprob of each continuation, and its token count (for normalising)
+    option_logprobs: tuple[float, ...] | None = None
+    option_tokens: tuple[int, ...] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_s: float = 0.0
