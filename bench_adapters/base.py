@@ -6,7 +6,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+import polars as pl
+
 from bench_adapters.letters import letters_for
+
+# letter: generated letter, parsed strictly; letter-logprob: next-token distribution over the option letters;
+# likelihood: summed log-probability of each option's text after the prompt.
+MODES = ("letter", "letter-logprob", "likelihood")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,8 +22,10 @@ class Item:
     id: str
     question: str
     options: tuple[str, ...]
-    gold: int  # index into options
+    gold: int  # index into options; the gold letter reported in results
     meta: Mapping[str, str] = field(default_factory=dict)
+    # Every option that counts as correct (TruthfulQA MC2 has several); empty means just `gold`.
+    true: tuple[int, ...] = ()
     letters: tuple[str, ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -28,21 +36,44 @@ class Item:
     def gold_letter(self) -> str:
         return self.letters[self.gold]
 
+    @property
+    def accepted(self) -> tuple[int, ...]:
+        return self.true or (self.gold,)
+
+
+class Output(Protocol):
+    """What a backend returned for one cell (engine.request.Response satisfies it)."""
+
+    text: str | None
+    letter_logprobs: dict[str, float] | None
+    option_logprobs: tuple[float, ...] | None
+
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    answer: str | None  # the parsed letter, None when invalid
+    answer: str | None  # the chosen letter (parsed, or the argmax in the logprob modes); None when there is none
     correct: float  # 1.0/0.0; an invalid answer scores 0 and is flagged, never mapped to an option
-    invalid: bool
-    p_gold: float | None  # probability on the gold letter when letter logprobs exist
+    invalid: bool  # no usable answer: unparseable text, or no logprobs from the backend
+    p_gold: float | None  # probability mass on the correct option(s), when the mode gives probabilities
+    score: float | None = None  # the benchmark's primary per-item metric (e.g. MC2 mass); None means `correct`
 
 
 class Adapter(Protocol):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
+    mode: str
 
     def items(self) -> Iterator[Item]: ...
 
     def task_prompt(self, item: Item) -> str: ...
 
-    def score(self, item: Item, text: str | None, letter_logprobs: Mapping[str, float] | None) -> Score: ...
+    def continuations(self, item: Item) -> tuple[str, ...]:
+        """likelihood mode: the texts whose log-likelihood after the prompt is compared, one per option."""
+        ...
+
+    def score(self, item: Item, output: Output) -> Score: ...
+
+    @classmethod
+    def metrics(cls, rows: pl.DataFrame) -> pl.DataFrame:
+        """The benchmark's aggregate metrics from its result rows (one benchmark, any models and conditions)."""
+        ...

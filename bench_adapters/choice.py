@@ -1,12 +1,16 @@
-"""Shared pieces of multiple-choice adapters: seeded sampling, seeded option shuffles, letter scoring."""
+"""Shared pieces of multiple-choice adapters: seeded sampling and shuffles, and scoring in every mode."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
 
-from bench_adapters.base import Item, Score
+import polars as pl
+
+from bench_adapters.base import MODES, Item, Output, Score
 from bench_adapters.letters import format_options, parse_letter
 
 
@@ -19,9 +23,15 @@ def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
 
 def shuffled(options: Sequence[str], gold: int, seed: int, item_id: str) -> tuple[tuple[str, ...], int]:
     """Shuffle options with a per-question seed (str seeds hash deterministically across processes)."""
+    shown, order = permuted(options, seed, item_id)
+    return shown, order.index(gold)
+
+
+def permuted(options: Sequence[str], seed: int, item_id: str) -> tuple[tuple[str, ...], list[int]]:
+    """The seeded presentation order; order[k] is the source index of the option shown k-th."""
     order = list(range(len(options)))
     random.Random(f"{seed}:{item_id}").shuffle(order)
-    return tuple(options[i] for i in order), order.index(gold)
+    return tuple(options[i] for i in order), order
 
 
 def letter_prompt(question: str, options: tuple[str, ...]) -> str:
@@ -31,11 +41,111 @@ def letter_prompt(question: str, options: tuple[str, ...]) -> str:
 
 def letter_score(item: Item, text: str | None, letter_logprobs: Mapping[str, float] | None) -> Score:
     answer = parse_letter(text, item.letters)
+    accepted = {item.letters[i] for i in item.accepted}
     p_gold = None
     if letter_logprobs:
         # Renormalise over the offered letters so p_gold is comparable across backends and option counts.
         probs = {k: math.exp(v) for k, v in letter_logprobs.items() if k in item.letters}
         total = sum(probs.values())
         if total > 0:
-            p_gold = probs.get(item.gold_letter, 0.0) / total
-    return Score(answer=answer, correct=float(answer == item.gold_letter), invalid=answer is None, p_gold=p_gold)
+            p_gold = sum(p for k, p in probs.items() if k in accepted) / total
+    correct = float(answer in accepted)
+    return Score(answer=answer, correct=correct, invalid=answer is None, p_gold=p_gold, score=correct)
+
+
+def choice_score(item: Item, logps: Sequence[float] | None) -> Score:
+    """Score a per-option log-score vector (letter logprobs or option log-likelihoods).
+
+    Correct means the best true option beats the best false one strictly, so a tie scores 0 (TruthfulQA's MC1
+    rule). The answer is the unique argmax; a tie at the top has no answer. The mass on the true options,
+    normalised over all options, is MC2's score and the `p_gold` of every benchmark.
+    """
+    if logps is None or len(logps) != len(item.options) or all(v == -math.inf for v in logps):
+        return Score(answer=None, correct=0.0, invalid=True, p_gold=None, score=0.0)
+    accepted = set(item.accepted)
+    best_true = max(logps[i] for i in accepted)
+    best_false = max((v for i, v in enumerate(logps) if i not in accepted), default=-math.inf)
+    top = max(logps)
+    winners = [i for i, v in enumerate(logps) if v == top]
+    shift = [math.exp(v - top) for v in logps]
+    mass = sum(shift[i] for i in accepted) / sum(shift)
+    correct = float(best_true > best_false)
+    answer = item.letters[winners[0]] if len(winners) == 1 else None
+    return Score(answer=answer, correct=correct, invalid=False, p_gold=mass, score=correct)
+
+
+def letter_logps(item: Item, letter_logprobs: Mapping[str, float] | None) -> list[float] | None:
+    """Per-option logprobs in option order; a letter the backend did not list gets -inf (probability 0)."""
+    if not letter_logprobs:
+        return None
+    return [letter_logprobs.get(letter, -math.inf) for letter in item.letters]
+
+
+def meta_field(name: str) -> pl.Expr:
+    return pl.col("meta").str.json_path_match(f"$.{name}").alias(name)
+
+
+class MultipleChoice:
+    """Base for adapters whose items are lettered options with known correct answers.
+
+    Subclasses provide `load()`; this class renders prompts and scores in all three modes. `options` names
+    the grid.toml benchmark keys beyond path/limit/seed/mode that the adapter accepts.
+    """
+
+    name: ClassVar[str]
+    modes: ClassVar[tuple[str, ...]] = MODES
+    options: ClassVar[tuple[str, ...]] = ()
+    default_path: ClassVar[Path | None] = None
+
+    def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter") -> None:
+        if mode not in self.modes:
+            raise ValueError(f"{self.name}: mode '{mode}' not supported (expected one of {', '.join(self.modes)})")
+        self.path = Path(path) if path else self.default_path
+        self.limit = limit
+        self.seed = seed
+        self.mode = mode
+
+    def load(self) -> list[Item]:
+        raise NotImplementedError
+
+    def items(self) -> Iterator[Item]:
+        records = self.load()
+        for i in sample_indices(len(records), self.limit, self.seed):
+            yield records[i]
+
+    def task_prompt(self, item: Item) -> str:
+        if self.mode == "likelihood":
+            return item.question
+        return letter_prompt(item.question, item.options)
+
+    def continuations(self, item: Item) -> tuple[str, ...]:
+        return item.options
+
+    def score(self, item: Item, output: Output) -> Score:
+        if self.mode == "letter":
+            return letter_score(item, output.text, output.letter_logprobs)
+        if self.mode == "letter-logprob":
+            return choice_score(item, letter_logps(item, output.letter_logprobs))
+        return choice_score(item, output.option_logprobs)
+
+    @classmethod
+    def metrics(cls, rows: pl.DataFrame) -> pl.DataFrame:
+        """Accuracy, invalid rate and mean primary score per model × condition (and category, when items have one)."""
+        rows = rows.filter(pl.col("status") == "ok").with_columns(meta_field("category"))
+        keys = ["model", "condition"] + (["category"] if rows["category"].null_count() < rows.height else [])
+        return accuracy_table(rows, keys)
+
+
+def accuracy_table(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    aggs = [
+        pl.len().alias("n"),
+        pl.col("correct").mean().alias("accuracy"),
+        pl.col("invalid").mean().alias("invalid"),
+        pl.col("score").mean().alias("score"),
+        pl.col("p_gold").mean().alias("p_gold"),
+    ]
+    per_key = rows.group_by(keys).agg(aggs)
+    if keys[-1] not in ("model", "condition"):  # add an "all" row per model × condition above the slices
+        overall = rows.group_by(keys[:-1]).agg(aggs).with_columns(pl.lit("all").alias(keys[-1]))
+        per_key = pl.concat([overall.select(per_key.columns), per_key])
+    return per_key.sort(keys)

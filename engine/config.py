@@ -46,7 +46,24 @@ class BenchmarkConfig:
     path: str | None = None  # data file; default: the copy vendored with the adapter
     limit: int | None = None  # seeded sample of this many questions (default: all)
     seed: int = 0  # question sample and per-question option shuffle
-    mode: str = "letter"
+    mode: str = "letter"  # letter | letter-logprob | likelihood (each adapter declares which it supports)
+    # Adapter options; each adapter declares the ones it reads (bench_adapters: `options`).
+    task: str | None = None  # truthfulqa: mc1 | mc2
+    categories: tuple[str, ...] = ()  # bbq: categories; crows_pairs: bias types (default: all)
+    context: str | None = None  # normad: none | country | value | cval | rot
+    question_field: str | None = None  # dataset: field mapping
+    options_field: str | None = None
+    option_fields: tuple[str, ...] = ()
+    gold_field: str | None = None
+    category_field: str | None = None
+    id_field: str | None = None
+    hf_dataset: str | None = None  # dataset, bbq: a Hugging Face hub dataset (needs `datasets` and hub access)
+    hf_config: str | None = None
+    split: str | None = None
+
+    def adapter_options(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The adapter options that are set, by name; unset ones leave the adapter's defaults."""
+        return {n: getattr(self, n) for n in names if getattr(self, n) not in (None, ())}
 
 
 @dataclass(frozen=True)
@@ -54,9 +71,24 @@ class LimitsConfig:
     concurrency: int = 8  # API calls in flight (local backends: batches in flight)
     requests_per_minute: float = 0  # 0 = unlimited
     tokens_per_minute: float = 0  # 0 = unlimited; estimated prompt + max output tokens
-    batch_size: int = 16  # local backends: prompts per forward pass
+    batch_size: int | None = None  # local backends: prompts per call (default: local 16, vllm 256)
     timeout_s: float = 120
     max_retries: int = 4  # transient failures (429, 5xx, timeouts) per cell
+    max_retry_time_s: float = 300  # API: total time one cell may spend retrying
+    account: str | None = None  # API: models naming the same account share one set of limits
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    """vLLM engine arguments ([models.vllm]). They change speed and memory, never an answer: not in the cache key."""
+
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_num_seqs: int | None = None  # sequences scheduled per step (default: vLLM's)
+    gpu_memory_utilization: float | None = None  # default: vLLM's (0.9); on a CPU build, of RAM
+    max_model_len: int | None = None  # default: the model's context length
+    enforce_eager: bool = False  # skip CUDA graph capture: faster start, slower steps
+    enable_prefix_caching: bool = True  # reuse the KV cache of a shared persona preamble
 
 
 @dataclass(frozen=True)
@@ -71,12 +103,16 @@ class ModelConfig:
     samples: int = 1  # samples per cell (pass@k needs temperature > 0)
     logprobs: bool = True  # ask for next-token logprobs over the answer letters where the backend offers them
     base_url: str | None = None  # OpenAI-compatible servers
-    transport: str = "aiohttp"  # openai: aiohttp (lean, fast) | sdk (official AsyncOpenAI client)
+    transport: str = "aiohttp"  # API providers: aiohttp (lean, fast) | sdk (the official client)
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key)
+    api_key_file: str | None = None  # or a file holding the key, relative to the grid file
+    input_price: float | None = None  # USD per million input tokens (default: engine.pricing's table)
+    output_price: float | None = None  # USD per million output tokens
     revision: str | None = None  # local hub models
     device: str = "auto"  # local: auto | cpu | cuda
     dtype: str = "float32"  # local: float32 | bfloat16 | float16
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
 
 
 @dataclass(frozen=True)
@@ -177,7 +213,8 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
 
 def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    # GridConfig.path is set by the loader; every other table's `path` (e.g. a benchmark's data file) is a key.
+    fields = {f.name: f for f in dataclasses.fields(cls) if not (cls is GridConfig and f.name == "path")}
     prefix = f"{where}." if where else ""
     for key in table:
         if key not in fields:
@@ -219,6 +256,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.name: unknown benchmark '{b.name}'{_suggest(b.name, ADAPTERS)}")
         elif b.mode not in adapter.modes:
             problems.append(f"{where}.mode: '{b.mode}' not supported by {b.name} (expected one of {', '.join(adapter.modes)})")
+        else:
+            _check_adapter_options(grid, b, adapter, where, problems)
         if b.path is not None and not grid.resolve(b.path).exists():
             problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
         if b.limit is not None and b.limit < 1:
@@ -242,10 +281,17 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
         if m.dtype not in ("float32", "bfloat16", "float16"):
             problems.append(f"{where}.dtype: expected float32, bfloat16 or float16")
         lim = m.limits
-        if lim.concurrency < 1 or lim.batch_size < 1:
+        if lim.concurrency < 1 or (lim.batch_size is not None and lim.batch_size < 1):
             problems.append(f"{where}.limits: concurrency and batch_size must be positive integers")
         if lim.requests_per_minute < 0 or lim.tokens_per_minute < 0 or lim.max_retries < 0 or lim.timeout_s <= 0:
             problems.append(f"{where}.limits: rates, retries and timeout must be non-negative (timeout positive)")
+        if lim.max_retry_time_s <= 0:
+            problems.append(f"{where}.limits.max_retry_time_s: expected a positive number")
+        if m.api_key_file is not None and not grid.resolve(m.api_key_file).is_file():
+            problems.append(f"{where}.api_key_file: file not found: {grid.resolve(m.api_key_file)}")
+        if (m.input_price or 0) < 0 or (m.output_price or 0) < 0:
+            problems.append(f"{where}: input_price and output_price must be non-negative")
+        _check_vllm(m, where, problems)
     _check_unique("models", "id", [m.id for m in grid.models], problems)
     _check_unique("benchmarks", "name", [b.name for b in grid.benchmarks], problems)
     if not grid.conditions:
@@ -263,6 +309,37 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:
         problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
+
+
+def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
+    v = m.vllm
+    if m.provider != "vllm":
+        if v != VllmConfig():
+            problems.append(f"{where}.vllm: engine arguments apply only to provider = \"vllm\"")
+        return
+    if v.tensor_parallel_size < 1 or v.data_parallel_size < 1:
+        problems.append(f"{where}.vllm: tensor_parallel_size and data_parallel_size must be positive integers")
+    if (v.max_num_seqs is not None and v.max_num_seqs < 1) or (v.max_model_len is not None and v.max_model_len < 1):
+        problems.append(f"{where}.vllm: max_num_seqs and max_model_len must be positive integers")
+    if v.gpu_memory_utilization is not None and not 0 < v.gpu_memory_utilization <= 1:
+        problems.append(f"{where}.vllm.gpu_memory_utilization: expected a number in (0, 1]")
+
+
+_ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in ("name", "path", "limit", "seed", "mode"))
+
+
+def _check_adapter_options(grid: GridConfig, b: BenchmarkConfig, adapter: type, where: str, problems: list[str]) -> None:
+    stray = [n for n in _ADAPTER_OPTIONS if n not in adapter.options and getattr(b, n) not in (None, ())]
+    for n in stray:
+        accepted = ", ".join(adapter.options) or "none"
+        problems.append(f"{where}.{n}: not an option of {b.name} (its options: {accepted})")
+    if stray:
+        return
+    path = grid.resolve(b.path) if b.path else None
+    try:  # constructing an adapter validates its options without reading any data
+        adapter(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(adapter.options))
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
 
 
 def _suggest(name: str, options: dict) -> str:
@@ -293,6 +370,9 @@ def load_grid(path: str | Path) -> GridConfig:
     if grid is not None and not problems:
         grid = dataclasses.replace(grid, path=path.resolve())
         _check_semantics(grid, problems)
+        # Providers see only their ModelConfig: hand them the key file as an absolute path.
+        models = tuple(m if m.api_key_file is None else dataclasses.replace(m, api_key_file=str(grid.resolve(m.api_key_file).resolve())) for m in grid.models)
+        grid = dataclasses.replace(grid, models=models)
     if problems:
         raise GridError([f"{path}: {p}" for p in problems])
     return grid

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from bench_adapters import Adapter, Item, get_adapter
+from bench_adapters import ADAPTERS, Adapter, Item
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
 from engine.request import Decoding, Request
 from persona_builder import Persona, load_personas, render
@@ -65,7 +65,9 @@ class Plan:
                 personas = [personas[i] for i in keep]
         benchmarks = []
         for b in grid.benchmarks:
-            adapter = get_adapter(b.name, path=grid.resolve(b.path) if b.path else None, limit=b.limit, seed=b.seed)
+            kind = ADAPTERS[b.name]
+            path = grid.resolve(b.path) if b.path else None
+            adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
             benchmarks.append(Benchmark(b, adapter, tuple(adapter.items())))
         return cls(grid, personas, benchmarks)
 
@@ -132,11 +134,14 @@ class Plan:
             else:
                 messages = (("user", f"{persona_text}\n\n{task}"),)
         m = cell.model
+        mode = self.mode(cell.benchmark)
         return Request(
             messages=messages,
             decoding=self._decoding(m),
             sample=cell.sample,
-            mode=self.mode(cell.benchmark),
+            mode=mode,
             letters=cell.item.letters,
-            want_logprobs=m.logprobs,
+            # letter-logprob is nothing but the letter logprobs; likelihood never needs them
+            want_logprobs=m.logprobs if mode == "letter" else mode == "letter-logprob",
+            continuations=self.adapter(cell.benchmark).continuations(cell.item) if mode == "likelihood" else (),
         )

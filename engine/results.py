@@ -35,6 +35,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "latency_s": pl.Float64(),
     "error_kind": pl.String(),
     "error": pl.String(),
+    "score": pl.Float64(),  # the benchmark's primary per-item metric (e.g. TruthfulQA MC2 mass); null when errored
+    "meta": pl.String(),  # JSON of the item's slicing metadata (category, BBQ context and biased letter, ...)
 }
 COLUMNS = tuple(SCHEMA)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 
-from engine.analysis import write_tables
+from engine.report.build import run_tables
 from engine.cache import ResponseCache
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
@@ -69,8 +69,17 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
             loop.remove_signal_handler(sig)
 
 
-def run(grid: GridConfig, console: Console, show_progress: bool = True) -> RunOutcome:
+async def _preflight(providers: dict[str, Provider]) -> None:
+    """One cheap lookup per model, concurrently, before anything is written: PreflightError names the first failure."""
+    results = await asyncio.gather(*(p.preflight() for p in providers.values()), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
     plan, providers = prepare(grid)
+    asyncio.run(_preflight(providers))
     run_dir = grid.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     identities = {mid: p.identity() for mid, p in providers.items()}
@@ -79,15 +88,15 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True) -> RunOu
     _write_personas(plan, run_dir)
     cache = ResponseCache(grid.cache_path)
     try:
-        scheduler = Scheduler(plan, providers, cache, ResultsWriter(run_dir))
+        scheduler = Scheduler(plan, providers, cache, ResultsWriter(run_dir), budget_usd)
         stats = asyncio.run(_execute(scheduler, console, show_progress))
     finally:
         cache.close()
     manifest.update(
-        status="interrupted" if stats.interrupted else "complete",
+        status="interrupted" if stats.interrupted else "budget_exhausted" if stats.budget_exhausted else "complete",
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         summary=stats.summary(),
     )
     write_json(run_dir / "manifest.json", manifest)
-    tables = {} if stats.interrupted else write_tables(run_dir, grid.baseline.name if grid.baseline else None)
+    tables = {} if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
     return RunOutcome(run_dir, stats, tables)

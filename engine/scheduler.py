@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+import orjson
+
 from engine.cache import ResponseCache, cache_key
 from engine.plan import Cell, Plan
+from engine.pricing import call_cost, price_for
 from engine.providers import Provider
 from engine.request import Request, Response
 from engine.results import ResultsWriter
@@ -38,6 +41,9 @@ class RunStats:
     errors: Counter = field(default_factory=Counter)  # by kind, counted per failed call
     wall_s: float = 0.0
     interrupted: bool = False
+    cost_usd: float = 0.0  # calls made this run, at engine.pricing's prices (cache hits are free)
+    unpriced_calls: int = 0  # calls to models without a known price: not in cost_usd
+    budget_exhausted: bool = False
 
     def summary(self) -> dict:
         return {
@@ -50,6 +56,9 @@ class RunStats:
             "errors_total": sum(self.errors.values()),
             "wall_s": round(self.wall_s, 3),
             "interrupted": self.interrupted,
+            "cost_usd": round(self.cost_usd, 6),
+            "unpriced_calls": self.unpriced_calls,
+            "budget_exhausted": self.budget_exhausted,
         }
 
 
@@ -59,7 +68,9 @@ def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, providers: dict[str, Provider], cache: ResponseCache, writer: ResultsWriter) -> None:
+    def __init__(
+        self, plan: Plan, providers: dict[str, Provider], cache: ResponseCache, writer: ResultsWriter, budget_usd: float | None = None
+    ) -> None:
         self.plan = plan
         self.providers = providers
         self.cache = cache
@@ -70,6 +81,8 @@ class Scheduler:
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._last_flush = time.monotonic()
+        self._budget_usd = budget_usd
+        self._prices = {id(p): price_for(p.config) for p in providers.values()}
 
     def key(self, cell: Cell, request: Request) -> str:
         return cache_key(cell.model.provider, self._identity[cell.model.id], request)
@@ -108,7 +121,7 @@ class Scheduler:
 
     async def _produce(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
         for chunk in _chunks(self.plan.cells(model), _CHUNK):
-            if stop.is_set():
+            if stop.is_set() or self.stats.budget_exhausted:
                 return
             requests = [self.plan.request(c) for c in chunk]
             keys = [self.key(c, r) for c, r in zip(chunk, requests)]
@@ -141,6 +154,11 @@ class Scheduler:
                         if time.monotonic() >= deadline:
                             break
                         await asyncio.sleep(0.001)
+            if self.stats.budget_exhausted:  # spent: leave queued cells uncalled (and uncached) for a resume
+                for key, _ in batch:
+                    self._pending.pop(key, None)
+                    queue.task_done()
+                continue
             try:
                 responses = await provider.complete([req for _, req in batch])
                 if len(responses) != len(batch):
@@ -158,6 +176,7 @@ class Scheduler:
         self.stats.attempts += response.attempts
         cells = self._pending.pop(key, [])
         self._buffer.append((key, provider.name, provider.config.model, response))
+        self._charge(provider, response)
         if response.ok:
             self._fresh[key] = response
         else:
@@ -167,13 +186,22 @@ class Scheduler:
         if len(self._buffer) >= _FLUSH_ROWS:
             self._flush()
 
+    def _charge(self, provider: Provider, response: Response) -> None:
+        price = self._prices[id(provider)]
+        if price is None:
+            self.stats.unpriced_calls += 1
+            return
+        self.stats.cost_usd += call_cost(price, response.prompt_tokens, response.completion_tokens)
+        if self._budget_usd is not None and self.stats.cost_usd >= self._budget_usd:
+            self.stats.budget_exhausted = True
+
     def _emit(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
         item = cell.item
         if response.ok:
-            score = self.plan.adapter(cell.benchmark).score(item, response.text, response.letter_logprobs)
-            answer, correct, invalid, p_gold = score.answer, score.correct, score.invalid, score.p_gold
+            s = self.plan.adapter(cell.benchmark).score(item, response)
+            answer, correct, invalid, p_gold, score = s.answer, s.correct, s.invalid, s.p_gold, s.score
         else:
-            answer, correct, invalid, p_gold = None, None, None, None
+            answer, correct, invalid, p_gold, score = None, None, None, None, None
         self.writer.add(
             (
                 cell.index,
@@ -198,6 +226,8 @@ class Scheduler:
                 response.latency_s,
                 response.error_kind,
                 response.error,
+                score,
+                orjson.dumps(item.meta).decode() if item.meta else None,
             )
         )
         self.stats.cells_done += 1

@@ -10,6 +10,9 @@ from engine.providers.base import Provider
 PROVIDERS: dict[str, str] = {
     "local": "engine.providers.local:LocalProvider",
     "openai": "engine.providers.openai:OpenAIProvider",
+    "anthropic": "engine.providers.anthropic:AnthropicProvider",
+    "google": "engine.providers.google:GoogleProvider",
+    "vllm": "engine.providers.vllm:VllmProvider",
 }
 
 

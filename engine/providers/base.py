@@ -10,6 +10,10 @@ from engine.config import ModelConfig
 from engine.request import Request, Response
 
 
+class PreflightError(RuntimeError):
+    """A model cannot be called at all (no key, key rejected, unknown model): stop before the grid starts."""
+
+
 class Provider(ABC):
     """A model backend.
 
@@ -20,6 +24,7 @@ class Provider(ABC):
     """
 
     name: ClassVar[str]
+    supports_logprobs: ClassVar[bool] = True  # False: letter logprobs (p_gold) are never returned
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -38,6 +43,10 @@ class Provider(ABC):
 
     @abstractmethod
     async def complete(self, batch: Sequence[Request]) -> list[Response]: ...
+
+    async def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Check in seconds that the model can be called at all; raise PreflightError saying why not."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         return None

@@ -1,4 +1,6 @@
-"""Local generation with HF transformers on torch: batched, left-padded, one forward pass per batch.
+"""Local generation and scoring with HF transformers on torch: batched, left-padded, one forward pass per batch.
+
+letter-logprob and likelihood requests generate nothing: they go to engine.providers.hf_scoring.
 
 Chosen over llama.cpp for the embedded default after measuring (see README): our prompts are long and the
 answers a few tokens, so prefill dominates, and batched transformers prefill is faster on this CPU than
@@ -10,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from engine.config import ModelConfig
-from engine.providers import weights
+from engine.providers import hf_scoring, weights
 from engine.providers.base import Provider
 from engine.request import Request, Response
 
@@ -38,7 +38,7 @@ class LocalProvider(Provider):
 
     @property
     def batch_size(self) -> int:
-        return self.config.limits.batch_size
+        return self.config.limits.batch_size or 16
 
     @property
     def concurrency(self) -> int:
@@ -73,7 +73,7 @@ class LocalProvider(Provider):
             dtype = getattr(torch, self.config.dtype)
             src = self._source
             if src.kind == "gguf":
-                folder = self._converted_gguf(dtype)
+                folder = weights.gguf_checkpoint(src, self.config.dtype)
                 tok = AutoTokenizer.from_pretrained(folder)
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
             else:
@@ -86,33 +86,6 @@ class LocalProvider(Provider):
             self._tokenizer = tok
             self._model = model.to(device).eval()
             self._device = device
-
-    def _converted_gguf(self, dtype: Any) -> Path:
-        """Dequantising a GGUF takes ~20 s; keep the result as a plain HF checkpoint keyed by the file hash.
-
-        Saved in the dtype the model runs in, so later loads hold exactly the weights of the first one.
-        """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        gguf = self._source.gguf_file
-        digest = self.identity()["sha256"][:16]
-        folder = weights.user_cache_dir() / "models" / f"{gguf.stem}-{digest}-{self.config.dtype}"
-        if (folder / "config.json").is_file():
-            return folder
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-        model.hf_quantizer = None  # the weights are dequantised already; lets save_pretrained proceed
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process converted it first
-            shutil.rmtree(tmp, ignore_errors=True)
-        return folder
 
     def _letter_token(self, letter: str) -> int | None:
         if letter not in self._letter_ids:
@@ -129,12 +102,17 @@ class LocalProvider(Provider):
 
         tok, model = self._tokenizer, self._model
         started = time.perf_counter()
-        # Requests in one batch share decoding settings in practice (one model config); group anyway.
+        # Requests in one batch share mode and decoding in practice (one benchmark, one model config); group anyway.
         groups: dict[Any, list[int]] = {}
         for i, req in enumerate(batch):
-            groups.setdefault(req.decoding, []).append(i)
+            groups.setdefault((req.mode, req.decoding), []).append(i)
         out: list[Response | None] = [None] * len(batch)
-        for decoding, idxs in groups.items():
+        for (mode, decoding), idxs in groups.items():
+            if mode in ("letter-logprob", "likelihood"):  # scored in forward passes, nothing generated
+                scored = self._score([batch[i] for i in idxs], mode, started)
+                for i, response in zip(idxs, scored):
+                    out[i] = response
+                continue
             prompts = [self._prompt(batch[i]) for i in idxs]
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
             sample = decoding.temperature > 0
@@ -174,8 +152,39 @@ class LocalProvider(Provider):
                 )
         return [r for r in out if r is not None]
 
+    def _score(self, batch: list[Request], mode: str, started: float) -> list[Response]:
+        tok, prompts = self._tokenizer, [self._prompt(r) for r in batch]
+        prompt_tokens = [len(tok.encode(p, add_special_tokens=False)) for p in prompts]
+        if mode == "letter-logprob":
+            logprobs = hf_scoring.next_token_logprobs(self._model, tok, prompts, self._device)
+            elapsed = time.perf_counter() - started
+            return [
+                Response(
+                    letter_logprobs={
+                        letter: float(logprobs[row, tid]) for letter in req.letters if (tid := self._letter_token(letter)) is not None
+                    },
+                    prompt_tokens=n,
+                    completion_tokens=0,
+                    latency_s=elapsed,
+                )
+                for row, (req, n) in enumerate(zip(batch, prompt_tokens))
+            ]
+        pairs = [(p, cont) for p, req in zip(prompts, batch) for cont in req.continuations]
+        scores = iter(hf_scoring.continuation_logprobs(self._model, tok, pairs, self._device))
+        elapsed = time.perf_counter() - started
+        out = []
+        for req, n in zip(batch, prompt_tokens):
+            per_option = [next(scores) for _ in req.continuations]
+            out.append(
+                Response(
+                    option_logprobs=tuple(lp for lp, _ in per_option),
+                    option_tokens=tuple(k for _, k in per_option),
+                    prompt_tokens=n,
+                    completion_tokens=0,
+                    latency_s=elapsed,
+                )
+            )
+        return out
+
     def _prompt(self, req: Request) -> str:
-        messages = [{"role": role, "content": content} for role, content in req.messages]
-        if self._tokenizer.chat_template:
-            return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(content for _, content in req.messages) + "\nAnswer:"
+        return weights.chat_prompt(self._tokenizer, req.messages)

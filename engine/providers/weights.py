@@ -1,4 +1,6 @@
 """Locating local weights and naming them: the embedded SmolLM2 GGUF, local files and folders, hub ids.
+Also what the two Hugging Face backends (transformers, vLLM) share: the GGUF turned into a checkpoint, and
+the chat prompt, so both backends see byte-identical prompts.
 
 A model's identity goes into every cache key, so it must change whenever the weights do: files are named
 by their sha256 (memoised on path, size and mtime, because hashing gigabytes on every run is wasteful).
@@ -10,8 +12,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 EMBEDDED = "embedded"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -99,3 +104,39 @@ def _hub_commit(source: WeightsSource) -> str:
         return Path(snapshot_download(source.location, revision=source.revision, local_files_only=True)).name
     except Exception:  # not downloaded yet: the requested revision is the best name available
         return source.revision or "main"
+
+
+def gguf_checkpoint(source: WeightsSource, dtype: str) -> Path:
+    """Dequantising a GGUF takes ~20 s; keep the result as a plain HF checkpoint keyed by the file hash.
+
+    Saved in the dtype the model runs in, so later loads hold exactly the weights of the first one. vLLM
+    cannot load this GGUF at all, so it runs from the same folder.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = source.gguf_file
+    folder = user_cache_dir() / "models" / f"{gguf.stem}-{file_sha256(gguf)[:16]}-{dtype}"
+    if (folder / "config.json").is_file():
+        return folder
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
+    model.hf_quantizer = None  # the weights are dequantised already; lets save_pretrained proceed
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> str:
+    if tokenizer.chat_template:
+        chat = [{"role": role, "content": content} for role, content in messages]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(content for _, content in messages) + "\nAnswer:"

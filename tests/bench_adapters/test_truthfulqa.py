@@ -3,8 +3,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import orjson
+import pytest
+
 from bench_adapters import get_adapter
 from bench_adapters.base import Item
+from bench_adapters.truthfulqa import DEFAULT_PATH, TruthfulQA
+from engine.request import Response
+from tests.bench_adapters.helpers import options, text
 
 
 def test_all_817_questions_with_one_true_option_each():
@@ -42,11 +48,48 @@ def test_prompt_letters_every_option_and_asks_for_one_letter():
 def test_scoring_correct_wrong_invalid_and_p_gold():
     adapter = get_adapter("truthfulqa")
     item = Item("q", "Q?", ("x", "y", "z"), gold=1)
-    right = adapter.score(item, "B.", {"A": math.log(0.2), "B": math.log(0.6), "C": math.log(0.2)})
+    right = adapter.score(item, Response(text="B.", letter_logprobs={"A": math.log(0.2), "B": math.log(0.6), "C": math.log(0.2)}))
     assert (right.answer, right.correct, right.invalid) == ("B", 1.0, False)
     assert math.isclose(right.p_gold, 0.6)
-    wrong = adapter.score(item, "(c)", None)
+    wrong = adapter.score(item, text("(c)"))
     assert (wrong.answer, wrong.correct, wrong.invalid, wrong.p_gold) == ("C", 0.0, False, None)
-    invalid = adapter.score(item, "I am not sure", {"A": math.log(0.5), "B": math.log(0.25)})
+    invalid = adapter.score(item, Response(text="I am not sure", letter_logprobs={"A": math.log(0.5), "B": math.log(0.25)}))
     assert (invalid.answer, invalid.correct, invalid.invalid) == (None, 0.0, True)
     assert math.isclose(invalid.p_gold, 0.25 / 0.75)  # renormalised over the offered letters
+
+
+def test_mc2_reads_the_labels_not_the_position():
+    # Question 25 lists a true answer after a false one (labels 1,1,1,0,1,0,...): all four are true.
+    raw = orjson.loads(DEFAULT_PATH.read_bytes())[25]["mc2_targets"]
+    item = next(i for i in TruthfulQA(task="mc2").items() if i.id == "tqa-025")
+    assert sorted(item.options[k] for k in item.true) == sorted(o for o, label in raw.items() if label == 1)
+    assert len(item.true) == 4 and len(item.options) == 9
+
+
+def test_mc2_likelihood_score_is_the_true_mass():
+    adapter = TruthfulQA(task="mc2", mode="likelihood")
+    item = Item("q", "Q?", ("t", "f", "t2"), gold=0, true=(0, 2))
+    s = adapter.score(item, options(math.log(0.2), math.log(0.6), math.log(0.2)))
+    assert s.score == pytest.approx(0.4) and s.correct == 0.0
+    # In letter mode MC2 has no probabilities to weigh: the primary score is whether a true option was picked.
+    s = TruthfulQA(task="mc2").score(item, text("C"))
+    assert (s.score, s.correct) == (1.0, 1.0)
+
+
+def test_mc1_likelihood_tie_is_wrong():
+    adapter = TruthfulQA(mode="likelihood")
+    item = Item("q", "Q?", ("f", "t"), gold=1)
+    assert adapter.score(item, options(-2.0, -2.0)).score == 0.0
+    assert adapter.score(item, options(-2.5, -2.0)).score == 1.0
+
+
+def test_likelihood_prompt_is_the_question_and_options_are_the_continuations():
+    adapter = TruthfulQA(mode="likelihood", limit=1)
+    item = next(adapter.items())
+    assert adapter.task_prompt(item) == item.question
+    assert adapter.continuations(item) == item.options
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(ValueError, match="mc1 or mc2"):
+        TruthfulQA(task="mc3")

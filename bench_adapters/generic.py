@@ -1,0 +1,111 @@
+"""Any labelled multiple-choice dataset, configured from grid.toml alone.
+
+Records come from a JSONL/JSON/CSV/Parquet file (`path`) or a Hugging Face dataset (`hf_dataset`,
+`hf_config`, `split`). Fields: `question_field`; the options either as one list-valued field
+(`options_field`; in CSV a JSON list) or one field per option (`option_fields`); `gold_field` as a 0-based
+index, a letter, or the text of the correct option; optional `category_field` (results are sliced by it)
+and `id_field`. Options keep the dataset's order: labelled datasets normally balance the gold position
+already, and keeping it makes scores comparable with published ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from bench_adapters.base import Item
+from bench_adapters.choice import MultipleChoice
+from bench_adapters.letters import LETTERS
+from bench_adapters.sources import hub_records, read_records
+
+
+class Dataset(MultipleChoice):
+    name: ClassVar[str] = "dataset"
+    options: ClassVar[tuple[str, ...]] = (
+        "question_field",
+        "options_field",
+        "option_fields",
+        "gold_field",
+        "category_field",
+        "id_field",
+        "hf_dataset",
+        "hf_config",
+        "split",
+    )
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        mode: str = "letter",
+        question_field: str | None = None,
+        options_field: str | None = None,
+        option_fields: tuple[str, ...] = (),
+        gold_field: str | None = None,
+        category_field: str | None = None,
+        id_field: str | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        split: str | None = None,
+    ) -> None:
+        super().__init__(path, limit, seed, mode)
+        if (path is None) == (hf_dataset is None):
+            raise ValueError("dataset: set exactly one of `path` (a local file) or `hf_dataset` (a hub dataset)")
+        if not question_field or not gold_field or bool(options_field) == bool(option_fields):
+            raise ValueError("dataset: set question_field, gold_field, and one of options_field (a list) or option_fields (one per option)")
+        self.question_field = question_field
+        self.options_field = options_field
+        self.option_fields = tuple(option_fields)
+        self.gold_field = gold_field
+        self.category_field = category_field
+        self.id_field = id_field
+        self.hf = (hf_dataset, hf_config, split or "test")
+
+    def _records(self) -> list[dict[str, Any]]:
+        if self.path is not None:
+            return read_records(self.path)
+        return hub_records(*self.hf)
+
+    def _options(self, rec: dict[str, Any]) -> tuple[str, ...]:
+        if self.option_fields:
+            return tuple(str(rec[f]) for f in self.option_fields)
+        value = rec[self.options_field]
+        if isinstance(value, str):
+            value = orjson.loads(value)
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"field '{self.options_field}' is not a non-empty list of options")
+        return tuple(str(v) for v in value)
+
+    @staticmethod
+    def _gold(value: Any, options: tuple[str, ...]) -> int:
+        text = str(value).strip()
+        if isinstance(value, int) or text.isdigit():
+            index = int(text)
+        elif len(text) == 1 and text.upper() in LETTERS:
+            index = LETTERS.index(text.upper())
+        elif text in options:
+            index = options.index(text)
+        else:
+            raise ValueError(f"gold '{text}' is not an index, a letter or one of the options")
+        if not 0 <= index < len(options):
+            raise ValueError(f"gold index {index} is out of range for {len(options)} options")
+        return index
+
+    def load(self) -> list[Item]:
+        items = []
+        for n, rec in enumerate(self._records()):
+            try:
+                missing = [f for f in (self.question_field, self.gold_field, self.options_field, *self.option_fields) if f and f not in rec]
+                if missing:
+                    raise ValueError(f"missing field(s) {', '.join(missing)} (has {', '.join(rec)})")
+                options = self._options(rec)
+                gold = self._gold(rec[self.gold_field], options)
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                raise ValueError(f"{self.path or self.hf[0]}: record {n}: {exc}") from None
+            item_id = str(rec[self.id_field]) if self.id_field else f"{n:06d}"
+            meta = {"category": str(rec[self.category_field])} if self.category_field else {}
+            items.append(Item(item_id, str(rec[self.question_field]), options, gold=gold, meta=meta))
+        return items

@@ -1,0 +1,100 @@
+"""What calls cost: a price table per model, cost of a run, and the dry-run estimate before spending.
+
+Prices are list prices in USD per million tokens (input, output) as published by the providers in 2025;
+they change, so every model can override them in grid.toml (`input_price`, `output_price`). A model name
+matches its longest table prefix, so dated snapshots ("gpt-4o-2024-08-06") price like their family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.cache import ResponseCache, cache_key
+from engine.config import ModelConfig
+from engine.limits import estimate_prompt_tokens
+from engine.plan import Plan
+from engine.providers.base import Provider
+
+PRICES: dict[str, tuple[float, float]] = {
+    # openai
+    "gpt-5": (1.25, 10.0),
+    "gpt-5-mini": (0.25, 2.0),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.0),
+    "gpt-4o-mini": (0.15, 0.60),
+    "o3": (2.0, 8.0),
+    "o4-mini": (1.10, 4.40),
+    # anthropic
+    "claude-opus-4": (15.0, 75.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-3-7-sonnet": (3.0, 15.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+    "claude-3-5-haiku": (0.80, 4.0),
+    # google
+    "gemini-2.5-pro": (1.25, 10.0),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-lite": (0.10, 0.40),
+    "gemini-2.0-flash": (0.10, 0.40),
+}
+_FREE = frozenset({"local", "vllm"})  # our own hardware
+
+
+def price_for(model: ModelConfig) -> tuple[float, float] | None:
+    """(input, output) USD per million tokens, or None when the model's price is unknown."""
+    listed = (0.0, 0.0) if model.provider in _FREE else _lookup(model.model)
+    if model.input_price is None and model.output_price is None:
+        return listed
+    if listed is None and (model.input_price is None or model.output_price is None):
+        return None
+    return (
+        model.input_price if model.input_price is not None else listed[0],  # type: ignore[index]
+        model.output_price if model.output_price is not None else listed[1],  # type: ignore[index]
+    )
+
+
+def _lookup(name: str) -> tuple[float, float] | None:
+    name = name.lower().removeprefix("models/")
+    matches = [k for k in PRICES if name == k or name.startswith(k + "-") or name.startswith(k + "@")]
+    return PRICES[max(matches, key=len)] if matches else None
+
+
+def call_cost(price: tuple[float, float] | None, prompt_tokens: int | None, completion_tokens: int | None) -> float:
+    if price is None:
+        return 0.0
+    return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1e6
+
+
+@dataclass(frozen=True)
+class Estimate:
+    calls: int
+    input_tokens: int
+    output_tokens: int  # an upper bound: max_tokens per call
+    usd: float | None  # None: no price known for this model
+
+
+def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache | None) -> dict[str, Estimate]:
+    """Per model: the distinct calls not yet cached, their estimated tokens and cost. Calls nothing."""
+    out = {}
+    for model in plan.grid.models:
+        identity = providers[model.id].identity()
+        seen: set[str] = set()
+        calls, tokens_in, tokens_out = 0, 0.0, 0
+        cells = plan.cells(model)
+        while chunk := [c for _, c in zip(range(2048), cells)]:
+            requests = {cache_key(model.provider, identity, r): r for r in map(plan.request, chunk)}
+            requests = {k: r for k, r in requests.items() if k not in seen}
+            found = cache.contains_keys(list(requests)) if cache is not None else set()
+            for key, request in requests.items():
+                seen.add(key)
+                if key not in found:
+                    calls += 1
+                    tokens_in += estimate_prompt_tokens(request)
+                    tokens_out += request.decoding.max_tokens
+        price = price_for(model)
+        usd = None if price is None else call_cost(price, round(tokens_in), tokens_out)
+        out[model.id] = Estimate(calls, round(tokens_in), tokens_out, usd)
+    return out

@@ -1,0 +1,98 @@
+"""Compute every aggregate of a report and write them: CSV + Parquet each, a Markdown summary, one HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from engine.report import effects
+from engine.report.aggregate import OVERALL, Index, Settings, Spec
+from engine.report.load import ReportError, Run, open_run
+
+DEFAULT_BY = ("country", "region", "sex", "age_band")
+RUN_TABLES_BY: tuple[Spec, ...] = (("country",), ("sex",))  # what a run prints and writes when it ends
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    by: tuple[Spec, ...] | None = None  # None: whichever of DEFAULT_BY the personas have
+    settings: Settings = field(default_factory=Settings)
+    extras: bool = True  # trait ablation, pass@k and format agreement besides scores and Δ
+
+
+@dataclass
+class Report:
+    run: Run
+    settings: Settings
+    specs: tuple[Spec, ...]
+    tables: dict[str, pl.DataFrame]  # name → aggregate; names are file stems
+
+    def effect(self, spec: Spec = OVERALL) -> pl.DataFrame | None:
+        return self.tables.get(effect_name(spec))
+
+
+def spec_name(spec: Spec) -> str:
+    return "_x_".join(spec)
+
+
+def effect_name(spec: Spec) -> str:
+    return f"delta_by_{spec_name(spec)}" if spec else "delta_by_condition"
+
+
+def parse_by(values: list[str]) -> tuple[Spec, ...]:
+    """`--by country --by sex+age_band`: one subgroup spec per flag, `+` joins traits into an intersection."""
+    return tuple(tuple(t.strip() for t in v.split("+") if t.strip()) for v in values)
+
+
+def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
+    specs = options.by if options.by is not None else tuple((t,) for t in DEFAULT_BY if t in run.traits)
+    unknown = sorted({t for spec in specs for t in spec} - set(run.traits))
+    if unknown:
+        raise ReportError(f"{run.dir}: --by {', '.join(unknown)}: no such persona trait (have: {', '.join(run.traits) or 'none'})")
+    index = Index.build(run, options.settings)
+    tables = {"scores_by_condition": effects.scores(run, index)}
+    for spec, table in effects.persona_effect(run, index, (OVERALL, *specs)).items():
+        tables[effect_name(spec)] = table
+    if options.extras:
+        extra = {
+            "trait_ablation": effects.trait_ablation(run, index),
+            "sample_consistency": effects.sample_consistency(run, index),
+            "format_agreement": effects.format_agreement(run, index),
+        }
+        tables.update({name: t for name, t in extra.items() if not t.is_empty()})
+    return Report(run, options.settings, specs, tables)
+
+
+def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in report.tables.items():
+        written.append(out_dir / f"{name}.csv")
+        table.write_csv(written[-1])
+        if parquet:
+            written.append(out_dir / f"{name}.parquet")
+            table.write_parquet(written[-1])
+    return written
+
+
+def write_report(report: Report, out_dir: Path) -> list[Path]:
+    from engine.report.html import render_html
+    from engine.report.tables import render_markdown
+
+    written = write_tables(report, out_dir)
+    for name, text in (("summary.md", render_markdown(report)), ("report.html", render_html(report))):
+        (out_dir / name).write_text(text, encoding="utf-8")
+        written.append(out_dir / name)
+    return written
+
+
+def run_tables(run_dir: Path, baseline: str | None) -> dict[str, pl.DataFrame]:
+    """The tables a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition,
+    country and sex, with intervals. `mtpa-engine report` gives the rest."""
+    run = open_run(run_dir, baseline)
+    specs = tuple(s for s in RUN_TABLES_BY if set(s) <= set(run.traits))
+    report = build_report(run, ReportOptions(by=specs, extras=False))
+    write_tables(report, Path(run_dir) / "analysis", parquet=False)
+    return report.tables

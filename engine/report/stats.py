@@ -1,0 +1,79 @@
+"""Array statistics for the report: seeded Poisson bootstrap weights, interval and test summaries,
+Benjamini-Hochberg, the unbiased pass@k estimator. Pure numpy, no I/O.
+
+The bootstrap uses Poisson(1) weights rather than multinomial draws: weights for one unit (a question, a
+persona) are then independent of how many units a group has, so one weight matrix per benchmark and one per
+persona block serve every model, condition and subgroup at once, and the resampling stays paired across them.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import numpy as np
+
+LEVEL = 0.95
+
+
+def stream_seed(seed: int, *names: str | int) -> list[int]:
+    """A SeedSequence entropy list: stable across processes and Python versions (no hash randomisation)."""
+    return [seed, *(n if isinstance(n, int) else zlib.crc32(n.encode()) for n in names)]
+
+
+def poisson_weights(seed: int, stream: tuple[str | int, ...], resamples: int, units: int) -> np.ndarray:
+    """resamples × units Poisson(1) weights as uint8: a quarter of float32's memory, exact (P(w ≥ 256) ≈ 0)."""
+    rng = np.random.default_rng(stream_seed(seed, *stream))
+    return rng.poisson(1.0, size=(resamples, units)).astype(np.uint8)
+
+
+def ratio_draws(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Resampled ratios; a resample that drew no unit of a group has no estimate (NaN), not a zero."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def interval(draws: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval per column of a resamples × groups matrix, ignoring empty resamples."""
+    alpha = (1.0 - level) / 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (no resample reached the group) is NaN
+        lo, hi = np.nanquantile(draws, [alpha, 1.0 - alpha], axis=0)
+    return lo, hi
+
+
+def p_value(estimate: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Two-sided bootstrap p-value for estimate ≠ 0 (Hall & Wilson: the draws recentred on the estimate
+    stand in for the null distribution); (1 + hits) / (1 + draws) so it is never exactly 0."""
+    valid = ~np.isnan(draws)
+    hits = (np.abs(draws - estimate) >= np.abs(estimate) - 1e-12) & valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = (1.0 + hits.sum(axis=0)) / (1.0 + valid.sum(axis=0))
+    return np.where(np.isnan(estimate), np.nan, np.minimum(p, 1.0))
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """BH-adjusted p-values (q-values); NaN entries are not tests and stay NaN."""
+    p = np.asarray(p, dtype=float)
+    q = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    if tested.size == 0:
+        return q
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = order.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return q
+
+
+def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """Unbiased pass@k (Chen et al. 2021) per cell from n samples with c passes: 1 − C(n−c, k) / C(n, k),
+    as a running product so large n never overflows; NaN where a cell has fewer than k samples."""
+    n = np.asarray(n, dtype=float)
+    fail = n - np.asarray(c, dtype=float)
+    none_pass = np.ones_like(n)
+    for j in range(k):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            none_pass *= np.clip((fail - j) / (n - j), 0.0, 1.0)
+    return np.where(n >= k, 1.0 - none_pass, np.nan)
+
