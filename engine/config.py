@@ -80,10 +80,10 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class VllmConfig:
-    """vLLM engine arguments ([models.vllm]). They change speed and memory, never an answer: not in the cache key."""
+    """vLLM engine arguments ([models.vllm]): speed and memory, not the model or its decoding, so not in the cache key."""
 
+    # No data_parallel_size: vLLM's offline LLM refuses it in one process (one LLM per GPU group would be needed).
     tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
     max_num_seqs: int | None = None  # sequences scheduled per step (default: vLLM's)
     gpu_memory_utilization: float | None = None  # default: vLLM's (0.9); on a CPU build, of RAM
     max_model_len: int | None = None  # default: the model's context length
@@ -317,8 +317,8 @@ def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
         if v != VllmConfig():
             problems.append(f"{where}.vllm: engine arguments apply only to provider = \"vllm\"")
         return
-    if v.tensor_parallel_size < 1 or v.data_parallel_size < 1:
-        problems.append(f"{where}.vllm: tensor_parallel_size and data_parallel_size must be positive integers")
+    if v.tensor_parallel_size < 1:
+        problems.append(f"{where}.vllm.tensor_parallel_size: expected a positive integer")
     if (v.max_num_seqs is not None and v.max_num_seqs < 1) or (v.max_model_len is not None and v.max_model_len < 1):
         problems.append(f"{where}.vllm: max_num_seqs and max_model_len must be positive integers")
     if v.gpu_memory_utilization is not None and not 0 < v.gpu_memory_utilization <= 1:

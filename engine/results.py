@@ -78,4 +78,5 @@ class ResultsWriter:
 
 
 def read_results(run_dir: Path) -> pl.LazyFrame:
-    return pl.scan_parquet(results_glob(run_dir), schema=SCHEMA)
+    # Tolerant of the schema's age: a run written before a column existed reads it as null.
+    return pl.scan_parquet(results_glob(run_dir), schema=SCHEMA, missing_columns="insert", extra_columns="ignore")

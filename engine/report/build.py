@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench_adapters.metrics import benchmark_metrics
 from engine.report import effects
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
 from engine.report.load import ReportError, Run, open_run
@@ -55,6 +56,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
     tables = {"scores_by_condition": effects.scores(run, index)}
     for spec, table in effects.persona_effect(run, index, (OVERALL, *specs)).items():
         tables[effect_name(spec)] = table
+    # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition.
+    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results).items() if not t.is_empty()})
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-from engine.results import SCHEMA, results_glob
+from engine.results import read_results, results_glob
 
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 
@@ -49,9 +49,8 @@ def open_run(run_dir: Path, baseline: str | None = None) -> Run:
     if not list((run_dir / "results").glob("*.parquet")):
         raise ReportError(f"{run_dir}: no results ({results_glob(run_dir)} matches nothing); is this a run directory?")
     manifest = _manifest(run_dir)
-    # Tolerant of the schema's age: a run written before a column existed reads it as null.
-    results = pl.scan_parquet(results_glob(run_dir), schema=SCHEMA, missing_columns="insert", extra_columns="ignore")
-    value = pl.coalesce("score", "correct") if "score" in SCHEMA else pl.col("correct")
+    results = read_results(run_dir)
+    value = pl.coalesce("score", "correct")
     results = results.with_columns(value.cast(pl.Float64).alias("value"))
     present = results.select(pl.col("condition").unique()).collect()["condition"].to_list()
     conditions = _conditions(manifest, present)
