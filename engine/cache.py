@@ -105,11 +105,21 @@ class ResponseCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_DDL)
+        self._add_missing_columns()
         row = self._db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(CACHE_SCHEMA),))
         elif int(row[0]) != CACHE_SCHEMA:
             raise CacheError(f"{self.path}: cache schema {row[0]}, this engine reads schema {CACHE_SCHEMA}")
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a cache file was created (all nullable) are added in place: the stored
+        answers stay valid, since the key does not depend on which columns the row has."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        declared = [line.split()[:2] for line in _DDL.split("CREATE TABLE IF NOT EXISTS responses (")[1].split(")")[0].splitlines()]
+        for name, kind in (d for d in declared if len(d) == 2):
+            if name not in have:
+                self._db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind.rstrip(',')}")
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Cached]:
         found: dict[str, Cached] = {}
@@ -148,7 +158,8 @@ class ResponseCache:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             # OR IGNORE: the first committed answer for a key is the answer; a late duplicate never replaces it.
-            self._db.executemany("INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
+            self._db.executemany("INSERT OR IGNORE INTO responses (key, provider, model, text, letter_logprobs, option_logprobs, option_tokens, "
+                "prompt_tokens, completion_tokens, latency_s, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
             self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
             self._db.execute("COMMIT")
         except BaseException:

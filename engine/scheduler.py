@@ -103,6 +103,8 @@ class Scheduler:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({finished, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if finished.done() and not finished.cancelled() and finished.exception() is not None:
+                raise finished.exception()  # a failing producer is an engine bug: never report it as a finished run
         finally:
             self.stats.interrupted = stop.is_set() and not finished.done()
             for task in (*producers, *workers, finished, stopper, flusher):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -71,4 +72,23 @@ def test_write_then_lookup_round_trip_and_first_answer_wins(tmp_path):
     assert errors == [("k2", "server_error", "HTTP 500")]
     assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert cache.integrity_ok()
+    cache.close()
+
+
+def test_a_cache_from_before_new_columns_is_upgraded_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.executescript(
+        "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL); INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE responses (key TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL, text TEXT,"
+        " letter_logprobs TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL, attempts INTEGER,"
+        " created_at REAL NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO responses VALUES ('old', 'openai', 'm', 'A', NULL, 5, 1, 0.1, 1, 0);"
+    )
+    db.commit()
+    db.close()
+    cache = ResponseCache(tmp_path / "old.sqlite")
+    cache.write([("new", "local", "m", Response(text="B", option_logprobs=(-1.0, -2.0), option_tokens=(3, 4), prompt_tokens=7))])
+    found = cache.lookup(["old", "new"])
+    assert found["old"].text == "A" and found["old"].prompt_tokens == 5
+    assert found["new"].text == "B" and found["new"].option_logprobs == (-1.0, -2.0) and found["new"].prompt_tokens == 7
     cache.close()
