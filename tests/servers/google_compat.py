@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
 
 from tests.servers.common import CompatServer, Wire, main
 
