@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from tests.servers.common import CompatServer, Wire, main
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
