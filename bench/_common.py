@@ -56,7 +56,18 @@ def write_personas(path: Path, n: int) -> None:
             fh.write(orjson.dumps({"id": f"bench-{i}", "source": "synthetic", "traits": traits}) + b"\n")
 
 
-def write_grid(root: Path, base_url: str, personas: int, questions: int, concurrency: int, name: str = "bench") -> Path:
+def write_grid(
+    root: Path,
+    base_url: str,
+    personas: int,
+    questions: int,
+    concurrency: int,
+    name: str = "bench",
+    provider: str = "openai",
+    model_extra: str = "",
+    limits_extra: str = "",
+) -> Path:
+    """A baseline + prose-persona grid over synthetic personas and TruthfulQA, pointed at an API server."""
     write_personas(root / "personas.jsonl", personas)
     grid = root / f"{name}.toml"
     grid.write_text(
@@ -76,14 +87,16 @@ def write_grid(root: Path, base_url: str, personas: int, questions: int, concurr
 
             [[models]]
             id = "m"
-            provider = "openai"
+            provider = "{provider}"
             model = "test"
             base_url = "{base_url}"
             logprobs = false
+            {model_extra}
 
             [models.limits]
             concurrency = {concurrency}
             timeout_s = 60
+            {limits_extra}
 
             [[conditions]]
             name = "baseline"
@@ -95,3 +108,16 @@ def write_grid(root: Path, base_url: str, personas: int, questions: int, concurr
         )
     )
     return grid
+
+
+def engine_run(grid_path: Path) -> tuple[float, float, dict]:
+    """Run a grid in this process: (wall s, CPU s, run summary)."""
+    from rich.console import Console
+
+    from engine import runner
+    from engine.config import load_grid
+
+    grid = load_grid(grid_path)
+    cpu, started = time.process_time(), time.perf_counter()
+    outcome = runner.run(grid, Console(quiet=True), show_progress=False)
+    return time.perf_counter() - started, time.process_time() - cpu, outcome.stats.summary()

@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,12 +31,10 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import REPO, free_port, write_personas  # noqa: E402
-from engine import runner  # noqa: E402
-from engine.config import load_grid  # noqa: E402
+from bench._common import REPO, free_port, write_grid  # noqa: E402
+from bench._common import engine_run as run_grid  # noqa: E402
 
 LATENCY = 0.05
 KEY = "bench-key"
@@ -99,51 +96,12 @@ async def plain_client(provider: str, url: str, n: int, concurrency: int, retry_
 
 def engine_run(root: Path, provider: str, url: str, cells: int, concurrency: int, rpm: float = 0, retries: int = 4, name: str = "g") -> tuple[float, float, dict]:
     questions = 500 if cells >= 1000 else 100
-    personas = max(1, cells // questions - 1)
-    write_personas(root / "personas.jsonl", personas)
-    grid_path = root / f"{name}.toml"
-    grid_path.write_text(
-        textwrap.dedent(
-            f"""
-            [run]
-            name = "{name}"
-            output_dir = "runs/{{name}}"
-            cache = "{name}.sqlite"
-
-            [personas]
-            source = "personas.jsonl"
-
-            [[benchmarks]]
-            name = "truthfulqa"
-            limit = {questions}
-
-            [[models]]
-            id = "m"
-            provider = "{provider}"
-            model = "test"
-            base_url = "{url}{WIRES[provider][1]}"
-            api_key_env = "BENCH_KEY"
-            logprobs = false
-
-            [models.limits]
-            concurrency = {concurrency}
-            requests_per_minute = {rpm}
-            max_retries = {retries}
-            timeout_s = 60
-
-            [[conditions]]
-            name = "baseline"
-
-            [[conditions]]
-            name = "prose"
-            format = "prose"
-            """
-        )
+    grid = write_grid(
+        root, f"{url}{WIRES[provider][1]}", max(1, cells // questions - 1), questions, concurrency, name=name,
+        provider=provider, model_extra='api_key_env = "BENCH_KEY"',
+        limits_extra=f"requests_per_minute = {rpm}\nmax_retries = {retries}",
     )
-    grid = load_grid(grid_path)
-    cpu, started = time.process_time(), time.perf_counter()
-    outcome = runner.run(grid, Console(quiet=True), show_progress=False)
-    return time.perf_counter() - started, time.process_time() - cpu, outcome.stats.summary()
+    return run_grid(grid)
 
 
 def main() -> None:

@@ -19,12 +19,9 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import openai_server, write_grid  # noqa: E402
-from engine import runner  # noqa: E402
-from engine.config import load_grid  # noqa: E402
+from bench._common import engine_run, openai_server, write_grid  # noqa: E402
 
 
 async def bare_aiohttp(base_url: str, n: int, concurrency: int) -> float:
@@ -58,14 +55,6 @@ async def sdk_loop(base_url: str, n: int, concurrency: int, transport: str) -> t
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     await client.close()
     return n / wall, cpu / n
-
-
-def engine_run(grid_path: Path) -> tuple[float, float, dict]:
-    grid = load_grid(grid_path)
-    cpu, started = time.process_time(), time.perf_counter()
-    outcome = runner.run(grid, Console(quiet=True), show_progress=False)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return wall, cpu, outcome.stats.summary()
 
 
 def main() -> None:
