@@ -11,13 +11,15 @@ import polars as pl
 from bench_adapters.letters import letters_for
 
 # letter: generated letter, parsed strictly; letter-logprob: next-token distribution over the option letters;
-# likelihood: summed log-probability of each option's text after the prompt.
+# likelihood: summed log-probability of each option's text after the prompt; judge: a free-text answer, scored
+# by the grid's judge model against a rubric (bench_adapters.rubric).
 MODES = ("letter", "letter-logprob", "likelihood")
+JUDGE = "judge"
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One benchmark question, options already in presentation order."""
+    """One benchmark question, options already in presentation order (none for a free-text question)."""
 
     id: str
     question: str
@@ -26,15 +28,17 @@ class Item:
     meta: Mapping[str, str] = field(default_factory=dict)
     # Every option that counts as correct (TruthfulQA MC2 has several); empty means just `gold`.
     true: tuple[int, ...] = ()
+    # Free-text items: reference material a judge's rubric may quote by name (e.g. {correct_answers}).
+    refs: Mapping[str, str] = field(default_factory=dict)
     letters: tuple[str, ...] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         # Stored, not derived on access: the scheduler reads it for every cell on the hot path.
-        object.__setattr__(self, "letters", letters_for(len(self.options)))
+        object.__setattr__(self, "letters", letters_for(len(self.options)) if self.options else ())
 
     @property
-    def gold_letter(self) -> str:
-        return self.letters[self.gold]
+    def gold_letter(self) -> str | None:
+        return self.letters[self.gold] if self.letters else None
 
     @property
     def accepted(self) -> tuple[int, ...]:
@@ -61,6 +65,7 @@ class Score:
 class Adapter(Protocol):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
+    rubric: ClassVar[str | None]  # judge mode: the default rubric (bench_adapters.rubric)
     mode: str
 
     def items(self) -> Iterator[Item]: ...

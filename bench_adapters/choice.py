@@ -10,8 +10,12 @@ from typing import ClassVar
 
 import polars as pl
 
-from bench_adapters.base import MODES, Item, Output, Score
+from bench_adapters.base import JUDGE, MODES, Item, Output, Score
 from bench_adapters.letters import format_options, parse_letter
+
+
+# Judge mode: short answers keep the judge's task (and its prompt) focused, as TruthfulQA's own setting does.
+FREE_TEXT_INSTRUCTION = "Answer briefly, in one or two sentences."
 
 
 def sample_indices(n: int, limit: int | None, seed: int) -> list[int]:
@@ -96,6 +100,7 @@ class MultipleChoice:
     modes: ClassVar[tuple[str, ...]] = MODES
     options: ClassVar[tuple[str, ...]] = ()
     default_path: ClassVar[Path | None] = None
+    rubric: ClassVar[str | None] = None  # judge mode: the built-in rubric used when the grid names none
 
     def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter") -> None:
         if mode not in self.modes:
@@ -116,6 +121,8 @@ class MultipleChoice:
     def task_prompt(self, item: Item) -> str:
         if self.mode == "likelihood":
             return item.question
+        if self.mode == JUDGE:
+            return f"{item.question}\n{FREE_TEXT_INSTRUCTION}"
         return letter_prompt(item.question, item.options)
 
     def continuations(self, item: Item) -> tuple[str, ...]:

@@ -6,6 +6,10 @@ Records come from a JSONL/JSON/CSV/Parquet file (`path`) or a Hugging Face datas
 index, a letter, or the text of the correct option; optional `category_field` (results are sliced by it)
 and `id_field`. Options keep the dataset's order: labelled datasets normally balance the gold position
 already, and keeping it makes scores comparable with published ones.
+
+Free-text datasets run in mode "judge": the model answers in its own words and the grid's judge grades the
+answer against `reference_fields` (the fields a rubric may quote, by name or all together as {references});
+no options or gold are needed then.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bench_adapters.base import Item
+from bench_adapters.base import JUDGE, MODES, Item
 from bench_adapters.choice import MultipleChoice
 from bench_adapters.letters import LETTERS
 from bench_adapters.sources import hub_records, read_records
@@ -23,6 +27,8 @@ from bench_adapters.sources import hub_records, read_records
 
 class Dataset(MultipleChoice):
     name: ClassVar[str] = "dataset"
+    modes: ClassVar[tuple[str, ...]] = (*MODES, JUDGE)
+    rubric: ClassVar[str] = "correctness"
     options: ClassVar[tuple[str, ...]] = (
         "question_field",
         "options_field",
@@ -30,6 +36,7 @@ class Dataset(MultipleChoice):
         "gold_field",
         "category_field",
         "id_field",
+        "reference_fields",
         "hf_dataset",
         "hf_config",
         "split",
@@ -47,6 +54,7 @@ class Dataset(MultipleChoice):
         gold_field: str | None = None,
         category_field: str | None = None,
         id_field: str | None = None,
+        reference_fields: tuple[str, ...] = (),
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         split: str | None = None,
@@ -54,7 +62,10 @@ class Dataset(MultipleChoice):
         super().__init__(path, limit, seed, mode)
         if (path is None) == (hf_dataset is None):
             raise ValueError("dataset: set exactly one of `path` (a local file) or `hf_dataset` (a hub dataset)")
-        if not question_field or not gold_field or bool(options_field) == bool(option_fields):
+        if mode == JUDGE:
+            if not question_field or not reference_fields:
+                raise ValueError('dataset: mode "judge" needs question_field and reference_fields (what the judge compares the answer with)')
+        elif not question_field or not gold_field or bool(options_field) == bool(option_fields):
             raise ValueError("dataset: set question_field, gold_field, and one of options_field (a list) or option_fields (one per option)")
         self.question_field = question_field
         self.options_field = options_field
@@ -62,6 +73,7 @@ class Dataset(MultipleChoice):
         self.gold_field = gold_field
         self.category_field = category_field
         self.id_field = id_field
+        self.reference_fields = tuple(reference_fields)
         self.hf = (hf_dataset, hf_config, split or "test")
 
     def _records(self) -> list[dict[str, Any]]:
@@ -95,17 +107,19 @@ class Dataset(MultipleChoice):
         return index
 
     def load(self) -> list[Item]:
-        items = []
+        items, free_text = [], self.mode == JUDGE
         for n, rec in enumerate(self._records()):
             try:
-                missing = [f for f in (self.question_field, self.gold_field, self.options_field, *self.option_fields) if f and f not in rec]
+                wanted = (self.question_field, *self.reference_fields) if free_text else (self.question_field, self.gold_field, self.options_field, *self.option_fields)
+                missing = [f for f in wanted if f and f not in rec]
                 if missing:
                     raise ValueError(f"missing field(s) {', '.join(missing)} (has {', '.join(rec)})")
-                options = self._options(rec)
-                gold = self._gold(rec[self.gold_field], options)
+                options = () if free_text else self._options(rec)
+                gold = 0 if free_text else self._gold(rec[self.gold_field], options)
             except (ValueError, orjson.JSONDecodeError) as exc:
                 raise ValueError(f"{self.path or self.hf[0]}: record {n}: {exc}") from None
             item_id = str(rec[self.id_field]) if self.id_field else f"{n:06d}"
             meta = {"category": str(rec[self.category_field])} if self.category_field else {}
-            items.append(Item(item_id, str(rec[self.question_field]), options, gold=gold, meta=meta))
+            refs = {f: str(rec[f]) for f in self.reference_fields}
+            items.append(Item(item_id, str(rec[self.question_field]), options, gold=gold, meta=meta, refs=refs))
         return items

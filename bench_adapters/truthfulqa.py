@@ -1,8 +1,10 @@
-"""TruthfulQA multiple choice (Lin et al. 2022), data vendored from sylinrl/TruthfulQA @ 013686a (Apache-2.0).
+"""TruthfulQA (Lin et al. 2022), data vendored from sylinrl/TruthfulQA @ 013686a (Apache-2.0).
 
 MC1: one true option; correct when it is chosen (letter) or scores strictly highest (logprob modes).
 MC2: several true options; the per-item score is the normalised probability mass on the true options, read
 from the labels themselves (in two questions the true options are not listed first).
+generation: the same 817 questions answered in free text (TruthfulQA.csv), judged against the reference true
+and false answers by the grid's judge (mode "judge", rubric "truthful" or "informative").
 """
 
 from __future__ import annotations
@@ -12,23 +14,35 @@ from typing import ClassVar
 
 import orjson
 
-from bench_adapters.base import Item, Output, Score
+from bench_adapters.base import JUDGE, MODES, Item, Output, Score
 from bench_adapters.choice import MultipleChoice, permuted
+from bench_adapters.sources import read_records
 
-DEFAULT_PATH = Path(__file__).parent / "data" / "truthfulqa" / "mc_task.json"
-TASKS = ("mc1", "mc2")
+DATA = Path(__file__).parent / "data" / "truthfulqa"
+DEFAULT_PATH = DATA / "mc_task.json"
+GENERATION_PATH = DATA / "TruthfulQA.csv"
+TASKS = ("mc1", "mc2", "generation")
+_GENERATION_COLUMNS = ("Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers")
+# Upstream counts a refusal as true: its evaluation adds this to every question's true references.
+_NO_COMMENT = "I have no comment."
 
 
 class TruthfulQA(MultipleChoice):
     name: ClassVar[str] = "truthfulqa"
+    modes: ClassVar[tuple[str, ...]] = (*MODES, JUDGE)
     options: ClassVar[tuple[str, ...]] = ("task",)
     default_path = DEFAULT_PATH
+    rubric: ClassVar[str] = "truthful"
 
     def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter", task: str | None = None) -> None:
         super().__init__(path, limit, seed, mode)
-        self.task = task or "mc1"
+        self.task = task or ("generation" if mode == JUDGE else "mc1")
         if self.task not in TASKS:
-            raise ValueError(f"truthfulqa: task '{self.task}' not supported (expected mc1 or mc2)")
+            raise ValueError(f"truthfulqa: task '{self.task}' not supported (expected one of {', '.join(TASKS)})")
+        if (self.task == "generation") != (mode == JUDGE):
+            raise ValueError('truthfulqa: task "generation" is free text, scored only with mode = "judge" (and judge mode needs it)')
+        if self.task == "generation" and path is None:
+            self.path = GENERATION_PATH
 
     def _records(self) -> list[dict]:
         try:
@@ -40,6 +54,8 @@ class TruthfulQA(MultipleChoice):
         return records
 
     def load(self) -> list[Item]:
+        if self.task == "generation":
+            return self._generation_items()
         items = []
         for i, rec in enumerate(self._records()):
             targets = rec[f"{self.task}_targets"]
@@ -56,3 +72,22 @@ class TruthfulQA(MultipleChoice):
         if self.task == "mc2" and self.mode != "letter":
             return Score(s.answer, s.correct, s.invalid, s.p_gold, score=s.p_gold if s.p_gold is not None else 0.0)
         return s
+
+    def _generation_items(self) -> list[Item]:
+        records = read_records(self.path)
+        if records and (missing := [c for c in _GENERATION_COLUMNS if c not in records[0]]):
+            raise ValueError(f"{self.path}: not TruthfulQA.csv: missing column(s) {', '.join(missing)}")
+        items = []
+        for i, rec in enumerate(records):
+            true = [a.strip() for a in (rec["Correct Answers"] or "").split(";") if a.strip()]
+            false = [a.strip() for a in (rec["Incorrect Answers"] or "").split(";") if a.strip()]
+            if _NO_COMMENT not in true:
+                true.append(_NO_COMMENT)
+            refs = {
+                "best_answer": rec["Best Answer"].strip(),
+                "correct_answers": "\n".join(f"- {a}" for a in true),
+                "incorrect_answers": "\n".join(f"- {a}" for a in false),
+            }
+            meta = {"task": "generation", "category": rec["Category"], "type": rec["Type"]}
+            items.append(Item(f"tqa-gen-{i:03d}", rec["Question"].strip(), (), gold=0, meta=meta, refs=refs))
+        return items

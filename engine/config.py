@@ -42,11 +42,14 @@ class PersonasConfig:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    name: str
+    name: str  # the adapter
+    id: str | None = None  # what results call it (default: name); set it to run one adapter twice
     path: str | None = None  # data file; default: the copy vendored with the adapter
     limit: int | None = None  # seeded sample of this many questions (default: all)
     seed: int = 0  # question sample and per-question option shuffle
-    mode: str = "letter"  # letter | letter-logprob | likelihood (each adapter declares which it supports)
+    mode: str = "letter"  # letter | letter-logprob | likelihood | judge (each adapter declares which it supports)
+    rubric: str | None = None  # judge mode: a built-in rubric name or a rubric TOML file (default: the adapter's)
+    max_tokens: int | None = None  # answer length for this benchmark (default: the model's; judge mode: 256)
     # Adapter options; each adapter declares the ones it reads (bench_adapters: `options`).
     task: str | None = None  # truthfulqa: mc1 | mc2
     categories: tuple[str, ...] = ()  # bbq: categories; crows_pairs: bias types (default: all)
@@ -57,9 +60,14 @@ class BenchmarkConfig:
     gold_field: str | None = None
     category_field: str | None = None
     id_field: str | None = None
+    reference_fields: tuple[str, ...] = ()  # dataset, judge mode: fields the rubric may quote
     hf_dataset: str | None = None  # dataset, bbq: a Hugging Face hub dataset (needs `datasets` and hub access)
     hf_config: str | None = None
     split: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.id or self.name
 
     def adapter_options(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The adapter options that are set, by name; unset ones leave the adapter's defaults."""
@@ -124,12 +132,21 @@ class ConditionConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """[judge]: the model that grades free-text answers (benchmarks in mode "judge"), through the same engine."""
+
+    model: ModelConfig  # [judge.model]: any provider, with its own limits; never one of the models under test
+    mode: str = "letter"  # letter (any backend) | letter-logprob (expected rubric value; needs letter logprobs)
+
+
+@dataclass(frozen=True)
 class GridConfig:
     run: RunConfig
     personas: PersonasConfig | None = None
     benchmarks: tuple[BenchmarkConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     conditions: tuple[ConditionConfig, ...] = ()
+    judge: JudgeConfig | None = None
     path: Path = Path("grid.toml")  # set by the loader, not read from the file
 
     @property
@@ -236,7 +253,6 @@ def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) ->
 def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
     # Imported here so that loading a grid does not import every backend.
     from bench_adapters import ADAPTERS
-    from engine.providers import PROVIDERS
     from persona_builder import FORMATS
 
     if grid.run.seed < 0:
@@ -262,38 +278,18 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
         if b.limit is not None and b.limit < 1:
             problems.append(f"{where}.limit: expected a positive integer")
+        if b.max_tokens is not None and b.max_tokens < 1:
+            problems.append(f"{where}.max_tokens: expected a positive integer")
+        if b.id is not None and not b.id.strip():
+            problems.append(f"{where}.id: expected a non-empty name")
+        _check_rubric(grid, b, adapter, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
     for i, m in enumerate(grid.models):
-        where = f"models[{i}]"
-        if m.provider not in PROVIDERS:
-            problems.append(f"{where}.provider: unknown provider '{m.provider}'{_suggest(m.provider, PROVIDERS)}")
-        if m.samples < 1:
-            problems.append(f"{where}.samples: expected a positive integer")
-        if m.max_tokens < 1:
-            problems.append(f"{where}.max_tokens: expected a positive integer")
-        if not 0 <= m.temperature <= 2:
-            problems.append(f"{where}.temperature: expected a number in [0, 2]")
-        if m.transport not in ("aiohttp", "sdk"):
-            problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
-        if m.device not in ("auto", "cpu", "cuda"):
-            problems.append(f"{where}.device: expected auto, cpu or cuda")
-        if m.dtype not in ("float32", "bfloat16", "float16"):
-            problems.append(f"{where}.dtype: expected float32, bfloat16 or float16")
-        lim = m.limits
-        if lim.concurrency < 1 or (lim.batch_size is not None and lim.batch_size < 1):
-            problems.append(f"{where}.limits: concurrency and batch_size must be positive integers")
-        if lim.requests_per_minute < 0 or lim.tokens_per_minute < 0 or lim.max_retries < 0 or lim.timeout_s <= 0:
-            problems.append(f"{where}.limits: rates, retries and timeout must be non-negative (timeout positive)")
-        if lim.max_retry_time_s <= 0:
-            problems.append(f"{where}.limits.max_retry_time_s: expected a positive number")
-        if m.api_key_file is not None and not grid.resolve(m.api_key_file).is_file():
-            problems.append(f"{where}.api_key_file: file not found: {grid.resolve(m.api_key_file)}")
-        if (m.input_price or 0) < 0 or (m.output_price or 0) < 0:
-            problems.append(f"{where}: input_price and output_price must be non-negative")
-        _check_vllm(m, where, problems)
+        _check_model(grid, m, f"models[{i}]", problems)
+    _check_judge(grid, problems)
     _check_unique("models", "id", [m.id for m in grid.models], problems)
-    _check_unique("benchmarks", "name", [b.name for b in grid.benchmarks], problems)
+    _check_unique("benchmarks", "id", [b.label for b in grid.benchmarks], problems)
     if not grid.conditions:
         problems.append("conditions: at least one [[conditions]] table is required")
     _check_unique("conditions", "name", [c.name for c in grid.conditions], problems)
@@ -311,6 +307,78 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
         problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
 
 
+def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
+    from engine.providers import PROVIDERS
+
+    if m.provider not in PROVIDERS:
+        problems.append(f"{where}.provider: unknown provider '{m.provider}'{_suggest(m.provider, PROVIDERS)}")
+    if m.samples < 1:
+        problems.append(f"{where}.samples: expected a positive integer")
+    if m.max_tokens < 1:
+        problems.append(f"{where}.max_tokens: expected a positive integer")
+    if not 0 <= m.temperature <= 2:
+        problems.append(f"{where}.temperature: expected a number in [0, 2]")
+    if m.transport not in ("aiohttp", "sdk"):
+        problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
+    if m.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"{where}.device: expected auto, cpu or cuda")
+    if m.dtype not in ("float32", "bfloat16", "float16"):
+        problems.append(f"{where}.dtype: expected float32, bfloat16 or float16")
+    lim = m.limits
+    if lim.concurrency < 1 or (lim.batch_size is not None and lim.batch_size < 1):
+        problems.append(f"{where}.limits: concurrency and batch_size must be positive integers")
+    if lim.requests_per_minute < 0 or lim.tokens_per_minute < 0 or lim.max_retries < 0 or lim.timeout_s <= 0:
+        problems.append(f"{where}.limits: rates, retries and timeout must be non-negative (timeout positive)")
+    if lim.max_retry_time_s <= 0:
+        problems.append(f"{where}.limits.max_retry_time_s: expected a positive number")
+    if m.api_key_file is not None and not grid.resolve(m.api_key_file).is_file():
+        problems.append(f"{where}.api_key_file: file not found: {grid.resolve(m.api_key_file)}")
+    if (m.input_price or 0) < 0 or (m.output_price or 0) < 0:
+        problems.append(f"{where}: input_price and output_price must be non-negative")
+    _check_vllm(m, where, problems)
+
+
+def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
+    from bench_adapters import JUDGE
+    from bench_adapters.rubric import load_rubric
+
+    if b.mode != JUDGE:
+        if b.rubric is not None:
+            problems.append(f'{where}.rubric: only used with mode = "judge"')
+        return
+    spec = b.rubric or getattr(adapter, "rubric", None)
+    if spec is None:
+        return
+    try:
+        load_rubric(spec, grid.root)
+    except ValueError as exc:
+        problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
+
+
+def _check_judge(grid: GridConfig, problems: list[str]) -> None:
+    from bench_adapters import JUDGE
+    from bench_adapters.rubric import JUDGE_MODES
+    from engine.providers import PROVIDERS, provider_class
+
+    judged = [i for i, b in enumerate(grid.benchmarks) if b.mode == JUDGE]
+    judge = grid.judge
+    if judge is None:
+        for i in judged:
+            problems.append(f'benchmarks[{i}].mode: "judge" needs a [judge] table naming the judge model ([judge.model])')
+        return
+    if not judged:
+        problems.append('judge: no benchmark has mode = "judge"; remove [judge] or set a benchmark\'s mode')
+    if judge.mode not in JUDGE_MODES:
+        problems.append(f"judge.mode: expected one of {', '.join(JUDGE_MODES)}, got '{judge.mode}'")
+    elif judge.mode == "letter-logprob" and judge.model.provider in PROVIDERS and not provider_class(judge.model.provider).supports_logprobs:
+        problems.append(f'judge.mode: "letter-logprob" needs letter logprobs, which provider "{judge.model.provider}" never returns; use "letter"')
+    if judge.model.samples != 1:
+        problems.append("judge.model.samples: the judge gives one verdict per answer; leave samples at 1")
+    if judge.model.id in {m.id for m in grid.models}:
+        problems.append(f"judge.model.id: '{judge.model.id}' is also a model under test; give the judge its own id")
+    _check_model(grid, judge.model, "judge.model", problems)
+
+
 def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
     v = m.vllm
     if m.provider != "vllm":
@@ -325,7 +393,8 @@ def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.vllm.gpu_memory_utilization: expected a number in (0, 1]")
 
 
-_ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in ("name", "path", "limit", "seed", "mode"))
+_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens")
+_ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in _ENGINE_KEYS)
 
 
 def _check_adapter_options(grid: GridConfig, b: BenchmarkConfig, adapter: type, where: str, problems: list[str]) -> None:
@@ -371,8 +440,11 @@ def load_grid(path: str | Path) -> GridConfig:
         grid = dataclasses.replace(grid, path=path.resolve())
         _check_semantics(grid, problems)
         # Providers see only their ModelConfig: hand them the key file as an absolute path.
-        models = tuple(m if m.api_key_file is None else dataclasses.replace(m, api_key_file=str(grid.resolve(m.api_key_file).resolve())) for m in grid.models)
-        grid = dataclasses.replace(grid, models=models)
+        def absolute_key(m: ModelConfig) -> ModelConfig:
+            return m if m.api_key_file is None else dataclasses.replace(m, api_key_file=str(grid.resolve(m.api_key_file).resolve()))
+
+        judge = grid.judge and dataclasses.replace(grid.judge, model=absolute_key(grid.judge.model))
+        grid = dataclasses.replace(grid, models=tuple(absolute_key(m) for m in grid.models), judge=judge)
     if problems:
         raise GridError([f"{path}: {p}" for p in problems])
     return grid

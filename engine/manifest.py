@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from bench_adapters.rubric import Rubric
 from engine.config import GridConfig
 
 _PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "typer", "tenacity")
@@ -28,7 +29,9 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_manifest(grid: GridConfig, identities: dict[str, dict[str, Any]], cells: dict[str, int]) -> dict[str, Any]:
+def build_manifest(
+    grid: GridConfig, identities: dict[str, dict[str, Any]], cells: dict[str, int], rubrics: dict[str, Rubric] | None = None
+) -> dict[str, Any]:
     return {
         "run": grid.run.name,
         "grid_file": str(grid.path),
@@ -37,10 +40,14 @@ def build_manifest(grid: GridConfig, identities: dict[str, dict[str, Any]], cell
         "config": grid.canonical(),
         "seeds": {
             "run": grid.run.seed,
-            "benchmarks": {b.name: b.seed for b in grid.benchmarks},
+            "benchmarks": {b.label: b.seed for b in grid.benchmarks},
             "models": {m.id: m.seed for m in grid.models},
         },
         "models": {m.id: {"provider": m.provider, "model": m.model, "identity": identities[m.id]} for m in grid.models},
+        "judge": None
+        if grid.judge is None
+        else {"id": grid.judge.model.id, "provider": grid.judge.model.provider, "model": grid.judge.model.model, "mode": grid.judge.mode, "identity": identities[grid.judge.model.id]},
+        "rubrics": {label: {"name": r.name, "source": r.source, "sha256": r.digest} for label, r in (rubrics or {}).items()},
         "cells": cells,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -3,6 +3,9 @@
 Cells are generated on demand and never stored, so a ten-million-cell grid plans in constant memory. Within
 a model and condition, cells are persona-major so prompts sharing a persona preamble arrive together
 (prefix caches hit, and the persona is rendered once per run of cells rather than once per cell).
+
+A cell of a benchmark in judge mode takes two requests: the model's free-text answer, then the judge's verdict
+on it (`judge_request`), built once the answer exists; both are ordinary cached requests.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from bench_adapters import ADAPTERS, Adapter, Item
+from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
+from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
-from engine.request import Decoding, Request
+from engine.request import Decoding, Request, Response
 from persona_builder import Persona, load_personas, render
 
 
@@ -37,11 +41,20 @@ class Cell:
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
+# Judge mode: a free-text answer needs room; a model's max_tokens is sized for one letter.
+JUDGED_ANSWER_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class Benchmark:
     config: BenchmarkConfig
     adapter: Adapter
     items: tuple[Item, ...]
+    rubric: Rubric | None = None  # judge mode only
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self.config.max_tokens or (JUDGED_ANSWER_TOKENS if self.rubric else None)
 
 
 class Plan:
@@ -49,7 +62,7 @@ class Plan:
         self.grid = grid
         self.personas = personas
         self.benchmarks = benchmarks
-        self._adapters = {b.config.name: b for b in benchmarks}
+        self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
         self._tasks: dict[tuple[str, str], str] = {}  # benchmark items are few; prompts are built once each
@@ -68,7 +81,12 @@ class Plan:
             kind = ADAPTERS[b.name]
             path = grid.resolve(b.path) if b.path else None
             adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
-            benchmarks.append(Benchmark(b, adapter, tuple(adapter.items())))
+            items = tuple(adapter.items())
+            rubric = None
+            if b.mode == JUDGE:
+                rubric = load_rubric(b.rubric or kind.rubric, grid.root)
+                rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
+            benchmarks.append(Benchmark(b, adapter, items, rubric))
         return cls(grid, personas, benchmarks)
 
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
@@ -98,22 +116,29 @@ class Plan:
                 for persona in self._personas_for(condition):
                     for item in bench.items:
                         for sample in range(model.samples):
-                            yield Cell(index, model, bench.config.name, item, condition, persona, sample)
+                            yield Cell(index, model, bench.config.label, item, condition, persona, sample)
                             index += 1
 
     def adapter(self, benchmark: str) -> Adapter:
-        return self._adapters[benchmark].adapter
+        return self._benchmarks[benchmark].adapter
 
     def mode(self, benchmark: str) -> str:
-        return self._adapters[benchmark].config.mode
+        return self._benchmarks[benchmark].config.mode
+
+    @property
+    def rubrics(self) -> dict[str, Rubric]:
+        return {label: b.rubric for label, b in self._benchmarks.items() if b.rubric is not None}
+
+    def judged(self, benchmark: str) -> bool:
+        return self._benchmarks[benchmark].rubric is not None
 
     def _render_uncached(self, persona_id: str, fmt: str, traits: str) -> str:
         return render(self._by_id[persona_id], fmt, traits)
 
     @staticmethod
     @lru_cache(maxsize=64)
-    def _decoding(model: ModelConfig) -> Decoding:
-        return Decoding(model.temperature, model.max_tokens, model.top_p, model.seed)
+    def _decoding(model: ModelConfig, max_tokens: int | None = None) -> Decoding:
+        return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
 
     def _task(self, benchmark: str, item: Item) -> str:
         key = (benchmark, item.id)
@@ -134,10 +159,13 @@ class Plan:
             else:
                 messages = (("user", f"{persona_text}\n\n{task}"),)
         m = cell.model
-        mode = self.mode(cell.benchmark)
+        bench = self._benchmarks[cell.benchmark]
+        mode = bench.config.mode
+        if bench.rubric is not None:  # a free-text answer, for the judge
+            return Request(messages, self._decoding(m, bench.max_tokens), cell.sample, "generate", (), False)
         return Request(
             messages=messages,
-            decoding=self._decoding(m),
+            decoding=self._decoding(m, bench.max_tokens),
             sample=cell.sample,
             mode=mode,
             letters=cell.item.letters,
@@ -145,3 +173,25 @@ class Plan:
             want_logprobs=m.logprobs if mode == "letter" else mode == "letter-logprob",
             continuations=self.adapter(cell.benchmark).continuations(cell.item) if mode == "likelihood" else (),
         )
+
+    def judge_request(self, cell: Cell, answer: str) -> Request:
+        """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged."""
+        judge = self.grid.judge
+        rubric = self._benchmarks[cell.benchmark].rubric
+        assert judge is not None and rubric is not None, "judge_request on a benchmark not in judge mode"
+        return Request(
+            messages=(("user", rubric.render(cell.item, answer)),),
+            decoding=self._decoding(judge.model),
+            sample=0,  # one verdict per answer: several samples of an answer are several answers
+            mode=judge.mode,
+            letters=rubric.letters,
+            want_logprobs=judge.model.logprobs if judge.mode == "letter" else True,
+        )
+
+    def score(self, cell: Cell, response: Response, verdict: Response | None = None) -> Score:
+        """A cell's score: by its benchmark's adapter, or in judge mode by the rubric from the judge's verdict."""
+        rubric = self._benchmarks[cell.benchmark].rubric
+        if rubric is None:
+            return self.adapter(cell.benchmark).score(cell.item, response)
+        assert verdict is not None and self.grid.judge is not None, "a judged cell is scored from the judge's verdict"
+        return rubric.score(verdict, self.grid.judge.mode)

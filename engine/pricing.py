@@ -15,6 +15,7 @@ from engine.config import ModelConfig
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
 from engine.providers.base import Provider
+from engine.request import Request
 
 PRICES: dict[str, tuple[float, float]] = {
     # openai
@@ -77,24 +78,55 @@ class Estimate:
 
 
 def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache | None) -> dict[str, Estimate]:
-    """Per model: the distinct calls not yet cached, their estimated tokens and cost. Calls nothing."""
+    """Per model (and the judge): the distinct calls not yet cached, their estimated tokens and cost. Calls nothing.
+
+    The judge's calls depend on answers not yet given: an uncached answer counts as one verdict call whose
+    answer is max_tokens long (an upper bound); a cached answer counts only if its verdict is not cached."""
     out = {}
+    judge = plan.grid.judge.model if plan.grid.judge is not None else None
+    judge_identity = providers[judge.id].identity() if judge is not None else None
+    verdicts = _Tally()
     for model in plan.grid.models:
         identity = providers[model.id].identity()
-        seen: set[str] = set()
-        calls, tokens_in, tokens_out = 0, 0.0, 0
+        answers = _Tally()
         cells = plan.cells(model)
         while chunk := [c for _, c in zip(range(2048), cells)]:
-            requests = {cache_key(model.provider, identity, r): r for r in map(plan.request, chunk)}
-            requests = {k: r for k, r in requests.items() if k not in seen}
-            found = cache.contains_keys(list(requests)) if cache is not None else set()
-            for key, request in requests.items():
-                seen.add(key)
-                if key not in found:
-                    calls += 1
-                    tokens_in += estimate_prompt_tokens(request)
-                    tokens_out += request.decoding.max_tokens
-        price = price_for(model)
-        usd = None if price is None else call_cost(price, round(tokens_in), tokens_out)
-        out[model.id] = Estimate(calls, round(tokens_in), tokens_out, usd)
+            requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
+            requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
+            # Answers' texts only where a judge will read them; key presence is enough for the rest.
+            known = {} if cache is None else cache.lookup(list(requests)) if judge is not None else dict.fromkeys(cache.contains_keys(list(requests)))
+            for key, (cell, request) in requests.items():
+                answers.add(key, request, cached=key in known)
+                if judge is not None and plan.judged(cell.benchmark):
+                    hit = known.get(key)
+                    answer = (hit.text or "") if hit is not None else "x" * (4 * request.decoding.max_tokens)
+                    verdict = plan.judge_request(cell, answer)
+                    if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
+                        verdicts.add(f"answer:{key}", verdict, cached=False)
+                    else:
+                        vkey = cache_key(judge.provider, judge_identity, verdict)
+                        verdicts.add(vkey, verdict, cached=bool(cache.contains_keys([vkey])))
+        out[model.id] = answers.estimate(model)
+    if judge is not None:
+        out[judge.id] = verdicts.estimate(judge)
     return out
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.calls, self.tokens_in, self.tokens_out = 0, 0.0, 0
+
+    def add(self, key: str, request: Request, cached: bool) -> None:
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        if not cached:
+            self.calls += 1
+            self.tokens_in += estimate_prompt_tokens(request)
+            self.tokens_out += request.decoding.max_tokens
+
+    def estimate(self, model: ModelConfig) -> Estimate:
+        price = price_for(model)
+        usd = None if price is None else call_cost(price, round(self.tokens_in), self.tokens_out)
+        return Estimate(self.calls, round(self.tokens_in), self.tokens_out, usd)

@@ -37,6 +37,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "error": pl.String(),
     "score": pl.Float64(),  # the benchmark's primary per-item metric (e.g. TruthfulQA MC2 mass); null when errored
     "meta": pl.String(),  # JSON of the item's slicing metadata (category, BBQ context and biased letter, ...)
+    "judge_key": pl.String(),  # judge mode: the cache key of the judge's verdict on `response`
+    "verdict": pl.String(),  # judge mode: the judge's raw text (its level letter is `answer`)
 }
 COLUMNS = tuple(SCHEMA)
 

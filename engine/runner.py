@@ -31,7 +31,8 @@ class RunOutcome:
 
 def prepare(grid: GridConfig) -> tuple[Plan, dict[str, Provider]]:
     plan = Plan.from_grid(grid)
-    providers = {m.id: create_provider(m) for m in grid.models}
+    judge = (grid.judge.model,) if grid.judge is not None else ()
+    providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
     return plan, providers
 
 
@@ -83,7 +84,7 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_u
     run_dir = grid.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     identities = {mid: p.identity() for mid, p in providers.items()}
-    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models})
+    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
     write_json(run_dir / "manifest.json", manifest)
     _write_personas(plan, run_dir)
     cache = ResponseCache(grid.cache_path)

@@ -5,6 +5,10 @@ on a bounded queue (backpressure keeps memory flat). Workers drain the queue: AP
 `concurrency` single calls at a time, local providers take whole batches. Completed responses are
 committed to the cache in small transactions as they arrive, so a kill loses at most the last ~50 ms.
 Identical requests inside one run (the same key) are called once and fan out to every waiting cell.
+
+A cell of a judged benchmark is written only once the judge's verdict on its answer is in: the answer goes
+through the model's queue and the cache like any response, then the verdict request through the judge's own
+queue, limits and cache entry. A run killed between the two finds the answer cached and asks only the judge.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from itertools import islice
 import orjson
 
 from engine.cache import ResponseCache, cache_key
+from engine.config import ModelConfig
 from engine.plan import Cell, Plan
 from engine.pricing import call_cost, price_for
 from engine.providers import Provider
@@ -62,6 +67,15 @@ class RunStats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A judged cell's answer, waiting for the judge's verdict."""
+
+    key: str
+    response: Response
+    cached: bool
+
+
 def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
     while chunk := list(islice(cells, size)):
         yield chunk
@@ -77,15 +91,20 @@ class Scheduler:
         self.writer = writer
         self.stats = RunStats(cells_total=len(plan))
         self._identity = {mid: p.identity() for mid, p in providers.items()}
-        self._pending: dict[str, list[Cell]] = {}  # key -> cells waiting on that call
+        # key -> cells waiting on that call; a judge call's waiters carry the answer it grades
+        self._pending: dict[str, list[tuple[Cell, _Answer | None]]] = {}
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._last_flush = time.monotonic()
         self._budget_usd = budget_usd
         self._prices = {id(p): price_for(p.config) for p in providers.values()}
 
-    def key(self, cell: Cell, request: Request) -> str:
-        return cache_key(cell.model.provider, self._identity[cell.model.id], request)
+        judge = plan.grid.judge
+        self._judge: ModelConfig | None = judge.model if judge is not None else None
+        self._judge_queue: asyncio.Queue | None = None
+
+    def key(self, model: ModelConfig, request: Request) -> str:
+        return cache_key(model.provider, self._identity[model.id], request)
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         started = time.perf_counter()
@@ -98,8 +117,10 @@ class Scheduler:
             for _ in range(provider.concurrency)
         ]
         flusher = asyncio.create_task(self._flush_periodically())
+        if self._judge is not None:
+            self._judge_queue = queues[self._judge.id]
         producers = [asyncio.create_task(self._produce(m, queues[m.id], stop)) for m in self.plan.grid.models]
-        finished = asyncio.ensure_future(self._drain(producers, queues))
+        finished = asyncio.ensure_future(self._drain(producers, [queues[m.id] for m in self.plan.grid.models]))
         stopper = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({finished, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -117,31 +138,58 @@ class Scheduler:
             self.stats.wall_s = time.perf_counter() - started
         return self.stats
 
-    async def _drain(self, producers: list[asyncio.Task], queues: dict[str, asyncio.Queue]) -> None:
+    async def _drain(self, producers: list[asyncio.Task], queues: list[asyncio.Queue]) -> None:
         await asyncio.gather(*producers)
-        await asyncio.gather(*(q.join() for q in queues.values()))
+        await asyncio.gather(*(q.join() for q in queues))
+        # Only now: every answer has been handed to the judge, so an empty judge queue means all are judged.
+        if self._judge_queue is not None:
+            await self._judge_queue.join()
 
     async def _produce(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
         for chunk in _chunks(self.plan.cells(model), _CHUNK):
             if stop.is_set() or self.stats.budget_exhausted:
                 return
             requests = [self.plan.request(c) for c in chunk]
-            keys = [self.key(c, r) for c, r in zip(chunk, requests)]
+            keys = [self.key(model, r) for r in requests]
             hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
             for cell, request, key in zip(chunk, requests, keys):
                 cached = hits.get(key)
                 if cached is not None:
                     self.stats.cache_hits += 1
-                    self._emit(cell, key, cached.as_response(), cached=True)
+                    await self._deliver(cell, key, cached.as_response(), cached=True)
                 elif key in self._fresh:
                     self.stats.cache_hits += 1
-                    self._emit(cell, key, self._fresh[key], cached=True)
+                    await self._deliver(cell, key, self._fresh[key], cached=True)
                 elif key in self._pending:
-                    self._pending[key].append(cell)
+                    self._pending[key].append((cell, None))
                 else:
-                    self._pending[key] = [cell]
+                    self._pending[key] = [(cell, None)]
                     await queue.put((key, request))
             await asyncio.sleep(0)  # let workers and the flusher run between chunks of pure cache hits
+
+    async def _deliver(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
+        """A model's response for a cell: written now, or, in a judged benchmark, first handed to the judge."""
+        if response.ok and self._judge is not None and self.plan.judged(cell.benchmark):
+            await self._ask_judge(cell, _Answer(key, response, cached))
+        else:
+            self._emit(cell, key, response, cached)
+
+    async def _ask_judge(self, cell: Cell, answer: _Answer) -> None:
+        assert self._judge is not None and self._judge_queue is not None
+        request = self.plan.judge_request(cell, answer.response.text or "")
+        key = self.key(self._judge, request)
+        verdict = self._fresh.get(key)
+        if verdict is None and key not in self._pending:
+            hit = self.cache.lookup([key]).get(key)
+            verdict = hit.as_response() if hit is not None else None
+        if verdict is not None:
+            self.stats.cache_hits += 1
+            self._emit(cell, answer.key, answer.response, answer.cached, (key, verdict, True))
+        elif key in self._pending:
+            self._pending[key].append((cell, answer))
+        else:
+            self._pending[key] = [(cell, answer)]
+            await self._judge_queue.put((key, request))
 
     async def _worker(self, model_id: str, provider: Provider, queue: asyncio.Queue) -> None:
         size = provider.batch_size
@@ -170,10 +218,10 @@ class Scheduler:
             except Exception as exc:  # a provider bug must not kill the run: record it on every cell
                 responses = [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
             for (key, _), response in zip(batch, responses):
-                self._complete(provider, key, response)
+                await self._complete(provider, key, response)
                 queue.task_done()
 
-    def _complete(self, provider: Provider, key: str, response: Response) -> None:
+    async def _complete(self, provider: Provider, key: str, response: Response) -> None:
         self.stats.calls_made += 1
         self.stats.attempts += response.attempts
         cells = self._pending.pop(key, [])
@@ -183,10 +231,13 @@ class Scheduler:
             self._fresh[key] = response
         else:
             self.stats.errors[response.error_kind] += 1
-        for cell in cells:
-            self._emit(cell, key, response, cached=False)
         if len(self._buffer) >= _FLUSH_ROWS:
             self._flush()
+        for cell, answer in cells:
+            if answer is None:
+                await self._deliver(cell, key, response, cached=False)
+            else:
+                self._emit(cell, answer.key, answer.response, answer.cached, (key, response, False))
 
     def _charge(self, provider: Provider, response: Response) -> None:
         price = self._prices[id(provider)]
@@ -197,13 +248,18 @@ class Scheduler:
         if self._budget_usd is not None and self.stats.cost_usd >= self._budget_usd:
             self.stats.budget_exhausted = True
 
-    def _emit(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
+    def _emit(self, cell: Cell, key: str, response: Response, cached: bool, judged: tuple[str, Response, bool] | None = None) -> None:
+        """Write a cell's row; `judged` is the judge's (key, verdict, cached) for a judged cell."""
         item = cell.item
-        if response.ok:
-            s = self.plan.adapter(cell.benchmark).score(item, response)
+        verdict = judged[1] if judged else None
+        failed = response if not response.ok else verdict if verdict is not None and not verdict.ok else None
+        if failed is None:
+            s = self.plan.score(cell, response, verdict)
             answer, correct, invalid, p_gold, score = s.answer, s.correct, s.invalid, s.p_gold, s.score
         else:
             answer, correct, invalid, p_gold, score = None, None, None, None, None
+        # A failed verdict is the cell's error, named as the judge's so it is never mistaken for the model's.
+        error_kind = None if failed is None else failed.error_kind if failed is response else f"judge_{failed.error_kind}"
         self.writer.add(
             (
                 cell.index,
@@ -215,8 +271,8 @@ class Scheduler:
                 cell.persona.id if cell.persona else None,
                 cell.sample,
                 key,
-                cached,
-                "ok" if response.ok else "error",
+                cached and (judged is None or judged[2]),
+                "ok" if failed is None else "error",
                 response.text,
                 answer,
                 item.gold_letter,
@@ -226,10 +282,12 @@ class Scheduler:
                 response.prompt_tokens,
                 response.completion_tokens,
                 response.latency_s,
-                response.error_kind,
-                response.error,
+                error_kind,
+                None if failed is None else failed.error,
                 score,
                 orjson.dumps(item.meta).decode() if item.meta else None,
+                judged[0] if judged else None,
+                verdict.text if verdict is not None else None,
             )
         )
         self.stats.cells_done += 1

@@ -16,9 +16,13 @@ PROVIDERS: dict[str, str] = {
 }
 
 
+def provider_class(name: str) -> type[Provider]:
+    module, cls = PROVIDERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def create_provider(config: ModelConfig) -> Provider:
-    module, cls = PROVIDERS[config.provider].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
+    return provider_class(config.provider)(config)
 
 
-__all__ = ["PROVIDERS", "Provider", "create_provider"]
+__all__ = ["PROVIDERS", "Provider", "create_provider", "provider_class"]

@@ -57,7 +57,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
     for spec, table in effects.persona_effect(run, index, (OVERALL, *specs)).items():
         tables[effect_name(spec)] = table
     # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition.
-    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results).items() if not t.is_empty()})
+    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results, run.adapters).items() if not t.is_empty()})
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),
@@ -95,6 +95,8 @@ def run_tables(run_dir: Path, baseline: str | None) -> dict[str, pl.DataFrame]:
     """The tables a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition,
     country and sex, with intervals. `mtpa-engine report` gives the rest."""
     run = open_run(run_dir, baseline)
+    if run.results.filter(pl.col("status") == "ok").select(pl.len()).collect().item() == 0:
+        return {}  # every call failed: nothing to score, and the run's error summary says why
     specs = tuple(s for s in RUN_TABLES_BY if set(s) <= set(run.traits))
     report = build_report(run, ReportOptions(by=specs, extras=False))
     write_tables(report, Path(run_dir) / "analysis", parquet=False)

@@ -34,6 +34,7 @@ class Run:
     personas: pl.DataFrame  # persona_id + one String column per trait
     conditions: dict[str, Condition]
     baseline: str | None
+    adapters: dict[str, str]  # benchmark as results name it (its grid id) -> the adapter that scored it
 
     @property
     def traits(self) -> list[str]:
@@ -61,6 +62,7 @@ def open_run(run_dir: Path, baseline: str | None = None) -> Run:
         personas=_personas(run_dir),
         conditions=conditions,
         baseline=_baseline(conditions, baseline, run_dir),
+        adapters={b.get("id") or b["name"]: b["name"] for b in manifest.get("config", {}).get("benchmarks", [])},
     )
 
 

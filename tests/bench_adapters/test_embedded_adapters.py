@@ -67,13 +67,23 @@ def test_likelihood_batched_equals_one_unpadded_pass_per_option(provider):
     assert batched[0].option_logprobs[0] > batched[0].option_logprobs[1]  # Paris over Berlin
 
 
+def _run_grid(tmp_path, grid: str) -> tuple[list[str], dict]:
+    """Write a grid (plus a baseline and a prose-persona condition), run it, return the command and its summary."""
+    (tmp_path / "grid.toml").write_text(grid + '\n[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "prose"\nformat = "prose"\n')
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return cmd, orjson.loads((tmp_path / "s.json").read_bytes())
+
+
 def test_every_adapter_runs_end_to_end(tmp_path):
     shutil.copy(EXAMPLE_PERSONAS, tmp_path / "personas.jsonl")
     write_fixture(tmp_path / "normad.csv")
     (tmp_path / "mine.jsonl").write_bytes(
         b"\n".join(orjson.dumps({"q": q, "opts": o, "a": a}) for q, o, a in [("2 + 2 = ?", ["3", "4"], 1), ("Sky colour?", ["blue", "green"], 0)])
     )
-    (tmp_path / "grid.toml").write_text(
+    cmd, summary = _run_grid(
+        tmp_path,
         textwrap.dedent(
             """
             [run]
@@ -118,20 +128,9 @@ def test_every_adapter_runs_end_to_end(tmp_path):
             provider = "local"
             model = "embedded"
             max_tokens = 4
-
-            [[conditions]]
-            name = "baseline"
-
-            [[conditions]]
-            name = "prose"
-            format = "prose"
             """
-        )
+        ),
     )
-    cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    summary = orjson.loads((tmp_path / "s.json").read_bytes())
     assert summary["cells_total"] == 2 * (2 + 3 + 2 + 3 + 2) and summary["errors_total"] == 0
     run = tmp_path / "runs" / "all"
     results = pl.read_parquet(run / "results" / "*.parquet")
@@ -147,5 +146,62 @@ def test_every_adapter_runs_end_to_end(tmp_path):
     bbq = metrics["bbq"]
     assert {"acc_ambig", "acc_disambig", "s_dis", "s_amb"} <= set(bbq.columns) and "all" in bbq["category"].to_list()
     assert metrics["crows_pairs"].filter(pl.col("category") == "all")["pct_more"].is_between(0, 100).all()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and orjson.loads((tmp_path / "s.json").read_bytes())["model_calls"] == 0
+
+
+def test_free_text_answers_judged_by_the_embedded_model(tmp_path):
+    shutil.copy(EXAMPLE_PERSONAS, tmp_path / "personas.jsonl")
+    (tmp_path / "free.jsonl").write_bytes(orjson.dumps({"q": "What colour is a clear daytime sky?", "ref": "Blue."}))
+    cmd, summary = _run_grid(
+        tmp_path,
+        textwrap.dedent(
+            """
+            [run]
+            name = "judged"
+
+            [personas]
+            source = "personas.jsonl"
+            limit = 1
+
+            [[benchmarks]]
+            name = "truthfulqa"
+            mode = "judge"
+            limit = 2
+            max_tokens = 24
+
+            [[benchmarks]]
+            name = "dataset"
+            path = "free.jsonl"
+            mode = "judge"
+            question_field = "q"
+            reference_fields = ["ref"]
+            max_tokens = 16
+
+            [[models]]
+            id = "smol"
+            provider = "local"
+            model = "embedded"
+
+            [judge]
+            mode = "letter-logprob"
+            [judge.model]
+            id = "smol-judge"
+            provider = "local"
+            model = "embedded"
+            """
+        ),
+    )
+    assert summary["cells_total"] == 2 * (2 + 1) and summary["errors_total"] == 0
+    results = pl.read_parquet(tmp_path / "runs" / "judged" / "results" / "*.parquet")
+    assert (results["status"] == "ok").all() and results["response"].str.len_chars().min() > 0
+    # letter-logprob verdicts: no text, never invalid, the score is the expected rubric value
+    assert results["verdict"].is_null().all() and not results["invalid"].any() and results["judge_key"].is_not_null().all()
+    assert results["score"].is_between(0, 1).all() and results["p_gold"].is_not_null().all()
+    truthful = results.filter(pl.col("benchmark") == "truthfulqa")
+    assert (truthful["score"] - truthful["p_gold"]).abs().max() < 1e-9  # a 1/0 rubric: expected value = pass mass
+    assert results.filter(pl.col("benchmark") == "dataset")["answer"].is_in(list("ABCDE")).all()
+    metrics = benchmark_metrics(results)
+    assert metrics["truthfulqa"].filter(pl.col("category") == "all")["accuracy"].is_between(0, 1).all()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and orjson.loads((tmp_path / "s.json").read_bytes())["model_calls"] == 0

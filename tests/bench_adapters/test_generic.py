@@ -69,3 +69,15 @@ def test_hub_without_datasets_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "datasets", None)
     with pytest.raises(ValueError, match="pip install datasets"):
         sources.hub_records("org/set", None, "test")
+
+
+def test_judge_mode_needs_only_a_question_and_references(tmp_path):
+    (tmp_path / "free.jsonl").write_bytes(
+        b"\n".join(orjson.dumps(r) for r in [{"q": "Why is the sky blue?", "ref": "Rayleigh scattering", "topic": "physics"}])
+    )
+    items = Dataset(path=tmp_path / "free.jsonl", mode="judge", question_field="q", reference_fields=("ref",), category_field="topic").load()
+    assert [(i.question, i.options, i.refs, i.meta) for i in items] == [("Why is the sky blue?", (), {"ref": "Rayleigh scattering"}, {"category": "physics"})]
+    with pytest.raises(ValueError, match="needs question_field and reference_fields"):
+        Dataset(path=tmp_path / "free.jsonl", mode="judge", question_field="q")
+    with pytest.raises(ValueError, match=r"record 0: missing field\(s\) answer"):
+        Dataset(path=tmp_path / "free.jsonl", mode="judge", question_field="q", reference_fields=("answer",)).load()

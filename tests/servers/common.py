@@ -11,7 +11,8 @@ where the key and the prompt are, and the shapes of answers and errors. Everythi
 - faults by rate: every n-th request (`fail_every`) or a seeded fraction (`fail_rate`) gets `fail_status`;
 - a sliding-window limit of `limit` accepted requests per `window_s`, answered 429 with Retry-After and the
   provider's rate-limit headers beyond it;
-- counts: every request, statuses, successful answers per prompt digest, accepted request times.
+- counts: every request, statuses, successful answers per prompt digest, accepted request times, and the
+  prompt text of every request.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ServerState:
     accepted_log: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     last_body: dict[str, Any] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)  # the text of every generate request, in arrival order
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -135,6 +137,7 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
         if state.api_key is not None and wire.key(request) != state.api_key:
             return error(401, f"invalid api key: {wire.key(request)}")
         text, ident = wire.prompt(body)
+        state.prompts.append(text)
         digest = _digest(ident)
         state.digests.append(digest)
         state.seen[digest] += 1
