@@ -146,22 +146,18 @@ class LocalProvider(InProcessProvider):
                 )
                 for row, (req, n) in enumerate(zip(batch, prompt_tokens))
             ]
-        pairs = [(p, cont) for p, req in zip(prompts, batch) for cont in req.continuations]
-        scores = iter(hf_scoring.continuation_logprobs(self._model, tok, pairs, self._device))
+        scores = hf_scoring.option_logprobs(self._model, tok, [(p, req.continuations) for p, req in zip(prompts, batch)], self._device)
         elapsed = time.perf_counter() - started
-        out = []
-        for req, n in zip(batch, prompt_tokens):
-            per_option = [next(scores) for _ in req.continuations]
-            out.append(
-                Response(
-                    option_logprobs=tuple(lp for lp, _ in per_option),
-                    option_tokens=tuple(k for _, k in per_option),
-                    prompt_tokens=n,
-                    completion_tokens=0,
-                    latency_s=elapsed,
-                )
+        return [
+            Response(
+                option_logprobs=tuple(lp for lp, _ in per_option),
+                option_tokens=tuple(k for _, k in per_option),
+                prompt_tokens=n,
+                completion_tokens=0,
+                latency_s=elapsed,
             )
-        return out
+            for per_option, n in zip(scores, prompt_tokens)
+        ]
 
     def _prompt(self, req: Request) -> str:
         return weights.chat_prompt(self._tokenizer, req.messages)

@@ -47,23 +47,36 @@ def test_letter_logprob_matches_the_first_generated_token(provider):
     assert scored[0].letter_logprobs != scored[1].letter_logprobs
 
 
-def test_likelihood_batched_equals_one_unpadded_pass_per_option(provider):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_likelihood_batched_equals_one_unpadded_pass_per_option(provider, attention):
+    """Each question's context is computed once with every option packed after it (a 4D mask keeps options
+    apart); the scores must equal one plain forward pass per (context, option), under either attention kernel."""
     import torch
 
     first = Request((("user", "What is the capital of France?"),), GREEDY, 0, "likelihood", (), False, ("Paris.", "Berlin.", "It is Paris, of course."))
     second = Request((("system", "You are a geography teacher."), ("user", "Capital of Germany?")), GREEDY, 0, "likelihood", (), False, ("Berlin", "Bonn"))
-    batched = asyncio.run(provider.complete([first, second]))
+    # One option alone, one empty option, and a context ending in a space (it moves onto the options).
+    third = Request((("user", "Say a colour."),), GREEDY, 0, "likelihood", (), False, (" blue",))
+    asyncio.run(provider.complete([first]))  # loads the weights
     tok, model = provider._tokenizer, provider._model
-    for req, resp in zip((first, second), batched):
-        assert resp.ok and len(resp.option_logprobs) == len(req.continuations)
-        context = weights.chat_prompt(tok, req.messages)
-        for cont, got, n in zip(req.continuations, resp.option_logprobs, resp.option_tokens):
+    kernel = model.config._attn_implementation
+    model.set_attn_implementation(attention)
+    try:
+        batched = asyncio.run(provider.complete([first, second, third]))
+        spaced = hf_scoring.option_logprobs(model, tok, [("Q: sky colour? A: ", ["blue", ""])], provider._device)[0]
+    finally:
+        model.set_attn_implementation(kernel)
+    cases = [(weights.chat_prompt(tok, r.messages), r.continuations, list(zip(b.option_logprobs, b.option_tokens))) for r, b in zip((first, second, third), batched)]
+    cases.append(("Q: sky colour? A: ", ("blue", ""), spaced))
+    for context, options, got in cases:
+        assert len(got) == len(options)
+        for cont, (lp, n) in zip(options, got):
             ctx_ids, cont_ids = hf_scoring.split_pair(tok, context, cont)
             ids, start = ctx_ids + cont_ids, len(ctx_ids)
             with torch.inference_mode():
                 logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
             want = sum(float(logp[t - 1, ids[t]]) for t in range(start, len(ids)))
-            assert n == len(ids) - start and got == pytest.approx(want, abs=1e-3)
+            assert n == len(ids) - start and lp == pytest.approx(want, abs=1e-3)
     assert batched[0].option_logprobs[0] > batched[0].option_logprobs[1]  # Paris over Berlin
 
 
