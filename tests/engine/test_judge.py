@@ -6,10 +6,14 @@ receives is counted apart.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import orjson
 import polars as pl
@@ -29,9 +33,9 @@ def servers():
         yield model, judge
 
 
-def _grid(tmp_path, model_url: str, judge_url: str, benchmarks: str | None = None, judge_mode: str = "letter") -> object:
+def _grid(tmp_path, model_url: str, judge_url: str, benchmarks: str | None = None, judge_mode: str = "letter", questions: int = QUESTIONS) -> object:
     shutil.copy(EXAMPLE_PERSONAS, tmp_path / "personas.jsonl")
-    benchmarks = benchmarks or f'[[benchmarks]]\nname = "truthfulqa"\nmode = "judge"\nlimit = {QUESTIONS}\nmax_tokens = 32\n'
+    benchmarks = benchmarks or f'[[benchmarks]]\nname = "truthfulqa"\nmode = "judge"\nlimit = {questions}\nmax_tokens = 32\n'
     grid = tmp_path / "grid.toml"
     grid.write_text(
         textwrap.dedent(
@@ -61,6 +65,7 @@ def _grid(tmp_path, model_url: str, judge_url: str, benchmarks: str | None = Non
             base_url = "{judge_url}"
             [judge.model.limits]
             max_retries = 0
+            concurrency = 2
 
             [[conditions]]
             name = "baseline"
@@ -182,3 +187,31 @@ def test_dry_run_estimates_the_judges_calls_before_and_after(tmp_path, servers):
     assert (model.state.requests, judge.state.requests) == (0, 0)
     _run(grid)
     assert estimate() == {"m": 0, "grader": 0}
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_judging_resumes_with_exactly_the_missing_calls(tmp_path):
+    questions = 20
+    answers, verdicts = 3 * questions, questions  # each persona's answer is its own call; identical answers share a verdict
+    with OpenAICompatServer(latency=0.002) as model, OpenAICompatServer(latency=0.05) as judge:
+        grid = _grid(tmp_path, model.base_url, judge.base_url, questions=questions)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while judge.state.requests < 6 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        asked = model.state.requests + judge.state.requests
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            committed = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert 0 < committed < answers + verdicts and asked >= committed
+
+        summary = _run(grid)
+        assert model.state.requests + judge.state.requests - asked == answers + verdicts - committed, "exactly the missing calls"
+        assert summary["model_calls"] == answers + verdicts - committed and summary["errors_total"] == 0
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            assert db.execute("SELECT count(*) FROM responses").fetchone()[0] == answers + verdicts
+        results = _results(grid)
+        assert results.height == answers and (results["status"] == "ok").all() and results["verdict"].is_not_null().all()
