@@ -56,7 +56,7 @@ def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, 
     if effect is not None and not effect.is_empty():
         shown.append(("Table 2 · persona effect per model: baseline vs persona vs Δ (delta by condition)", _effect_table(effect)))
     elif "scores_by_condition" in tables:
-        shown.append(("Scores by condition (no baseline in this run)", _scores_table(tables["scores_by_condition"])))
+        shown.append(("Scores by condition (no baseline and persona pair to compare in this run)", _scores_table(tables["scores_by_condition"])))
     for trait, label in (("country", "Table 3"), ("sex", "Table 4")):
         table = tables.get(f"delta_by_{trait}")
         if table is not None and not table.is_empty():
