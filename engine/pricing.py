@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import Cached, ResponseCache, cache_key
 from engine.config import ModelConfig
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
@@ -93,19 +93,26 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
         while chunk := [c for _, c in zip(range(2048), cells)]:
             requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
             requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
+            keys = list(requests)
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
-            known = {} if cache is None else cache.lookup(list(requests)) if judge is not None else dict.fromkeys(cache.contains_keys(list(requests)))
+            if cache is None:
+                known: Mapping[str, Cached | None] = {}
+            else:
+                known = cache.lookup(keys) if judge is not None else dict.fromkeys(cache.contains_keys(keys))
+            judged: dict[str, Request] = {}  # verdicts on cached answers, looked up together below
             for key, (cell, request) in requests.items():
                 answers.add(key, request, cached=key in known)
-                if judge is not None and plan.judged(cell.benchmark):
-                    hit = known.get(key)
-                    answer = (hit.text or "") if hit is not None else "x" * (4 * request.decoding.max_tokens)
-                    verdict = plan.judge_request(cell, answer)
-                    if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
-                        verdicts.add(f"answer:{key}", verdict, cached=False)
-                    else:
-                        vkey = cache_key(judge.provider, judge_identity, verdict)
-                        verdicts.add(vkey, verdict, cached=bool(cache.contains_keys([vkey])))
+                if judge is None or not plan.judged(cell.benchmark):
+                    continue
+                hit = known.get(key)
+                if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
+                    verdicts.add(f"answer:{key}", plan.judge_request(cell, "x" * (4 * request.decoding.max_tokens)), cached=False)
+                else:
+                    verdict = plan.judge_request(cell, hit.text or "")
+                    judged[cache_key(judge.provider, judge_identity, verdict)] = verdict
+            found = cache.contains_keys(list(judged)) if judged and cache is not None else set()
+            for vkey, verdict in judged.items():
+                verdicts.add(vkey, verdict, cached=vkey in found)
         out[model.id] = answers.estimate(model)
     if judge is not None:
         out[judge.id] = verdicts.estimate(judge)

@@ -169,7 +169,7 @@ class Scheduler:
 
     async def _deliver(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
         """A model's response for a cell: written now, or, in a judged benchmark, first handed to the judge."""
-        if response.ok and self._judge is not None and self.plan.judged(cell.benchmark):
+        if response.ok and self.plan.judged(cell.benchmark):
             await self._ask_judge(cell, _Answer(key, response, cached))
         else:
             self._emit(cell, key, response, cached)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +72,14 @@ def write_grid(
         + conditions
     )
     return grid
+
+
+def run_until_killed(grid: Path, until: Callable[[], bool], poll_s: float = 0.01) -> None:
+    """Start `mtpa-engine run GRID` and SIGKILL it (no cleanup, as a crash) as soon as `until()` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not until() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(poll_s)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

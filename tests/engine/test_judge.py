@@ -6,21 +6,18 @@ receives is counted apart.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import orjson
 import polars as pl
 import pytest
 
 from bench_adapters.rubric import load_rubric
-from tests.conftest import EXAMPLE_PERSONAS
+from tests.conftest import EXAMPLE_PERSONAS, run_until_killed
 from tests.servers.openai_compat import OpenAICompatServer
 
 QUESTIONS = 3
@@ -195,13 +192,7 @@ def test_a_run_killed_while_judging_resumes_with_exactly_the_missing_calls(tmp_p
     answers, verdicts = 3 * questions, questions  # each persona's answer is its own call; identical answers share a verdict
     with OpenAICompatServer(latency=0.002) as model, OpenAICompatServer(latency=0.05) as judge:
         grid = _grid(tmp_path, model.base_url, judge.base_url, questions=questions)
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while judge.state.requests < 6 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+        run_until_killed(grid, lambda: judge.state.requests >= 6, poll_s=0.005)
         asked = model.state.requests + judge.state.requests
         with sqlite3.connect(tmp_path / "cache.sqlite") as db:
             committed = db.execute("SELECT count(*) FROM responses").fetchone()[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ import orjson
 import polars as pl
 import pytest
 
-from tests.conftest import write_grid
+from tests.conftest import run_until_killed, write_grid
 from tests.servers.openai_compat import OpenAICompatServer
 
 
@@ -102,13 +101,7 @@ def test_sigkill_mid_run_then_resume_makes_exactly_the_missing_calls(tmp_path):
     with OpenAICompatServer(latency=0.03) as server:
         grid = write_grid(tmp_path, base_url=server.base_url, personas=8, questions=30, concurrency=4)
         total = 30 + 8 * 30
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while server.state.requests < 60 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
+        run_until_killed(grid, lambda: server.state.requests >= 60)
         first_requests = server.state.requests
         with sqlite3.connect(tmp_path / "cache.sqlite") as db:
             committed = db.execute("SELECT count(*) FROM responses").fetchone()[0]
