@@ -5,6 +5,10 @@ On disk a persona file is JSONL (one record a line) or Parquet. Record shape:
     {"id": "wvs7-156070594", "source": "WVS-7",
      "traits": {"country": {"question": "...", "answer": "India", "category": "demographic"}, ...}}
 
+A trait may also carry `scale` (every answer label of its question, in the survey's order) and `ordinal`
+(whether that order is meaningful, e.g. an agree-disagree scale, or nominal, e.g. a religion): trait inference
+(predicting a held-out answer) needs both. Files written before these existed simply lack them.
+
 Parquet comes in two layouts: the build's (one column per trait holding the answer label, questions and
 categories in the file metadata under TRAITS_METADATA) or a `traits` column holding the JSON text of the
 traits mapping.
@@ -31,6 +35,8 @@ class Trait:
     question: str
     answer: str
     category: str
+    scale: tuple[str, ...] = ()  # every answer label in the survey's order; () when the file does not say
+    ordinal: bool | None = None  # whether `scale` is ordered; None when the file does not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +53,17 @@ class Persona:
         return {
             "id": self.id,
             "source": self.source,
-            "traits": {k: {"question": t.question, "answer": t.answer, "category": t.category} for k, t in self.traits.items()},
+            "traits": {k: _trait_record(t) for k, t in self.traits.items()},
         }
+
+
+def _trait_record(t: Trait) -> dict:
+    record: dict = {"question": t.question, "answer": t.answer, "category": t.category}
+    if t.scale:
+        record["scale"] = list(t.scale)
+    if t.ordinal is not None:
+        record["ordinal"] = t.ordinal
+    return record
 
 
 def _parse_record(raw: object, where: str) -> Persona:
@@ -68,7 +83,13 @@ def _parse_record(raw: object, where: str) -> Persona:
             raise PersonaFileError(f"{where}: trait '{name}' must have question, answer and category")
         if t["answer"] is None:
             continue  # missing answers are simply absent from the persona
-        traits[name] = Trait(str(t["question"]), str(t["answer"]), str(t["category"]))
+        scale = t.get("scale") or ()
+        if not isinstance(scale, (list, tuple)) or not all(isinstance(x, str) for x in scale):
+            raise PersonaFileError(f"{where}: trait '{name}': 'scale' must be a list of answer labels")
+        ordinal = t.get("ordinal")
+        if ordinal is not None and not isinstance(ordinal, bool):
+            raise PersonaFileError(f"{where}: trait '{name}': 'ordinal' must be true or false")
+        traits[name] = Trait(str(t["question"]), str(t["answer"]), str(t["category"]), tuple(scale), ordinal)
     return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits)
 
 
@@ -108,7 +129,8 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
     for i, row in enumerate(frame.select("id", "source", *keys).iter_rows(named=True)):
         traits = {
             k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
-                "answer": row[k], "category": schema[k]["category"]}
+                "answer": row[k], "category": schema[k]["category"],
+                "scale": schema[k].get("scales", {}).get(row["source"], ()), "ordinal": schema[k].get("ordinal")}
             for k in keys
         }
         yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
