@@ -130,10 +130,16 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
         traits = {
             k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
                 "answer": row[k], "category": schema[k]["category"],
-                "scale": schema[k].get("scales", {}).get(row["source"], ()), "ordinal": schema[k].get("ordinal")}
+                "scale": schema[k].get("scales", {}).get(row["source"], ()),
+                "ordinal": _per_source(schema[k].get("ordinal"), row["source"])}
             for k in keys
         }
         yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
+
+
+def _per_source(value: object, source: str) -> object:
+    """The build writes `ordinal` per source ({"GSS": true}); a plain true/false applies to every source."""
+    return value.get(source) if isinstance(value, dict) else value
 
 
 def load_personas(path: Path) -> list[Persona]:
