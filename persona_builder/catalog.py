@@ -272,6 +272,8 @@ def _survey(key: str, raw: Mapping, sets: Mapping[str, LabelSet], where: str) ->
     if bad := [f for f in formats if f not in FORMATS]:
         raise CatalogError(f"{where}.formats: unsupported {bad}, expected some of {FORMATS}")
     overlap = raw.get("overlap")
+    if "weight" in raw:
+        raise CatalogError(f"{where}.weight: now `weights`, a list of weight columns in order of preference")
     weights = raw.get("weights", [])
     if not isinstance(weights, list) or not all(isinstance(w, str) for w in weights):
         raise CatalogError(f"{where}.weights: expected a list of weight columns in order of preference, got {weights!r}")
