@@ -62,11 +62,15 @@ class Source:
     label: str | None = None  # this survey's short label for bullets/JSON, when its question differs
     ordinal: bool | None = None  # whether the answer labels are ordered; None for numbers
     top_code: tuple[int, str] | None = None  # (code, label): the file's top code, e.g. GSS age 89 = "89 or older"
+    closed: bool = True  # False: the codes are a lookup table (countries) or one constant, not a question's scale
 
     @property
     def scale(self) -> tuple[str, ...]:
-        """Every answer label in the survey's order (declaration order of the labelset), no repeats."""
-        return tuple(dict.fromkeys(a.label for a in self.codes.values())) if self.codes else ()
+        """Every answer label in the survey's order (declaration order of the labelset), no repeats; () for
+        numbers, constants and lookup tables (a persona file would carry 90 country names per persona)."""
+        if not self.codes or not self.closed:
+            return ()
+        return tuple(dict.fromkeys(a.label for a in self.codes.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,7 @@ def _need(table: Mapping, key: str, kind: type, where: str):
 class LabelSet:
     codes: Mapping[int, Answer]
     ordinal: bool  # declared in the catalog: agree, frequency, income, left-right, education are ordered
+    closed: bool = True  # False for the country table: a code list, not the answer scale of a question
 
 
 def _ordinal(name: str, raw: Mapping, where: str) -> bool:
@@ -197,7 +202,7 @@ def _labelsets(doc: Mapping, where: str) -> dict[str, LabelSet]:
     sets["countries"] = LabelSet({
         int(code): Answer(_need(c, "name", str, f"{where}: countries.{code}"), c.get("prose", c["name"]))
         for code, c in countries.items()
-    }, ordinal=False)
+    }, ordinal=False, closed=False)
     return sets
 
 
@@ -262,8 +267,9 @@ def _source(survey: Survey, raw: str | Mapping, trait: Mapping, sets: Mapping[st
         prose=table.get("prose"),
         missing=survey.missing | frozenset(table.get("missing", ())),
         label=table.get("label"),
-        ordinal=None if number else all(s.ordinal for s in used),
+        ordinal=None if number or constant is not None else all(s.ordinal for s in used),
         top_code=(top["code"], top["label"]) if top else None,
+        closed=constant is None and all(s.closed for s in used),
     )
 
 
