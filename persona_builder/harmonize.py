@@ -1,5 +1,10 @@
 """Turn one survey file into harmonized rows: one row per respondent, every trait as its answer label.
 
+A trait's catalog source may list layouts (the columns different releases use); the first whose first
+column the file has and whose codes fit the file's values is read, its columns coalesced row by row, each
+with its own codes. When another layout fits the same columns with other codes the file cannot tell them
+apart: the first is used and a warning says so (a GSS `region` with codes 1-4 only).
+
 Missing codes become nulls; codes the catalog does not know also become nulls and are collected into the
 report (never guessed, never crashed on). A cell that is not a number at all, a missing required column
 or a file of the wrong type raise PersonaFileError naming file, column and value.

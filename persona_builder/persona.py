@@ -9,9 +9,10 @@ A trait may also carry `scale` (every answer label of its question, in the surve
 (whether that order is meaningful, e.g. an agree-disagree scale, or nominal, e.g. a religion): trait inference
 (predicting a held-out answer) needs both. Files written before these existed simply lack them.
 
-Parquet comes in two layouts: the build's (one column per trait holding the answer label, questions and
-categories in the file metadata under TRAITS_METADATA) or a `traits` column holding the JSON text of the
-traits mapping.
+Parquet comes in two layouts: the build's (one column per trait holding the answer label; questions,
+categories, scales and ordinal flags in the file metadata under TRAITS_METADATA, as
+{trait: {"category", "question", "questions": {source: text}, "scales": {source: [labels]},
+"ordinal": {source: bool}}}) or a `traits` column holding the JSON text of the traits mapping.
 """
 
 from __future__ import annotations
