@@ -56,11 +56,10 @@ def _csv_header(path: Path) -> list[str]:
         raise PersonaFileError(f"{path}: named .csv but looks like {what}, not CSV text")
     for encoding in ("utf-8-sig", "cp1252"):
         try:
-            text = first.decode(encoding)
-            break
+            return next(csv.reader([first.decode(encoding)]), [])
         except UnicodeDecodeError:
             continue
-    return next(csv.reader([text]), [])
+    raise PersonaFileError(f"{path}:1: the header is neither UTF-8 nor Windows-1252 text; is this a CSV file?")
 
 
 def header(path: Path) -> list[str]:

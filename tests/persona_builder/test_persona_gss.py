@@ -355,3 +355,11 @@ def test_real_dta_sav_csv_give_the_same_personas(tmp_path):
     # The extract's own region counts (SOURCE.md): 9 divisions, read as 4 regions.
     assert _regions(table) == {"Northeast": 299 + 545, "Midwest": 890 + 318, "South": 1063 + 368 + 574, "West": 418 + 740}
     assert table.warnings == []
+
+
+def test_undecodable_header_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "gss.csv"
+    path.write_bytes(b"year,\x81\x8d\x8f,sex\n2016,1,1\n")  # bytes neither UTF-8 nor Windows-1252 decode
+    result = runner.invoke(app, ["build", "--gss", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}:1: the header is neither UTF-8 nor Windows-1252 text; is this a CSV file?\n"
