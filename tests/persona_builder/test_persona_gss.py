@@ -11,7 +11,6 @@ West 67 (8-9); 170 rows are from 2016 and 130 from 2018; age is missing (-99/-98
 from __future__ import annotations
 
 import gzip
-import shutil
 import zipfile
 from pathlib import Path
 
