@@ -57,20 +57,22 @@ def _read_all(inputs: Mapping[str, Path], catalog: Catalog) -> list[SurveyTable]
 
 def personas_from_frame(frame: pl.DataFrame, catalog: Catalog) -> list[Persona]:
     traits = [k for k in catalog.traits if k in frame.columns]
+    # Question, category, scale and ordinal per (survey, trait), resolved once, not per persona.
+    fixed = {(s, k): _trait_fields(catalog.traits[k], s) for s in catalog.surveys for k in traits}
     personas = []
     for row in frame.select(ID, SOURCE, SURVEY, *traits).iter_rows(named=True):
         survey = row[SURVEY]
         personas.append(Persona(row[ID], row[SOURCE], {
-            k: _trait(catalog.traits[k], survey, row[k]) for k in traits if row[k] is not None
+            k: Trait(**fixed[survey, k], answer=row[k]) for k in traits if row[k] is not None
         }))
     return personas
 
 
-def _trait(spec: TraitSpec, survey: str, answer: str) -> Trait:
-    """One answer with its question, and (for categorical traits) the survey's whole answer scale."""
+def _trait_fields(spec: TraitSpec, survey: str) -> dict:
+    """A trait's fields but the answer: its question and (for categorical traits) the survey's answer scale."""
     source = spec.sources.get(survey)
-    return Trait(spec.question_for(survey), answer, spec.category,
-                 source.scale if source else (), source.ordinal if source else None)
+    return {"question": spec.question_for(survey), "category": spec.category,
+            "scale": source.scale if source else (), "ordinal": source.ordinal if source else None}
 
 
 def _check_weights(tables: list[SurveyTable], weighted: bool) -> dict:

@@ -62,15 +62,9 @@ class Source:
     label: str | None = None  # this survey's short label for bullets/JSON, when its question differs
     ordinal: bool | None = None  # whether the answer labels are ordered; None for numbers
     top_code: tuple[int, str] | None = None  # (code, label): the file's top code, e.g. GSS age 89 = "89 or older"
-    closed: bool = True  # False: the codes are a lookup table (countries) or one constant, not a question's scale
-
-    @property
-    def scale(self) -> tuple[str, ...]:
-        """Every answer label in the survey's order (declaration order of the labelset), no repeats; () for
-        numbers, constants and lookup tables (a persona file would carry 90 country names per persona)."""
-        if not self.codes or not self.closed:
-            return ()
-        return tuple(dict.fromkeys(a.label for a in self.codes.values()))
+    # Every answer label in the survey's order (declaration order of the labelset), no repeats; () for
+    # numbers, constants and lookup tables (a persona file would carry 90 country names per persona).
+    scale: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +263,8 @@ def _source(survey: Survey, raw: str | Mapping, trait: Mapping, sets: Mapping[st
         label=table.get("label"),
         ordinal=None if number or constant is not None else all(s.ordinal for s in used),
         top_code=(top["code"], top["label"]) if top else None,
-        closed=constant is None and all(s.closed for s in used),
+        scale=tuple(dict.fromkeys(a.label for a in codes.values()))
+        if codes and constant is None and all(s.closed for s in used) else (),
     )
 
 
