@@ -31,6 +31,8 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Part:
+    """One column of a layout and the codes it is read with."""
+
     column: str  # a column ref ("A|B")
     codes: Mapping[int, Answer] | None  # None: a plain number (age)
     labels: str | None  # the labelset or scale name, for messages
@@ -38,9 +40,9 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """One way a file may carry a trait: (column ref, its codes) pairs, coalesced row by row in order.
+    """One way a file may carry a trait: parts (a column and its codes), coalesced row by row in order.
 
-    A later pair fills only the rows where the earlier ones are missing, each read with its own codes (the
+    A later part fills only the rows where the earlier ones are missing, each read with its own codes (the
     GSS 1972-2024 release has the 9 census divisions in `region_7222`, missing for 2024, and 4 census
     regions in `region`).
     """
