@@ -127,7 +127,7 @@ class ModelConfig:
 class ConditionConfig:
     name: str
     format: str | None = None  # None = baseline (no persona); else prose | json | bullets
-    traits: str = "all"  # all | demographic | values | -<trait> (leave one out)
+    traits: str = "all"  # all | demographic | values | -<trait> (leave one out), then optionally +<trait> (all+year)
     placement: str = "system"  # where the persona goes: system message or ahead of the user turn
 
 
@@ -299,8 +299,9 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.format: unknown format '{c.format}' (expected one of {', '.join(FORMATS)}; omit it for the baseline)")
         if c.format is not None and personas is None:
             problems.append(f"{where}.format: a persona condition needs a [personas] table")
-        if c.traits not in ("all", "demographic", "values") and not (c.traits.startswith("-") and len(c.traits) > 1):
-            problems.append(f"{where}.traits: expected all, demographic, values or -<trait> (leave one out), got '{c.traits}'")
+        base, *asked = c.traits.split("+")  # "+year": a trait the catalog shows only on request
+        if (base not in ("all", "demographic", "values") and not (base.startswith("-") and len(base) > 1)) or not all(asked):
+            problems.append(f"{where}.traits: expected all, demographic, values or -<trait> (leave one out), optionally +<trait> (all+year), got '{c.traits}'")
         if c.placement not in ("system", "user"):
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:

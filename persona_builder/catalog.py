@@ -30,16 +30,43 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One column of a layout and the codes it is read with."""
+
+    column: str  # a column ref ("A|B")
+    codes: Mapping[int, Answer] | None  # None: a plain number (age)
+    labels: str | None  # the labelset or scale name, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One way a file may carry a trait: parts (a column and its codes), coalesced row by row in order.
+
+    A later part fills only the rows where the earlier ones are missing, each read with its own codes (the
+    GSS 1972-2024 release has the 9 census divisions in `region_7222`, missing for 2024, and 4 census
+    regions in `region`).
+    """
+
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """Where one survey keeps a trait and how its codes read."""
 
     survey: str
-    columns: tuple[str, ...]  # column refs, coalesced in order; empty when `constant` is set
+    layouts: tuple[Layout, ...]  # tried in order (harmonize.py picks one per file); empty when `constant` is set
     constant: int | None
-    codes: Mapping[int, Answer] | None  # None: a plain number (age)
+    codes: Mapping[int, Answer] | None  # every code of every layout; None: a plain number (age)
     question: str
     prose: str | None
     missing: frozenset[int]
+    label: str | None = None  # this survey's short label for bullets/JSON, when its question differs
+    ordinal: bool | None = None  # whether the answer labels are ordered; None for numbers
+    top_code: tuple[int, str] | None = None  # (code, label): the file's top code, e.g. GSS age 89 = "89 or older"
+    # Every answer label in the survey's order (declaration order of the labelset), no repeats; () for
+    # numbers, constants and lookup tables (a persona file would carry 90 country names per persona).
+    scale: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +78,7 @@ class TraitSpec:
     prose: str | None
     intro: bool
     required: bool
+    on_request: bool  # rendered only when a subset names it ("all+year"), so existing prompts stay the same
     number_range: tuple[int, int] | None
     sources: Mapping[str, Source]
 
@@ -66,6 +94,11 @@ class TraitSpec:
     def question_for(self, survey: str | None) -> str:
         source = self.sources.get(survey) if survey else None
         return source.question if source else self.question
+
+    def label_for(self, survey: str | None) -> str:
+        """The short label bullets and JSON print: the survey's own when its question differs."""
+        source = self.sources.get(survey) if survey else None
+        return source.label if source and source.label else self.label
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +116,7 @@ class Survey:
     name: str
     formats: tuple[str, ...]
     id_columns: tuple[str, ...]
-    weight: str | None
+    weights: tuple[str, ...]  # weight columns in order of preference; the first one the file has is used
     missing: frozenset[int]
     overlap: Overlap | None
     subregion: Source | None
@@ -120,9 +153,24 @@ def _need(table: Mapping, key: str, kind: type, where: str):
     return value
 
 
-def _answers(name: str, raw: Mapping, where: str) -> dict[int, Answer]:
+@dataclass(frozen=True, slots=True)
+class LabelSet:
+    codes: Mapping[int, Answer]
+    ordinal: bool  # declared in the catalog: agree, frequency, income, left-right, education are ordered
+    closed: bool = True  # False for the country table: a code list, not the answer scale of a question
+
+
+def _ordinal(name: str, raw: Mapping, where: str) -> bool:
+    if not isinstance(raw.get("ordinal"), bool):
+        raise CatalogError(f"{where}.{name}.ordinal: expected true (ordered answers) or false (nominal), got {raw.get('ordinal')!r}")
+    return raw["ordinal"]
+
+
+def _answers(name: str, raw: Mapping, where: str) -> LabelSet:
     answers: dict[int, Answer] = {}
     for code, entry in raw.items():
+        if code == "ordinal":
+            continue
         try:
             num = int(code)
         except ValueError:
@@ -133,69 +181,111 @@ def _answers(name: str, raw: Mapping, where: str) -> dict[int, Answer]:
             label = _need(entry, "label", str, f"{where}.{name}.{code}")
             prose = entry.get("prose", label[:1].lower() + label[1:])
         answers[num] = Answer(label, prose)
-    return answers
+    return LabelSet(answers, _ordinal(name, raw, where))
 
 
-def _scale(name: str, raw: Mapping, where: str) -> dict[int, Answer]:
+def _scale(name: str, raw: Mapping, where: str) -> LabelSet:
     lo, hi = (_need(raw, k, int, f"{where}.{name}") for k in ("min", "max"))
     low, high = (_need(raw, k, str, f"{where}.{name}") for k in ("low", "high"))
     text = {v: f"{v} on a scale from {lo} ({low}) to {hi} ({high})" for v in range(lo, hi + 1)}
-    return {v: Answer(t, t) for v, t in text.items()}
+    return LabelSet({v: Answer(t, t) for v, t in text.items()}, _ordinal(name, raw, where))
 
 
-def _labelsets(doc: Mapping, where: str) -> dict[str, dict[int, Answer]]:
+def _labelsets(doc: Mapping, where: str) -> dict[str, LabelSet]:
     sets = {name: _answers(name, raw, f"{where}: labelsets") for name, raw in doc.get("labelsets", {}).items()}
     sets |= {name: _scale(name, raw, f"{where}: scales") for name, raw in doc.get("scales", {}).items()}
     countries = doc.get("countries", {})
-    sets["countries"] = {
+    sets["countries"] = LabelSet({
         int(code): Answer(_need(c, "name", str, f"{where}: countries.{code}"), c.get("prose", c["name"]))
         for code, c in countries.items()
-    }
+    }, ordinal=False, closed=False)
     return sets
 
 
-def _source(survey: Survey, raw: str | Mapping, trait: Mapping, sets: Mapping, where: str) -> Source:
-    table = {"column": raw} if isinstance(raw, str) else raw
-    picks = [k for k in ("column", "coalesce", "constant") if k in table]
+def _label_set(name: object, sets: Mapping[str, LabelSet], where: str) -> LabelSet:
+    if name not in sets:
+        raise CatalogError(f"{where}: unknown labels '{name}' (define [labelsets.{name}] or [scales.{name}])")
+    return sets[name]
+
+
+def _layout(table: Mapping, default_labels: object, number: bool, sets: Mapping[str, LabelSet], where: str) -> tuple[Layout, list[LabelSet]]:
+    """`column = "A"` or `coalesce = ["A", "B"]` or `coalesce = [{ column = "A", labels = "x" }, ...]`."""
+    picks = [k for k in ("column", "coalesce") if k in table]
     if len(picks) != 1:
-        raise CatalogError(f"{where}: give exactly one of column, coalesce, constant")
-    columns: tuple[str, ...] = ()
-    if "column" in table:
-        columns = (_need(table, "column", str, where),)
-    elif "coalesce" in table:
-        columns = tuple(_need(table, "coalesce", list, where))
-    set_name = table.get("labels", trait.get("labels"))
-    if trait.get("kind") == "number":
-        codes = None
-    elif set_name in sets:
-        codes = sets[set_name]
+        raise CatalogError(f"{where}: give exactly one of column, coalesce")
+    entries = [table["column"]] if "column" in table else _need(table, "coalesce", list, where)
+    parts, used = [], []
+    for entry in entries:
+        entry = {"column": entry} if isinstance(entry, str) else entry
+        column = _need(entry, "column", str, where)
+        if number:
+            parts.append(Part(column, None, None))
+            continue
+        name = entry.get("labels", table.get("labels", default_labels))
+        labels = _label_set(name, sets, where)
+        parts.append(Part(column, labels.codes, name))
+        used.append(labels)
+    return Layout(tuple(parts)), used
+
+
+def _source(survey: Survey, raw: str | Mapping, trait: Mapping, sets: Mapping[str, LabelSet], where: str) -> Source:
+    table = {"column": raw} if isinstance(raw, str) else raw
+    picks = [k for k in ("column", "coalesce", "constant", "layouts") if k in table]
+    if len(picks) != 1:
+        raise CatalogError(f"{where}: give exactly one of column, coalesce, constant, layouts")
+    number = trait.get("kind") == "number"
+    default_labels = table.get("labels", trait.get("labels"))
+    layouts: list[Layout] = []
+    used: list[LabelSet] = []
+    if "layouts" in table:
+        for i, entry in enumerate(_need(table, "layouts", list, where)):
+            layout, sets_used = _layout(entry, default_labels, number, sets, f"{where}.layouts[{i}]")
+            layouts.append(layout)
+            used += sets_used
+    elif "constant" not in table:
+        layout, used = _layout(table, default_labels, number, sets, where)
+        layouts.append(layout)
     else:
-        raise CatalogError(f"{where}: unknown labels '{set_name}' (define [labelsets.{set_name}] or [scales.{set_name}])")
+        used = [_label_set(default_labels, sets, where)]
+    codes = None if number else {c: a for s in used for c, a in s.codes.items()}
     constant = table.get("constant")
     if constant is not None and (codes is None or constant not in codes):
-        raise CatalogError(f"{where}: constant {constant!r} is not a code of labels '{set_name}'")
+        raise CatalogError(f"{where}: constant {constant!r} is not a code of labels '{default_labels}'")
+    top = table.get("top_code")
+    if top is not None and not (number and isinstance(top, dict) and isinstance(top.get("code"), int) and isinstance(top.get("label"), str)):
+        raise CatalogError(f"{where}.top_code: expected {{ code = N, label = \"N or older\" }} on a number trait")
     return Source(
         survey=survey.key,
-        columns=columns,
+        layouts=tuple(layouts),
         constant=constant,
         codes=codes,
         question=table.get("question", trait.get("question", "")),
         prose=table.get("prose"),
         missing=survey.missing | frozenset(table.get("missing", ())),
+        label=table.get("label"),
+        ordinal=None if number or constant is not None else all(s.ordinal for s in used),
+        top_code=(top["code"], top["label"]) if top else None,
+        scale=tuple(dict.fromkeys(a.label for a in codes.values()))
+        if codes and constant is None and all(s.closed for s in used) else (),
     )
 
 
-def _survey(key: str, raw: Mapping, sets: Mapping, where: str) -> Survey:
+def _survey(key: str, raw: Mapping, sets: Mapping[str, LabelSet], where: str) -> Survey:
     formats = tuple(_need(raw, "formats", list, where))
     if bad := [f for f in formats if f not in FORMATS]:
         raise CatalogError(f"{where}.formats: unsupported {bad}, expected some of {FORMATS}")
     overlap = raw.get("overlap")
+    if "weight" in raw:
+        raise CatalogError(f"{where}.weight: now `weights`, a list of weight columns in order of preference")
+    weights = raw.get("weights", [])
+    if not isinstance(weights, list) or not all(isinstance(w, str) for w in weights):
+        raise CatalogError(f"{where}.weights: expected a list of weight columns in order of preference, got {weights!r}")
     survey = Survey(
         key=key,
         name=_need(raw, "name", str, where),
         formats=formats,
         id_columns=tuple(_need(raw, "id", list, where)),
-        weight=raw.get("weight"),
+        weights=tuple(weights),
         missing=frozenset(raw.get("missing", ())),
         overlap=Overlap(overlap["survey"], overlap["column"], int(overlap["equals"])) if overlap else None,
         subregion=None,
@@ -227,6 +317,7 @@ def parse_catalog(doc: Mapping, path: Path) -> Catalog:
             prose=raw.get("prose"),
             intro=bool(raw.get("intro", False)),
             required=bool(raw.get("required", False)),
+            on_request=bool(raw.get("on_request", False)),
             number_range=(int(rng[0]), int(rng[1])) if rng else None,
             sources=sources,
         )

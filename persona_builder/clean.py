@@ -47,11 +47,15 @@ def drop_incomplete(frame: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame
     return frame.drop_nulls(subset=required), {k: v for k, v in counts.items() if v}
 
 
-def drop_sparse_traits(frame: pl.DataFrame, catalog: Catalog, max_missing: float) -> tuple[pl.DataFrame, dict, dict]:
-    """Blank, per survey, every optional trait missing for more than `max_missing` of its respondents.
+def drop_sparse_traits(
+    frame: pl.DataFrame, catalog: Catalog, max_missing: float, absent: dict[str, list[str]]
+) -> tuple[pl.DataFrame, dict, dict]:
+    """Blank, per survey, every optional trait the survey's file carries but leaves missing for more than
+    `max_missing` of its respondents.
 
     Rates are per survey because a trait's coverage is a property of the questionnaire (the GSS asks
-    `trust` on one ballot in three); a trait a survey does not carry at all has rate 1.0.
+    `trust` on one ballot in three). Traits the catalog gives the survey no source for, and traits whose
+    column the file lacks (`absent`: {survey: [trait]}), are not rated: the build reports them apart.
     Returns the frame, {survey: {trait: rate}} and {survey: [dropped traits]}.
     """
     optional = [k for k, spec in catalog.traits.items() if not spec.required]
@@ -59,7 +63,8 @@ def drop_sparse_traits(frame: pl.DataFrame, catalog: Catalog, max_missing: float
     dropped: dict[str, list[str]] = {}
     for survey in frame[SURVEY].unique(maintain_order=True).to_list():
         part = frame.filter(pl.col(SURVEY) == survey)
-        rates[survey] = {k: round(part[k].null_count() / part.height, 4) if k in part.columns else 1.0 for k in optional}
+        carried = [k for k in optional if survey in catalog.traits[k].sources and k not in absent.get(survey, ())]
+        rates[survey] = {k: round(part[k].null_count() / part.height, 4) for k in carried}
         dropped[survey] = [k for k, r in rates[survey].items() if r > max_missing]
     blank = [
         pl.when(pl.col(SURVEY).is_in([s for s, keys in dropped.items() if k in keys])).then(None).otherwise(pl.col(k)).alias(k)

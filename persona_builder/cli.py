@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build
+from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build, parse_years
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
 from persona_builder.render import FORMATS, render
@@ -44,7 +44,8 @@ def build_cmd(
     n: Annotated[int, typer.Option("--n", help="Number of personas.")] = DEFAULT_N,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
     max_missing: Annotated[float, typer.Option("--max-missing", help="Drop a survey's trait above this missing share.")] = DEFAULT_MAX_MISSING,
-    weights: Annotated[bool, typer.Option("--weights/--no-weights", help="Use survey weights for strata shares and draws.")] = False,
+    weights: Annotated[bool, typer.Option("--weights/--no-weights", help="Use survey weights for strata shares and draws (rows without a weight are dropped).")] = False,
+    years: Annotated[Optional[str], typer.Option("--years", help="Interview years to keep: 2018 or 2016-2022.")] = None,
     catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Trait catalog (default: the packaged one).")] = None,
 ) -> None:
     """Read the survey files, clean, stratify and write the persona set."""
@@ -57,17 +58,28 @@ def build_cmd(
     if not files:
         raise _fail("give at least one survey file: --wvs, --joint, --gss or --input SURVEY=FILE")
     try:
-        report = build(files, out, n=n, seed=seed, max_missing=max_missing, weighted=weights, catalog=load_catalog(catalog))
+        span = parse_years(years) if years is not None else None
+        report = build(files, out, n=n, seed=seed, max_missing=max_missing, weighted=weights, years=span,
+                       catalog=load_catalog(catalog))
     except PersonaFileError as exc:
         raise _fail(str(exc)) from None
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     for u in report["unknown_codes"]:
         print(f"warning: {u['file']}: column '{u['column']}' has code {u['value']} ({u['count']} rows), "
               f"not in the catalog for trait '{u['trait']}'; read as missing", file=sys.stderr)
     sampling = report["sampling"]
-    dropped = {s: len(t) for s, t in report["dropped_traits"].items() if t}
     print(f"{sampling['n_sampled']} personas from {report['pool_size']} respondents -> {out}")
-    print(f"duplicates dropped: {report['duplicates_dropped']}; sparse traits dropped per survey: {dropped or 'none'}; "
-          f"max stratum share deviation: {sampling['max_abs_deviation']:.6f}")
+    if span:
+        print(f"years {span[0]}-{span[1]}: kept {report['years']['kept']}, dropped {report['years']['dropped']}")
+    if weights:
+        print("weights: " + "; ".join(f"{s} {w['column']} ({w['dropped']} rows without a weight dropped)"
+                                      for s, w in report["weights"].items()))
+    for title, key in (("sparse (over --max-missing)", "dropped_traits"), ("column not in the file", "absent_traits"),
+                       ("no source in the catalog", "no_source_traits")):
+        named = {s: t for s, t in report[key].items() if t}
+        print(f"traits left out, {title}: " + ("; ".join(f"{s}: {', '.join(t)}" for s, t in named.items()) or "none"))
+    print(f"duplicates dropped: {report['duplicates_dropped']}; max stratum share deviation: {sampling['max_abs_deviation']:.6f}")
 
 
 @app.command("show")
@@ -75,7 +87,7 @@ def show_cmd(
     directory: Annotated[Path, typer.Argument(help="A build output folder (or a persona file).")],
     persona_id: Annotated[str, typer.Option("--id", help="Persona id.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "prose",
-    subset: Annotated[str, typer.Option("--subset", help="all, demographic, values or -TRAIT (leave one out).")] = "all",
+    subset: Annotated[str, typer.Option("--subset", help="all, demographic, values or -TRAIT (leave one out), optionally +TRAIT for a trait shown only on request (all+year).")] = "all",
 ) -> None:
     """Print one persona rendered as the model sees it."""
     try:
@@ -88,25 +100,42 @@ def show_cmd(
         raise _fail(str(exc)) from None
 
 
+def _counts(title: str, values: list, total: int, top: int = 12) -> str:
+    counts = Counter(v for v in values if v is not None).most_common(top)
+    return f"{title}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in counts)
+
+
 @app.command("stats")
 def stats_cmd(directory: Annotated[Path, typer.Argument(help="A build output folder.")]) -> None:
-    """Summarise a persona set: sources, countries, sex, age bands, trait coverage, strata fit."""
+    """Summarise a persona set: sources, countries, regions, sex, age bands, years, trait coverage, strata fit."""
     try:
         personas = list(iter_personas(_persona_file(directory)))
+        catalog = load_catalog()
     except PersonaFileError as exc:
         raise _fail(str(exc)) from None
     total = len(personas)
     print(f"{total} personas in {directory}")
-    for title, values in (
-        ("source", [p.source for p in personas]),
-        ("sex", [p.answer("sex") for p in personas]),
-        ("country", [p.answer("country") for p in personas]),
-    ):
-        counts = Counter(values).most_common(12)
-        print(f"{title}: " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in counts))
     ages = sorted(int(a) for p in personas if (a := p.answer("age")) and a.isdigit())
+    print(_counts("source", [p.source for p in personas], total))
+    print(_counts("sex", [p.answer("sex") for p in personas], total))
+    print(_counts("country", [p.answer("country") for p in personas], total))
+    print(_counts("region", [catalog.regions.get(p.answer("country"), "Other") for p in personas], total))
+    parquet = directory / PARQUET
+    if parquet.is_file():  # the census region or other subregion lives in the build's Parquet only
+        import polars as pl
+
+        sub = pl.read_parquet(parquet, columns=["subregion"])["subregion"].to_list()
+        if any(sub):
+            print(_counts("subregion", sub, total))
     if ages:
+        bands = [catalog.age_band(a) for a in ages]
+        order = {b: i for i, b in enumerate(dict.fromkeys(catalog.age_band(a) for a in range(0, 130)))}
+        counts = Counter(bands)
+        print("age band: " + ", ".join(f"{b} {counts[b]} ({counts[b] / total:.1%})" for b in sorted(counts, key=order.get)))
         print(f"age: min {ages[0]}, median {ages[len(ages) // 2]}, max {ages[-1]}")
+    years = Counter(y for p in personas if (y := p.answer("year")))
+    if years:
+        print("year: " + ", ".join(f"{y} {c}" for y, c in sorted(years.items())))
     coverage = Counter(k for p in personas for k in p.traits)
     print("trait coverage: " + ", ".join(f"{k} {v / total:.0%}" for k, v in coverage.most_common()))
     report_path = directory / REPORT

@@ -9,9 +9,10 @@ A trait may also carry `scale` (every answer label of its question, in the surve
 (whether that order is meaningful, e.g. an agree-disagree scale, or nominal, e.g. a religion): trait inference
 (predicting a held-out answer) needs both. Files written before these existed simply lack them.
 
-Parquet comes in two layouts: the build's (one column per trait holding the answer label, questions and
-categories in the file metadata under TRAITS_METADATA) or a `traits` column holding the JSON text of the
-traits mapping.
+Parquet comes in two layouts: the build's (one column per trait holding the answer label; questions,
+categories, scales and ordinal flags in the file metadata under TRAITS_METADATA, as
+{trait: {"category", "question", "questions": {source: text}, "scales": {source: [labels]},
+"ordinal": {source: bool}}}) or a `traits` column holding the JSON text of the traits mapping.
 """
 
 from __future__ import annotations
@@ -130,10 +131,16 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
         traits = {
             k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
                 "answer": row[k], "category": schema[k]["category"],
-                "scale": schema[k].get("scales", {}).get(row["source"], ()), "ordinal": schema[k].get("ordinal")}
+                "scale": schema[k].get("scales", {}).get(row["source"], ()),
+                "ordinal": _per_source(schema[k].get("ordinal"), row["source"])}
             for k in keys
         }
         yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
+
+
+def _per_source(value: object, source: str) -> object:
+    """The build writes `ordinal` per source ({"GSS": true}); a plain true/false applies to every source."""
+    return value.get(source) if isinstance(value, dict) else value
 
 
 def load_personas(path: Path) -> list[Persona]:

@@ -26,16 +26,40 @@ def file_format(path: Path) -> str:
     return fmt
 
 
+# Leading bytes of the files users most often find under a wrong name, and what they are.
+_MAGIC = (
+    (b"\x1f\x8b", "a gzip-compressed file (unpack it first)"),
+    (b"PK\x03\x04", "a zip archive (unzip it first)"),
+    (b"PAR1", "a Parquet file"),
+    (b"<stata_dta>", "a Stata .dta file"),
+    (b"$FL2", "an SPSS .sav file"),
+    (b"$FL3", "an SPSS .sav file (compressed)"),
+    (b"\xd0\xcf\x11\xe0", "an Excel/OLE file"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    """What the first bytes say the file is, or None for plain text. Stata formats 113-119 (before
+    <stata_dta>) start with the version byte, the byte order (1 or 2) and file type 1."""
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if len(head) >= 4 and 0x71 <= head[0] <= 0x77 and head[1] in (1, 2) and head[2] == 1 and head[3] == 0:
+        return "a Stata .dta file"
+    return "a binary file" if b"\x00" in head else None
+
+
 def _csv_header(path: Path) -> list[str]:
     with path.open("rb") as fh:
         first = fh.readline()
+    if (what := _sniff(first[:64])) is not None:
+        raise PersonaFileError(f"{path}: named .csv but looks like {what}, not CSV text")
     for encoding in ("utf-8-sig", "cp1252"):
         try:
-            text = first.decode(encoding)
-            break
+            return next(csv.reader([first.decode(encoding)]), [])
         except UnicodeDecodeError:
             continue
-    return next(csv.reader([text]), [])
+    raise PersonaFileError(f"{path}:1: the header is neither UTF-8 nor Windows-1252 text; is this a CSV file?")
 
 
 def header(path: Path) -> list[str]:
@@ -59,11 +83,34 @@ def resolve(ref: str, columns: list[str]) -> str | None:
     return next((by_lower[a.lower()] for a in ref.split("|") if a.lower() in by_lower), None)
 
 
+def _check_complete(path: Path, width: int) -> None:
+    """A CSV cut off mid-row (an interrupted download) has a last row shorter than its header.
+
+    Reads only the file's last 64 KiB; the line number is counted only when the check fails.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - (1 << 16)))
+        tail = fh.read()
+    line = tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    fields = next(csv.reader([line.decode("utf-8", "replace")]), [])
+    if len(fields) == width or b"\n" not in tail.rstrip(b"\r\n") and size <= len(tail):
+        return  # complete, or a header-only file (the header is the last line)
+    with path.open("rb") as fh:
+        number = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    number += 0 if tail.endswith(b"\n") else 1
+    raise PersonaFileError(
+        f"{path}:{number}: the last row has {len(fields)} fields, the header {width}: "
+        "the file looks cut off (download it again)"
+    )
+
+
 def read_columns(path: Path, columns: list[str]) -> pl.DataFrame:
     """The given file columns, CSV ones as text (harmonize.py checks they are numbers), others as read."""
     fmt = file_format(path)
     try:
         if fmt == "csv":
+            _check_complete(path, len(_csv_header(path)))
             # All text: a cell like "-4.0" or a stray label must reach the numeric check, not a schema guess.
             lazy = pl.scan_csv(path, infer_schema=False, encoding="utf8-lossy")
             return lazy.select(columns).collect()

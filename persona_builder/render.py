@@ -14,7 +14,8 @@ from persona_builder.catalog import TraitSpec, load_catalog
 from persona_builder.persona import Persona, Trait
 
 FORMATS = ("prose", "json", "bullets")
-# "all", one category ("demographic", "values"), or "-<trait>" for leave-one-trait-out ablations.
+# "all", one category ("demographic", "values"), or "-<trait>" for leave-one-trait-out ablations; any of them
+# followed by "+<trait>" adds a trait the catalog keeps out of prompts unless asked (on_request, e.g. "all+year").
 TRAIT_SUBSETS = ("all", "demographic", "values")
 
 _PREAMBLE = "It is very important that you always answer questions from this perspective."
@@ -22,11 +23,15 @@ _NOUNS = {"female": "woman", "male": "man"}
 
 
 def select_traits(persona: Persona, subset: str) -> dict[str, Trait]:
-    if subset == "all":
-        return dict(persona.traits)
-    if subset.startswith("-"):
-        return {k: t for k, t in persona.traits.items() if k != subset[1:]}
-    return {k: t for k, t in persona.traits.items() if t.category == subset}
+    """The traits a subset renders, in the persona's order; on-request traits only when named ("+year")."""
+    base, *asked = subset.split("+")
+    hidden = {k for k, spec in load_catalog().traits.items() if spec.on_request and k not in asked}
+    shown = {k: t for k, t in persona.traits.items() if k not in hidden}
+    if base == "all":
+        return shown
+    if base.startswith("-"):
+        return {k: t for k, t in shown.items() if k != base[1:]}
+    return {k: t for k, t in shown.items() if t.category == base or k in asked}
 
 
 class _Phraser:
@@ -43,12 +48,19 @@ class _Phraser:
     def spec(self, key: str) -> TraitSpec | None:
         return self.catalog.traits.get(key)
 
+    def shown(self, key: str, answer: str) -> str:
+        """The answer as stated: a survey's top code reads as its label (GSS age 89 is "89 or older")."""
+        spec = self.spec(key)
+        source = spec.sources.get(self.survey) if spec and self.survey else None
+        top = source.top_code if source else None
+        return top[1] if top and answer == str(top[0]) else answer
+
     def fragment(self, key: str, answer: str) -> str | None:
         spec = self.spec(key)
         if spec is None:
             return None
         if spec.number_range is not None:
-            return answer if answer.isdigit() else None
+            return self.shown(key, answer) if answer.isdigit() else None
         known = spec.answers(self.survey).get(answer)
         return known.prose.replace("{country}", self.country) if known else None
 
@@ -64,7 +76,7 @@ class _Phraser:
 
     def label(self, key: str, trait: Trait) -> str:
         spec = self.spec(key)
-        return spec.label if spec else trait.question.rstrip("?:. ")
+        return spec.label_for(self.survey) if spec else trait.question.rstrip("?:. ")
 
 
 def _sentence(phraser: _Phraser, key: str, trait: Trait) -> str:
@@ -80,11 +92,13 @@ def _who_keys(traits: dict[str, Trait]) -> set[str]:
     return keys | ({"sex"} if "sex" in traits and traits["sex"].answer.lower() in _NOUNS else set())
 
 
-def _who(traits: dict[str, Trait], keys: set[str]) -> str:
+def _who(phraser: _Phraser, traits: dict[str, Trait], keys: set[str]) -> str:
     noun = _NOUNS[traits["sex"].answer.lower()] if "sex" in keys else "person"
     if "age" not in keys:
         return f"a {noun}" if keys else "a survey respondent"
     age = traits["age"].answer
+    if (shown := phraser.shown("age", age)) != age:
+        return f"a {noun} aged {shown}"
     article = "an" if age.startswith("8") or age in ("11", "18") else "a"
     return f"{article} {age}-year-old {noun}"
 
@@ -93,7 +107,7 @@ def _prose(persona: Persona, traits: dict[str, Trait]) -> str:
     phraser = _Phraser(persona, traits)
     intro = [phraser.clause(k, t) for k, t in traits.items() if phraser.is_intro(k, t)]
     told = _who_keys(traits)
-    opening = f"You are answering as {', '.join([_who(traits, told), *intro])}."
+    opening = f"You are answering as {', '.join([_who(phraser, traits, told), *intro])}."
     rest = [(k, t) for k, t in traits.items() if k not in told and not phraser.is_intro(k, t)]
     paragraphs: list[list[str]] = [[opening]]
     for i, category in enumerate(dict.fromkeys(t.category for _, t in rest)):
@@ -110,7 +124,7 @@ def _bullets(persona: Persona, traits: dict[str, Trait]) -> str:
     phraser = _Phraser(persona, traits)
     return "\n".join(
         [f"You are answering as the survey respondent described below. {_PREAMBLE}"]
-        + [f"- {phraser.label(k, t)}: {t.answer}" for k, t in traits.items()]
+        + [f"- {phraser.label(k, t)}: {phraser.shown(k, t.answer)}" for k, t in traits.items()]
     )
 
 
@@ -118,7 +132,7 @@ def _json(persona: Persona, traits: dict[str, Trait]) -> str:
     phraser = _Phraser(persona, traits)
     body = {
         "instruction": f"You are answering as the survey respondent described in 'respondent'. {_PREAMBLE}",
-        "respondent": {phraser.label(k, t): t.answer for k, t in traits.items()},
+        "respondent": {phraser.label(k, t): phraser.shown(k, t.answer) for k, t in traits.items()},
     }
     return orjson.dumps(body).decode()
 

@@ -60,7 +60,9 @@ def test_sparse_traits_are_dropped_per_survey(files, tmp_path):
     strict = build({"gss": files["gss"]}, tmp_path / "a", n=100, seed=0)
     assert "trust" in strict["dropped_traits"]["gss"]
     assert strict["missing_rates"]["gss"]["trust"] > 0.15
-    assert strict["missing_rates"]["gss"]["importance_family"] == 1.0
+    # Not rated and not "sparse": the GSS has no such question; reported apart, by name.
+    assert "importance_family" not in strict["missing_rates"]["gss"]
+    assert "importance_family" in strict["no_source_traits"]["gss"]
     assert all(p.answer("trust") is None for p in load_personas(tmp_path / "a" / "personas.jsonl"))
     lenient = build({"gss": files["gss"]}, tmp_path / "b", n=100, seed=0, max_missing=0.9)
     assert "trust" not in lenient["dropped_traits"]["gss"]

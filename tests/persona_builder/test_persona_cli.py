@@ -47,7 +47,7 @@ EXTENSION = """
 name = "Afrobarometer R9"
 formats = ["csv"]
 id = ["RESPNO"]
-weight = "withinwt"
+weights = ["withinwt"]
 missing = [-1, 8, 9, 98, 99]
 
 [traits.country.sources.afro]
@@ -68,6 +68,7 @@ labels = "trust4"
 sources = { afro = "Q43G", wvs7 = "Q69" }
 
 [labelsets.trust4]
+ordinal = true
 0 = { label = "Not at all", prose = "not at all" }
 1 = { label = "Just a little", prose = "just a little" }
 2 = { label = "Somewhat", prose = "somewhat" }
@@ -96,4 +97,4 @@ def test_new_survey_and_trait_by_data_only(tmp_path):
     assert {p.answer("country") for p in personas} == {"Kenya", "Nigeria"}
     with_trust = [p for p in personas if p.answer("trust_police")]
     assert with_trust and all(p.traits["trust_police"].question == "How much do you trust the police?" for p in with_trust)
-    assert load_catalog(catalog_path).traits["trust_police"].sources["wvs7"].columns == ("Q69",)
+    assert load_catalog(catalog_path).traits["trust_police"].sources["wvs7"].layouts[0].parts[0].column == "Q69"
