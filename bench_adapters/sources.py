@@ -18,6 +18,10 @@ import polars as pl
 FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
 
+class RecordError(ValueError):
+    """A record that cannot be used; str() names the source and the record (or line)."""
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Rows of a data file as dicts; nested JSON values (lists, objects) are kept as Python values."""
     path = Path(path)
@@ -35,6 +39,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             return pl.read_csv(path, infer_schema=False, encoding="utf8-lossy").to_dicts()
         if suffix == ".parquet":
             return pl.read_parquet(path).to_dicts()
+    except RecordError:
+        raise
     except (OSError, ValueError, orjson.JSONDecodeError, pl.exceptions.PolarsError) as exc:
         raise ValueError(f"{path}: cannot read ({exc})") from None
     raise ValueError(f"{path}: unsupported data file (expected one of {', '.join(FORMATS)})")
@@ -56,13 +62,13 @@ def _jsonl_line(path: Path, lineno: int, line: bytes) -> Any:
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+        raise RecordError(f"{path}:{lineno}: not valid JSON ({exc})") from None
 
 
 def _objects(path: Path, records: list[Any]) -> list[dict[str, Any]]:
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise ValueError(f"{where(path, i)}: expected a JSON object of fields, got {type(rec).__name__}")
+            raise RecordError(f"{where(path, i)}: expected a JSON object of fields, got {type(rec).__name__}")
     return records
 
 

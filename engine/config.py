@@ -242,7 +242,7 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     # TOML integers are unbounded in Python but int64 everywhere downstream (orjson, SQLite, Parquet), and
     # TOML floats include nan and inf: both would fail far from the grid, so they are refused here.
     if tp is int and not INT64_MIN <= value <= INT64_MAX:
-        problems.append(f"{where}: expected an integer in the 64-bit range, got {value}")
+        problems.append(f"{where}: expected an integer in the 64-bit range, got {_short(value)}")
         return None
     if tp is float:
         try:
@@ -250,10 +250,15 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         except OverflowError:  # an integer literal beyond the float range
             number = math.inf
         if not math.isfinite(number):
-            problems.append(f"{where}: expected a finite number, got {value}")
+            problems.append(f"{where}: expected a finite number, got {_short(value)}")
             return None
         return number
     return value
+
+
+def _short(number: float) -> str:
+    text = str(number)
+    return text if len(text) <= 32 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) -> Any:
@@ -500,6 +505,10 @@ def load_grid(path: str | Path) -> GridConfig:
         raise GridError([f"{path}: grid file not found"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise GridError([f"{path}: not valid TOML ({exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise GridError([f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})"]) from None
+    except OSError as exc:  # a directory, no permission
+        raise GridError([f"{path}: cannot read the grid file ({exc.strerror or exc})"]) from None
     problems: list[str] = []
     grid = _build(GridConfig, raw, "", problems)
     if grid is not None and not problems:
