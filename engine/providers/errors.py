@@ -68,7 +68,9 @@ def classify(exc: BaseException) -> str:
         return "bad_response"
     status = status_of(exc)
     if status is not None:
-        text = str(exc).lower()
+        # The SDKs put the error's message in str() and its type and code in .body (OpenAI, Anthropic) or
+        # .details (google-genai): classify from all of it.
+        text = " ".join(str(part) for part in (exc, getattr(exc, "body", None), getattr(exc, "details", None)) if part).lower()
         if status in (400, 403, 429) and any(w in text for w in _QUOTA_WORDS):
             return QUOTA
         if status == 400 and any(w in text for w in _FILTER_WORDS):
