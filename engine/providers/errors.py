@@ -132,7 +132,7 @@ def body_error(body: Any) -> HTTPStatusError | None:
     else read from its type or status words (see _STATUS_WORDS), else 500: the server said it failed, so
     the bounded retries apply. The provider's own message is kept for the error table.
     """
-    if not isinstance(body, dict) or not isinstance(error := body.get("error"), dict | str):
+    if not isinstance(body, dict) or not (error := body.get("error")) or not isinstance(error, dict | str):
         return None
     if isinstance(error, str):
         return HTTPStatusError(500, f"HTTP 200 with an error: {error}")
