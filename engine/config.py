@@ -288,6 +288,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
     from bench_adapters import ADAPTERS
     from persona_builder import FORMATS
 
+    if not _paths_usable(grid, problems):
+        return  # every later check opens these paths
     _check_name("run.name", grid.run.name, problems)
     if grid.run.seed < 0:
         problems.append("run.seed: expected a non-negative integer")
@@ -457,6 +459,21 @@ def _check_adapter_options(grid: GridConfig, b: BenchmarkConfig, adapter: type, 
         problems.append(f"{where}: {exc}")
 
 
+def _paths_usable(grid: GridConfig, problems: list[str]) -> bool:
+    """No path key holds a NUL character (the OS refuses such a path wherever it is first opened)."""
+    models = [(f"models[{i}]", m) for i, m in enumerate(grid.models)] + ([("judge.model", grid.judge.model)] if grid.judge else [])
+    paths = [
+        ("run.output_dir", grid.run.output_dir),
+        ("run.cache", grid.run.cache),
+        ("personas.source", grid.personas.source if grid.personas else None),
+        *((f"benchmarks[{i}].{k}", getattr(b, k)) for i, b in enumerate(grid.benchmarks) for k in ("path", "rubric")),
+        *((f"{where}.api_key_file", m.api_key_file) for where, m in models),
+    ]
+    bad = [key for key, value in paths if value is not None and "\0" in value]
+    problems.extend(f"{key}: a path cannot contain a NUL character" for key in bad)
+    return not bad
+
+
 def _check_range(where: str, value: int, lo: int, hi: int, problems: list[str]) -> None:
     if not lo <= value <= hi:
         problems.append(f"{where}: expected an integer in [{lo}, {hi:,}], got {value:,}")
@@ -514,6 +531,7 @@ def load_grid(path: str | Path) -> GridConfig:
     if grid is not None and not problems:
         grid = dataclasses.replace(grid, path=path.resolve())
         _check_semantics(grid, problems)
+    if grid is not None and not problems:
         # Providers see only their ModelConfig: hand them the key file as an absolute path.
         def absolute_key(m: ModelConfig) -> ModelConfig:
             return m if m.api_key_file is None else dataclasses.replace(m, api_key_file=str(grid.resolve(m.api_key_file).resolve()))

@@ -139,6 +139,8 @@ CASES = [
     Case("model-id-backslash", "models[0].id: 'm\\\\1' becomes a file or folder name", edit=sub('id = "m"', 'id = "m\\\\1"')),
     Case("condition-name-nul", "conditions[0].name: 'base\\x00line' becomes a file or folder name", edit=sub('name = "baseline"', 'name = "base\\u0000line"')),
     Case("condition-name-empty", "conditions[1].name: expected a non-empty name", edit=sub('name = "prose"', 'name = " "')),
+    Case("cache-path-nul", "run.cache: a path cannot contain a NUL character", edit=sub('cache = "out/cache.sqlite"', 'cache = "out/c\\u0000.sqlite"')),
+    Case("persona-source-nul", "personas.source: a path cannot contain a NUL character", edit=sub('source = "personas.jsonl"', 'source = "p\\u0000.jsonl"')),
     # --- item 8: messages
     Case("judge-table-name-kept", 'judge: no benchmark has mode = "judge"; remove [judge]', edit=lambda g: g + '\n[judge]\n[judge.model]\nid = "j"\nprovider = "openai"\nmodel = "test"\nbase_url = "http://127.0.0.1:9/v1"\n'),
     Case("persona-traits-bad-json", "personas.jsonl:1: 'traits' is a string but not valid JSON", files={"personas.jsonl": jsonl({**PERSONA, "traits": "{not json"})}),
