@@ -37,7 +37,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for name in frame.columns:
         table.add_column(name, justify="right" if frame[name].dtype.is_numeric() else "left")
     for row in frame.iter_rows():
