@@ -1,6 +1,7 @@
 """No piece of the API key reaches a file or the terminal (issue 12 item 9), end to end.
 
-A real `mtpa-engine run` (a subprocess) against the OpenAI wire server, whose error bodies echo the key at
+A real `mtpa-engine run` (a subprocess) against each wire server (lean and SDK transports), whose error bodies
+echo the key at
 offsets that put it across the 500-character cut of stored error messages, and in a 200 body that is not
 JSON. Every file the run writes (SQLite cache and its journals, Parquet results read back as text, the
 manifest, analysis tables) and its stdout and stderr are searched for every 12-character piece of the key.
@@ -16,13 +17,17 @@ import orjson
 import polars as pl
 import pytest
 
+from tests.servers.anthropic_compat import AnthropicCompatServer
+from tests.servers.google_compat import GoogleCompatServer
 from tests.servers.openai_compat import OpenAICompatServer
+
+SERVERS = {"openai": OpenAICompatServer, "anthropic": AnthropicCompatServer, "google": GoogleCompatServer}
 
 KEY = "sk-live-Q7hT2mVx9LpR4nWc8KzY3bJd6FsG1aEu5oHi0tNq"  # 46 characters, made up
 PIECE = 12
-# The error line stored is "HTTP 400: " + the JSON body, whose message starts 21 characters in: pads from
-# 420 to 470 put the key's start anywhere from ~30 characters before the 500-character cut to just after it.
-PADS = range(420, 472, 3)
+# The error line stored is "HTTP 400: " + the body, whose message starts 30-110 characters in (by wire and
+# transport): pads from 340 to 490 put the key's start anywhere from before the 500-character cut to after it.
+PADS = range(340, 490, 4)
 
 
 def _text_of(path: Path) -> str:
@@ -32,8 +37,8 @@ def _text_of(path: Path) -> str:
     return data
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
-def test_no_piece_of_the_key_in_any_file_or_output(tmp_path, transport):
+@pytest.mark.parametrize(("provider", "transport"), [("openai", "aiohttp"), ("openai", "sdk"), ("anthropic", "sdk"), ("google", "sdk")])
+def test_no_piece_of_the_key_in_any_file_or_output(tmp_path, provider, transport):
     items = [{"uid": f"e{pad}", "q": f"Question <<echo:400:{pad}>>", "opts": ["yes", "no"], "gold": 0} for pad in PADS]
     items.append({"uid": "malformed", "q": "Question <<echo:200:470>>", "opts": ["yes", "no"], "gold": 0})
     items.append({"uid": "fine", "q": "Question", "opts": ["yes", "no"], "gold": 0})
@@ -41,7 +46,7 @@ def test_no_piece_of_the_key_in_any_file_or_output(tmp_path, transport):
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "key.txt").write_text(KEY)
-    with OpenAICompatServer(api_key=KEY) as server:
+    with SERVERS[provider](api_key=KEY) as server:
         (tmp_path / "grid.toml").write_text(
             f"""[run]
 name = "r"
@@ -58,7 +63,7 @@ id_field = "uid"
 
 [[models]]
 id = "m"
-provider = "openai"
+provider = "{provider}"
 model = "test"
 base_url = "{server.base_url}"
 transport = "{transport}"
