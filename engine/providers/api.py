@@ -64,31 +64,28 @@ def scrub(text: str, key: str | None, limit: int = ERROR_CHARS) -> str:
     """An error message safe to store and print: the key redacted before the message is cut to `limit`.
 
     Redacting first means a key straddling the cut cannot survive minus its last characters. Beyond the
-    whole key, any run of 12 key characters (a key a server or library already cut, anywhere) and any key
-    prefix of 8 or more characters ending the message (cut at its end) are masked too. A key shorter than
-    8 characters (e.g. "not-needed" stand-ins are longer; real keys are 30+) is too short to recognise.
+    whole key, any run of 12 or more key characters (a key a server or library already cut, anywhere) and a
+    key prefix of 8 or more characters ending the message (cut at its end) are masked too. A key shorter
+    than 8 characters cannot be told from ordinary text and is left alone.
     """
     if not key or len(key) < _TAIL:
         return text[:limit]
     text = text.replace(key, REDACTED)[: limit + len(key)]  # a piece cut off here starts past `limit`
-    if len(key) >= _PIECE:
-        pieces = {key[i : i + _PIECE] for i in range(len(key) - _PIECE + 1)}
-        hit = [False] * len(text)
-        for i in range(len(text) - _PIECE + 1):
-            if text[i : i + _PIECE] in pieces:
-                hit[i : i + _PIECE] = [True] * _PIECE
-        if any(hit):
-            out, i = [], 0
-            while i < len(text):
-                if hit[i]:
-                    while i < len(text) and hit[i]:
-                        i += 1
-                    out.append(REDACTED)
-                else:
-                    out.append(text[i])
-                    i += 1
-            text = "".join(out)
-    return _mask_tail(_mask_tail(text, key)[:limit], key)
+    pieces = {key[i : i + _PIECE] for i in range(len(key) - _PIECE + 1)}
+    spans: list[list[int]] = []  # merged [start, end) runs of text covered by pieces of the key
+    for i in range(len(text) - _PIECE + 1):
+        if text[i : i + _PIECE] in pieces:
+            if spans and i <= spans[-1][1]:
+                spans[-1][1] = i + _PIECE
+            else:
+                spans.append([i, i + _PIECE])
+    for start, end in reversed(spans):
+        text = text[:start] + REDACTED + text[end:]
+    text = _mask_tail(text, key)
+    marker = text.rfind(REDACTED, 0, limit + len(REDACTED))
+    if marker != -1 and marker < limit < marker + len(REDACTED):
+        limit = marker + len(REDACTED)  # never cut the marker itself: "[reda" would read as a damaged message
+    return _mask_tail(text[:limit], key)
 
 
 def _mask_tail(text: str, key: str) -> str:

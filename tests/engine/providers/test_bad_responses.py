@@ -129,6 +129,15 @@ def test_scrub_masks_a_key_across_any_cut(offset):
     assert scrub("error: " + key[:9], key) == "error: [redacted]"
 
 
+def test_scrub_exact_values():
+    key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    assert scrub(f"bad key {key}!", key) == "bad key [redacted]!"
+    assert scrub(f"a {key[5:25]} b", key) == "a [redacted] b"  # a cut piece, anywhere
+    assert scrub(f"a {key[:11]} b", key) == f"a {key[:11]} b"  # shorter than 12 and not at the end: ordinary text
+    assert scrub("y" * 495 + key, key) == "y" * 495 + "[redacted]"  # redacted first, then cut: nothing survives
+    assert scrub("short", "abc") == "short" and scrub("z" * 900, None) == "z" * 500
+
+
 # --- item 10: the endpoint is part of a non-official server's identity
 
 
