@@ -135,11 +135,11 @@ def body_error(body: Any) -> HTTPStatusError | None:
     if not isinstance(body, dict) or not (error := body.get("error")) or not isinstance(error, dict | str):
         return None
     if isinstance(error, str):
-        return HTTPStatusError(500, f"HTTP 200 with an error: {error}")
+        return HTTPStatusError(500, f"a 200 answer carrying an error: {error}")
     code = error.get("code")
     words = " ".join(str(error.get(k) or "") for k in ("type", "status", "code")).lower()
     status = code if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599 else None
     if status is None:
         status = next((st for word, st in _STATUS_WORDS if word in words), 500)
     message = error.get("message") or words.strip() or "no message"
-    return HTTPStatusError(status, f"HTTP 200 with an error object ({words.strip() or 'untyped'}): {message}")
+    return HTTPStatusError(status, f"a 200 answer carrying an error object ({words.strip() or 'untyped'}): {message}")
