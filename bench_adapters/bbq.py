@@ -16,7 +16,7 @@ import polars as pl
 
 from bench_adapters.base import Item
 from bench_adapters.choice import MultipleChoice, meta_field, permuted
-from bench_adapters.sources import hub_records, read_records
+from bench_adapters.sources import field, hub_records, read_records, require_unique, where
 
 VENDORED = Path(__file__).parent / "data" / "bbq"
 CATEGORIES = (
@@ -65,6 +65,25 @@ def biased_and_unknown(rec: dict[str, Any]) -> tuple[int | None, int | None]:
     return (biased[0] if len(biased) == 1 else None), (unknown[0] if len(unknown) == 1 else None)
 
 
+def _checked(rec: dict[str, Any], at: str) -> dict[str, Any]:
+    """An upstream BBQ record, its fields checked (types, label in 0-2, three options): else ValueError naming it."""
+    for key in ("category", "context", "question", "ans0", "ans1", "ans2", "context_condition", "question_polarity"):
+        field(rec, key, at)
+    if not isinstance(rec.get("example_id"), (int, str)) or isinstance(rec.get("example_id"), bool):
+        raise ValueError(f"{at}: field 'example_id': expected an integer or a string, got {rec.get('example_id')!r:.60}")
+    label = field(rec, "label", at, int)
+    if label not in (0, 1, 2):
+        raise ValueError(f"{at}: field 'label': expected 0, 1 or 2 (the index of the correct ans0..ans2), got {label}")
+    groups = field(field(rec, "additional_metadata", at, dict), "stereotyped_groups", f"{at}: additional_metadata", list, empty=True)
+    info = field(rec, "answer_info", at, dict)
+    for i in range(3):
+        if not all(isinstance(g, str) for g in field(info, f"ans{i}", f"{at}: answer_info", list, empty=True)):
+            raise ValueError(f"{at}: answer_info.ans{i}: expected a list of strings")
+    if not all(isinstance(g, str) for g in groups):
+        raise ValueError(f"{at}: additional_metadata.stereotyped_groups: expected a list of strings")
+    return rec
+
+
 class BBQ(MultipleChoice):
     name: ClassVar[str] = "bbq"
     options: ClassVar[tuple[str, ...]] = ("categories", "hf_dataset", "split")
@@ -87,23 +106,26 @@ class BBQ(MultipleChoice):
         self.hf_dataset = hf_dataset
         self.split = split or "test"
 
-    def _category_records(self, category: str) -> list[dict[str, Any]] | None:
+    def _category_records(self, category: str) -> tuple[str, list[dict[str, Any]]] | None:
+        """(where the records come from, the records) for one category, or None when it is nowhere."""
         for folder in (self.path, VENDORED):
             if folder is not None and (folder / f"{category}.jsonl").is_file():
-                return read_records(folder / f"{category}.jsonl")
+                return str(folder / f"{category}.jsonl"), read_records(folder / f"{category}.jsonl")
         if self.hf_dataset:
-            return hub_records(self.hf_dataset, category, self.split)
+            return f"hub dataset {self.hf_dataset} ({category})", hub_records(self.hf_dataset, category, self.split)
         return None
 
-    def _records(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def _records(self) -> list[tuple[str, dict[str, Any]]]:
+        """(`FILE: record N`, record) for every record of the categories asked for."""
+        records: list[tuple[str, dict[str, Any]]] = []
         missing = []
         for category in self.categories or CATEGORIES:
             found = self._category_records(category)
             if found is None:
                 missing.append(category)
             else:
-                records.extend(found)
+                source, rows = found
+                records.extend((where(source, n), _checked(rec, where(source, n))) for n, rec in enumerate(rows))
         # Asked-for categories must all load; the default takes whatever is available.
         if missing and self.categories:
             raise ValueError(
@@ -113,8 +135,8 @@ class BBQ(MultipleChoice):
         return records
 
     def load(self) -> list[Item]:
-        items = []
-        for rec in self._records():
+        items, records = [], self._records()
+        for _, rec in records:
             item_id = f"bbq-{rec['category']}-{rec['example_id']}"
             shown, order = permuted([rec[f"ans{i}"] for i in range(3)], self.seed, item_id)
             biased, unknown = biased_and_unknown(rec)
@@ -128,6 +150,7 @@ class BBQ(MultipleChoice):
             }
             question = f"{rec['context']}\n{rec['question']}"
             items.append(Item(item_id, question, shown, gold=order.index(int(rec["label"])), meta=meta))
+        require_unique([i.id for i in items], lambda k: records[k][0])
         return items
 
     @classmethod

@@ -22,7 +22,7 @@ import orjson
 from bench_adapters.base import JUDGE, MODES, Item
 from bench_adapters.choice import MultipleChoice
 from bench_adapters.letters import LETTERS
-from bench_adapters.sources import hub_records, read_records
+from bench_adapters.sources import field, hub_records, read_records, require_unique, where
 
 
 class Dataset(MultipleChoice):
@@ -81,15 +81,18 @@ class Dataset(MultipleChoice):
             return read_records(self.path)
         return hub_records(*self.hf)
 
-    def _options(self, rec: dict[str, Any]) -> tuple[str, ...]:
+    def _options(self, rec: dict[str, Any], at: str) -> tuple[str, ...]:
         if self.option_fields:
-            return tuple(str(rec[f]) for f in self.option_fields)
-        value = rec[self.options_field]
+            return tuple(_text(field(rec, f, at, object), f, at) for f in self.option_fields)
+        value = field(rec, self.options_field, at, object)
         if isinstance(value, str):
-            value = orjson.loads(value)
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ValueError(f"{at}: field '{self.options_field}' is text but not a JSON list of options") from None
         if not isinstance(value, list) or not value:
-            raise ValueError(f"field '{self.options_field}' is not a non-empty list of options")
-        return tuple(str(v) for v in value)
+            raise ValueError(f"{at}: field '{self.options_field}' is not a non-empty list of options")
+        return tuple(_text(v, self.options_field, at) for v in value)
 
     @staticmethod
     def _gold(value: Any, options: tuple[str, ...]) -> int:
@@ -108,18 +111,27 @@ class Dataset(MultipleChoice):
 
     def load(self) -> list[Item]:
         items, free_text = [], self.mode == JUDGE
+        source = self.path or f"hub dataset {self.hf[0]}"
         for n, rec in enumerate(self._records()):
-            try:
-                wanted = (self.question_field, *self.reference_fields) if free_text else (self.question_field, self.gold_field, self.options_field, *self.option_fields)
-                missing = [f for f in wanted if f and f not in rec]
-                if missing:
-                    raise ValueError(f"missing field(s) {', '.join(missing)} (has {', '.join(rec)})")
-                options = () if free_text else self._options(rec)
-                gold = 0 if free_text else self._gold(rec[self.gold_field], options)
-            except (ValueError, orjson.JSONDecodeError) as exc:
-                raise ValueError(f"{self.path or self.hf[0]}: record {n}: {exc}") from None
-            item_id = str(rec[self.id_field]) if self.id_field else f"{n:06d}"
-            meta = {"category": str(rec[self.category_field])} if self.category_field else {}
-            refs = {f: str(rec[f]) for f in self.reference_fields}
-            items.append(Item(item_id, str(rec[self.question_field]), options, gold=gold, meta=meta, refs=refs))
+            at = where(source, n)
+            question = _text(field(rec, self.question_field, at, object), self.question_field, at)
+            options, gold = (), 0
+            if not free_text:
+                options = self._options(rec, at)
+                try:
+                    gold = self._gold(field(rec, self.gold_field, at, object), options)
+                except ValueError as exc:
+                    raise ValueError(f"{at}: {exc}") from None
+            item_id = _text(field(rec, self.id_field, at, object), self.id_field, at) if self.id_field else f"{n:06d}"
+            meta = {"category": _text(field(rec, self.category_field, at, object), self.category_field, at)} if self.category_field else {}
+            refs = {f: _text(field(rec, f, at, object, empty=True), f, at) for f in self.reference_fields}
+            items.append(Item(item_id, question, options, gold=gold, meta=meta, refs=refs))
+        require_unique([i.id for i in items], lambda n: where(source, n))
         return items
+
+
+def _text(value: Any, key: str, at: str) -> str:
+    """A scalar field as text (numbers are fine: ids, labels); a nested list or object is a wrong type."""
+    if isinstance(value, (dict, list)) or value is None:
+        raise ValueError(f"{at}: field '{key}': expected text or a number, got {type(value).__name__}")
+    return str(value)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from bench_adapters.base import Item, Output, Score
 from bench_adapters.choice import MultipleChoice, letter_score
-from bench_adapters.sources import read_records
+from bench_adapters.sources import field, read_records, require_unique, where
 
 ANSWERS = ("Yes", "No", "Neither")
 LABELS = {"yes": 0, "no": 1, "neutral": 2}
@@ -56,14 +56,20 @@ class NormAd(MultipleChoice):
         if rows and (missing := [c for c in COLUMNS if c not in rows[0]]):
             raise ValueError(f"{self.path}: not the NormAd CSV schema (missing columns {', '.join(missing)})")
         items = []
-        for row in rows:
+        # Columns the prompt of this context quotes, besides those every item needs.
+        quoted = {"country": ("Country",), "value": ("Value",), "cval": ("Country", "Value"), "rot": ("Rule-of-Thumb",)}.get(self.context, ())
+        for n, row in enumerate(rows):
+            at = where(self.path, n)
+            for column in ("ID", "Country", "Story", "Gold Label", *quoted):
+                field(row, column, at)
             label = row["Gold Label"].strip().lower()
             if label not in LABELS:
-                raise ValueError(f"{self.path}: ID {row['ID']}: gold label '{row['Gold Label']}' is not yes, no or neutral")
+                raise ValueError(f"{at}: ID {row['ID']}: gold label '{row['Gold Label']}' is not yes, no or neutral")
             question = f"{self._preamble(row)}Story: {row['Story'].strip()}\nAnswer Yes, No or Neither."
             meta = {"category": row["Country"], "label": label, "context": self.context}
             # Upstream's fixed Yes/No/Neither order is kept: it is a label scale, not a shuffled option list.
             items.append(Item(f"normad-{row['ID']}", question, ANSWERS, gold=LABELS[label], meta=meta))
+        require_unique([i.id for i in items], lambda k: where(self.path, k))
         return items
 
     def score(self, item: Item, output: Output) -> Score:

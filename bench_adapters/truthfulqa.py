@@ -16,7 +16,7 @@ import orjson
 
 from bench_adapters.base import JUDGE, MODES, Item, Output, Score
 from bench_adapters.choice import MultipleChoice, permuted
-from bench_adapters.sources import read_records
+from bench_adapters.sources import field, read_records, where
 
 DATA = Path(__file__).parent / "data" / "truthfulqa"
 DEFAULT_PATH = DATA / "mc_task.json"
@@ -53,17 +53,30 @@ class TruthfulQA(MultipleChoice):
             raise ValueError(f"{self.path}: expected a JSON list of {{question, mc1_targets, mc2_targets}}")
         return records
 
+    def _targets(self, rec: dict, at: str) -> dict[str, int]:
+        """{option text: 1 true / 0 false}, checked: MC1 has exactly one true option, MC2 at least one."""
+        key = f"{self.task}_targets"
+        targets = field(rec, key, at, dict)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v in (0, 1) for v in targets.values()):
+            raise ValueError(f"{at}: field '{key}': every label must be 1 (true) or 0 (false)")
+        n_true = sum(targets.values())
+        if n_true == 0 or (self.task == "mc1" and n_true != 1):
+            raise ValueError(f"{at}: field '{key}' has {n_true} true options (expected {'exactly one' if self.task == 'mc1' else 'at least one'})")
+        return targets
+
     def load(self) -> list[Item]:
         if self.task == "generation":
             return self._generation_items()
         items = []
         for i, rec in enumerate(self._records()):
-            targets = rec[f"{self.task}_targets"]
+            at = where(self.path, i)
+            question = field(rec, "question", at)
+            targets = self._targets(rec, at)
             item_id = f"tqa-{i:03d}"
             shown, order = permuted(list(targets), self.seed, item_id)
             labels = [targets[o] for o in shown]
             true = tuple(k for k, label in enumerate(labels) if label == 1)
-            item = Item(item_id, rec["question"], shown, gold=true[0], meta={"task": self.task}, true=true if self.task == "mc2" else ())
+            item = Item(item_id, question, shown, gold=true[0], meta={"task": self.task}, true=true if self.task == "mc2" else ())
             items.append(item)
         return items
 
@@ -79,6 +92,9 @@ class TruthfulQA(MultipleChoice):
             raise ValueError(f"{self.path}: not TruthfulQA.csv: missing column(s) {', '.join(missing)}")
         items = []
         for i, rec in enumerate(records):
+            at = where(self.path, i)
+            for column in ("Question", "Best Answer", "Category", "Type"):
+                field(rec, column, at)
             true = [a.strip() for a in (rec["Correct Answers"] or "").split(";") if a.strip()]
             false = [a.strip() for a in (rec["Incorrect Answers"] or "").split(";") if a.strip()]
             if _NO_COMMENT not in true:

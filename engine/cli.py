@@ -9,6 +9,7 @@ import orjson
 import polars as pl
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.config import GridError, load_grid
@@ -30,16 +31,17 @@ def main() -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message quotes user text (TOML table names such as [judge], file names): never read it as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
 def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for name in frame.columns:
         table.add_column(name, justify="right" if frame[name].dtype.is_numeric() else "left")
     for row in frame.iter_rows():
-        table.add_row(*("" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*("" if v is None else f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row))
     console.print(table)
 
 
@@ -85,6 +87,9 @@ def run(
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
+    if summary["errors"].get("quota"):
+        err.print("quota: an API account is out of quota or credit (billing); that model's remaining calls were not made. "
+                  "Top it up, then rerun the same command to call exactly those cells.", highlight=False, soft_wrap=True)
     unpriced = f" (+{summary['unpriced_calls']:,} calls without a price)" if summary["unpriced_calls"] else ""
     out.print(
         f"cells {summary['cells_done']:,}/{summary['cells_total']:,}  cache hits {summary['cache_hits']:,}  "
@@ -119,9 +124,9 @@ def _estimate_frame(config) -> pl.DataFrame:
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
-    from engine.providers.errors import TRANSIENT
+    from engine.providers.errors import QUOTA, TRANSIENT
 
-    retried = {"bad_response": "if not JSON"} | dict.fromkeys(TRANSIENT, "yes, gave up")
+    retried = {"bad_response": "if not JSON", QUOTA: "no: the model's other calls were skipped"} | dict.fromkeys(TRANSIENT, "yes, gave up")
     rows = [(kind, n, retried.get(kind, "no, permanent")) for kind, n in sorted(errors.items(), key=lambda kv: -kv[1])]
     return pl.DataFrame(rows, schema=["kind", "calls", "retried"], orient="row")
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -183,6 +185,18 @@ class GridConfig:
         return hashlib.sha256(orjson.dumps(self.canonical(), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Upper bounds far above any real use: a larger value is a typo, and would exhaust memory (one task per
+# concurrency slot) or crash a backend rather than run.
+MAX_TOKENS = 1_000_000
+MAX_SAMPLES = 10_000
+MAX_CONCURRENCY = 10_000
+MAX_BATCH_SIZE = 100_000
+MAX_RETRIES = 100
+MAX_SECONDS = 7 * 24 * 3600.0  # timeout_s, max_retry_time_s
+# Characters that would make a name (a file or folder name in a run) escape its folder or be unreadable.
+_NAME_FORBIDDEN = ("/", "\\", "\0")
+
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -225,7 +239,26 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if not ok:
         problems.append(f"{where}: expected {_describe(tp)}, got {value!r}")
         return None
-    return float(value) if tp is float else value
+    # TOML integers are unbounded in Python but int64 everywhere downstream (orjson, SQLite, Parquet), and
+    # TOML floats include nan and inf: both would fail far from the grid, so they are refused here.
+    if tp is int and not INT64_MIN <= value <= INT64_MAX:
+        problems.append(f"{where}: expected an integer in the 64-bit range, got {_short(value)}")
+        return None
+    if tp is float:
+        try:
+            number = float(value)
+        except OverflowError:  # an integer literal beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            problems.append(f"{where}: expected a finite number, got {_short(value)}")
+            return None
+        return number
+    return value
+
+
+def _short(number: float) -> str:
+    text = str(number)
+    return text if len(text) <= 32 else f"{text[:12]}...({len(text)} digits)"
 
 
 def _build(cls: type, table: dict[str, Any], where: str, problems: list[str]) -> Any:
@@ -255,6 +288,9 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
     from bench_adapters import ADAPTERS
     from persona_builder import FORMATS
 
+    if not _paths_usable(grid, problems):
+        return  # every later check opens these paths
+    _check_name("run.name", grid.run.name, problems)
     if grid.run.seed < 0:
         problems.append("run.seed: expected a non-negative integer")
     personas = grid.personas
@@ -278,10 +314,12 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
         if b.limit is not None and b.limit < 1:
             problems.append(f"{where}.limit: expected a positive integer")
-        if b.max_tokens is not None and b.max_tokens < 1:
-            problems.append(f"{where}.max_tokens: expected a positive integer")
-        if b.id is not None and not b.id.strip():
-            problems.append(f"{where}.id: expected a non-empty name")
+        if b.max_tokens is not None:
+            _check_range(f"{where}.max_tokens", b.max_tokens, 1, MAX_TOKENS, problems)
+        if b.seed < 0:
+            problems.append(f"{where}.seed: expected a non-negative integer")
+        if b.id is not None:
+            _check_name(f"{where}.id", b.id, problems)
         _check_rubric(grid, b, adapter, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
@@ -295,6 +333,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
     _check_unique("conditions", "name", [c.name for c in grid.conditions], problems)
     for i, c in enumerate(grid.conditions):
         where = f"conditions[{i}]"
+        _check_name(f"{where}.name", c.name, problems)
         if c.format is not None and c.format not in FORMATS:
             problems.append(f"{where}.format: unknown format '{c.format}' (expected one of {', '.join(FORMATS)}; omit it for the baseline)")
         if c.format is not None and personas is None:
@@ -311,27 +350,36 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
 def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
     from engine.providers import PROVIDERS
 
+    _check_name(f"{where}.id", m.id, problems)
     if m.provider not in PROVIDERS:
         problems.append(f"{where}.provider: unknown provider '{m.provider}'{_suggest(m.provider, PROVIDERS)}")
-    if m.samples < 1:
-        problems.append(f"{where}.samples: expected a positive integer")
-    if m.max_tokens < 1:
-        problems.append(f"{where}.max_tokens: expected a positive integer")
+    _check_range(f"{where}.samples", m.samples, 1, MAX_SAMPLES, problems)
+    _check_range(f"{where}.max_tokens", m.max_tokens, 1, MAX_TOKENS, problems)
     if not 0 <= m.temperature <= 2:
         problems.append(f"{where}.temperature: expected a number in [0, 2]")
+    if not 0 < m.top_p <= 1:
+        problems.append(f"{where}.top_p: expected a number in (0, 1]")
+    if m.seed is not None and m.seed < 0:
+        problems.append(f"{where}.seed: expected a non-negative integer")
+    if m.base_url is not None:
+        _check_url(f"{where}.base_url", m.base_url, problems)
     if m.transport not in ("aiohttp", "sdk"):
         problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
     if m.device not in ("auto", "cpu", "cuda"):
         problems.append(f"{where}.device: expected auto, cpu or cuda")
     if m.dtype not in ("float32", "bfloat16", "float16"):
         problems.append(f"{where}.dtype: expected float32, bfloat16 or float16")
-    lim = m.limits
-    if lim.concurrency < 1 or (lim.batch_size is not None and lim.batch_size < 1):
-        problems.append(f"{where}.limits: concurrency and batch_size must be positive integers")
-    if lim.requests_per_minute < 0 or lim.tokens_per_minute < 0 or lim.max_retries < 0 or lim.timeout_s <= 0:
-        problems.append(f"{where}.limits: rates, retries and timeout must be non-negative (timeout positive)")
-    if lim.max_retry_time_s <= 0:
-        problems.append(f"{where}.limits.max_retry_time_s: expected a positive number")
+    lim, at = m.limits, f"{where}.limits"
+    _check_range(f"{at}.concurrency", lim.concurrency, 1, MAX_CONCURRENCY, problems)
+    if lim.batch_size is not None:
+        _check_range(f"{at}.batch_size", lim.batch_size, 1, MAX_BATCH_SIZE, problems)
+    _check_range(f"{at}.max_retries", lim.max_retries, 0, MAX_RETRIES, problems)
+    for name in ("requests_per_minute", "tokens_per_minute"):
+        if getattr(lim, name) < 0:
+            problems.append(f"{at}.{name}: expected a non-negative number (0 = unlimited)")
+    for name in ("timeout_s", "max_retry_time_s"):
+        if not 0 < getattr(lim, name) <= MAX_SECONDS:
+            problems.append(f"{at}.{name}: expected a number of seconds in (0, {MAX_SECONDS:.0f}]")
     if m.api_key_file is not None and not grid.resolve(m.api_key_file).is_file():
         problems.append(f"{where}.api_key_file: file not found: {grid.resolve(m.api_key_file)}")
     if (m.input_price or 0) < 0 or (m.output_price or 0) < 0:
@@ -412,6 +460,46 @@ def _check_adapter_options(grid: GridConfig, b: BenchmarkConfig, adapter: type, 
         problems.append(f"{where}: {exc}")
 
 
+def _paths_usable(grid: GridConfig, problems: list[str]) -> bool:
+    """No path key holds a NUL character (the OS refuses such a path wherever it is first opened)."""
+    models = [(f"models[{i}]", m) for i, m in enumerate(grid.models)] + ([("judge.model", grid.judge.model)] if grid.judge else [])
+    paths = [
+        ("run.output_dir", grid.run.output_dir),
+        ("run.cache", grid.run.cache),
+        ("personas.source", grid.personas.source if grid.personas else None),
+        *((f"benchmarks[{i}].{k}", getattr(b, k)) for i, b in enumerate(grid.benchmarks) for k in ("path", "rubric")),
+        *((f"{where}.api_key_file", m.api_key_file) for where, m in models),
+    ]
+    bad = [key for key, value in paths if value is not None and "\0" in value]
+    problems.extend(f"{key}: a path cannot contain a NUL character" for key in bad)
+    return not bad
+
+
+def _check_range(where: str, value: int, lo: int, hi: int, problems: list[str]) -> None:
+    if not lo <= value <= hi:
+        problems.append(f"{where}: expected an integer in [{lo}, {hi:,}], got {value:,}")
+
+
+def _check_name(where: str, name: str, problems: list[str]) -> None:
+    """A name that becomes a file or folder name: non-empty, one path component, printable."""
+    if not name.strip():
+        problems.append(f"{where}: expected a non-empty name")
+    elif any(c in name for c in _NAME_FORBIDDEN) or ".." in name or not name.isprintable():
+        problems.append(f"{where}: {name!r} becomes a file or folder name: no '/', '\\', '..', NUL or control characters")
+
+
+def _check_url(where: str, url: str, problems: list[str]) -> None:
+    """An http(s) URL with a host (and a valid port, if any)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        problems.append(f"{where}: not a valid URL ({exc}): {url!r}")
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        problems.append(f"{where}: expected an http(s) URL with a host, such as http://127.0.0.1:8000/v1, got {url!r}")
+
+
 def _suggest(name: str, options: dict) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     listing = f"expected one of {', '.join(sorted(options))}"
@@ -435,11 +523,16 @@ def load_grid(path: str | Path) -> GridConfig:
         raise GridError([f"{path}: grid file not found"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise GridError([f"{path}: not valid TOML ({exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise GridError([f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})"]) from None
+    except OSError as exc:  # a directory, no permission
+        raise GridError([f"{path}: cannot read the grid file ({exc.strerror or exc})"]) from None
     problems: list[str] = []
     grid = _build(GridConfig, raw, "", problems)
     if grid is not None and not problems:
         grid = dataclasses.replace(grid, path=path.resolve())
         _check_semantics(grid, problems)
+    if grid is not None and not problems:
         # Providers see only their ModelConfig: hand them the key file as an absolute path.
         def absolute_key(m: ModelConfig) -> ModelConfig:
             return m if m.api_key_file is None else dataclasses.replace(m, api_key_file=str(grid.resolve(m.api_key_file).resolve()))

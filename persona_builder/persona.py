@@ -75,7 +75,10 @@ def _parse_record(raw: object, where: str) -> Persona:
             raise PersonaFileError(f"{where}: missing key '{key}' (a persona needs id, source, traits)")
     traits_raw = raw["traits"]
     if isinstance(traits_raw, str):
-        traits_raw = orjson.loads(traits_raw)
+        try:
+            traits_raw = orjson.loads(traits_raw)
+        except orjson.JSONDecodeError as exc:
+            raise PersonaFileError(f"{where}: 'traits' is a string but not valid JSON ({exc})") from None
     if not isinstance(traits_raw, dict):
         raise PersonaFileError(f"{where}: 'traits' must be an object of trait -> {{question, answer, category}}")
     traits: dict[str, Trait] = {}

@@ -11,8 +11,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from engine.providers.api import APIProvider, Channel, JSONTransport, loads
-from engine.providers.errors import ContentFiltered
+from engine.providers.api import APIProvider, Channel, JSONTransport, count, loads
+from engine.providers.errors import ContentFiltered, IncompleteAnswer
 from engine.request import Request, Response
 
 API_VERSION = "2023-06-01"
@@ -85,12 +85,17 @@ class AnthropicProvider(APIProvider):
         return params
 
     def _parse(self, body: dict[str, Any], req: Request, params: dict[str, Any]) -> Response:
-        text = "".join(block.get("text", "") for block in body["content"] if block.get("type") == "text")
+        """The text blocks joined, read block by block (a block that is not a text object is skipped). A body
+        without a `content` list is an IncompleteAnswer (retried, never cached); an empty list with a
+        stop_reason is the model's final (empty) answer, scored invalid."""
+        blocks = body.get("content")
+        if not isinstance(blocks, list) or (not blocks and not body.get("stop_reason")):
+            raise IncompleteAnswer(f"no content in the response body: {str(body)[:200]}")
+        text = "".join(b["text"] for b in blocks if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
         if body.get("stop_reason") == "refusal":
             raise ContentFiltered(f"stop_reason refusal: {text[:200]}")
-        usage = body.get("usage") or {}
-        prompt = usage.get("input_tokens")
+        prompt = count(body, "usage", "input_tokens")
         if prompt is not None:
             # Cached prompt tokens are billed (at other rates) but reported apart.
-            prompt += (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-        return Response(text=text, prompt_tokens=prompt, completion_tokens=usage.get("output_tokens"))
+            prompt += (count(body, "usage", "cache_creation_input_tokens") or 0) + (count(body, "usage", "cache_read_input_tokens") or 0)
+        return Response(text=text, prompt_tokens=prompt, completion_tokens=count(body, "usage", "output_tokens"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.providers.api import APIProvider, Channel, JSONTransport, letter_logprobs, loads
-from engine.providers.errors import ContentFiltered, HTTPStatusError
+from engine.providers.api import APIProvider, Channel, JSONTransport, count, entry, letter_logprobs, loads
+from engine.providers.errors import ContentFiltered, HTTPStatusError, IncompleteAnswer
 from engine.request import Request, Response
 
 API_VERSION = "v1beta"
@@ -134,20 +134,24 @@ class GoogleProvider(APIProvider):
         return params
 
     def _parse(self, body: dict[str, Any], req: Request, params: dict[str, Any]) -> Response:
-        candidates = body.get("candidates") or []
-        if not candidates:
-            reason = (body.get("promptFeedback") or {}).get("blockReason", "no candidates")
-            raise ContentFiltered(f"prompt blocked: {reason}")
-        cand = candidates[0]
+        """The first candidate's answer parts (not its "thought" parts), read part by part; logprobs and usage
+        are optional and read leniently. No candidates with a blockReason is a refusal; no candidates without
+        one is an IncompleteAnswer (retried, never cached)."""
+        cand = entry(body, "candidates", 0)
+        if not isinstance(cand, dict):
+            reason = entry(body, "promptFeedback", "blockReason")
+            if reason:
+                raise ContentFiltered(f"prompt blocked: {reason}")
+            raise IncompleteAnswer(f"no candidates in the response body: {str(body)[:200]}")
         # "thought" parts are the model's reasoning, not its answer.
-        text = "".join(p.get("text", "") for p in (cand.get("content") or {}).get("parts") or [] if not p.get("thought"))
+        parts = entry(cand, "content", "parts")
+        text = "".join(p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
         if cand.get("finishReason") in _BLOCKED and not text:
             raise ContentFiltered(f"finishReason {cand['finishReason']}")
         lp = None
-        if "logprobs" in params["generationConfig"] and (top := (cand.get("logprobsResult") or {}).get("topCandidates")):
-            lp = letter_logprobs(((c.get("token", ""), c["logProbability"]) for c in top[0].get("candidates") or []), req.letters)
-        usage = body.get("usageMetadata") or {}
-        completion = usage.get("candidatesTokenCount")
+        if "logprobs" in params["generationConfig"]:
+            lp = letter_logprobs(entry(cand, "logprobsResult", "topCandidates", 0, "candidates"), req.letters, "token", "logProbability")
+        completion = count(body, "usageMetadata", "candidatesTokenCount")
         if completion is not None:
-            completion += usage.get("thoughtsTokenCount") or 0  # thinking tokens are billed as output
-        return Response(text=text, letter_logprobs=lp, prompt_tokens=usage.get("promptTokenCount"), completion_tokens=completion)
+            completion += count(body, "usageMetadata", "thoughtsTokenCount") or 0  # thinking tokens are billed as output
+        return Response(text=text, letter_logprobs=lp, prompt_tokens=count(body, "usageMetadata", "promptTokenCount"), completion_tokens=completion)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.providers.api import APIProvider, Channel, JSONTransport, letter_logprobs, loads
-from engine.providers.errors import ContentFiltered, HTTPStatusError
+from engine.providers.api import APIProvider, Channel, JSONTransport, count, entry, letter_logprobs, loads
+from engine.providers.errors import ContentFiltered, HTTPStatusError, IncompleteAnswer
 from engine.request import Request, Response
 
 _MAX_TOP_LOGPROBS = 20
@@ -93,12 +93,24 @@ class OpenAIProvider(APIProvider):
         return params
 
     def _parse(self, body: dict[str, Any], req: Request, params: dict[str, Any]) -> Response:
-        choice = body["choices"][0]
-        text = choice["message"].get("content")
-        if choice.get("finish_reason") == "content_filter" and not text:
+        """The first choice's text, and letter logprobs when asked for, read leniently: a malformed optional
+        part (usage, a logprob entry) is dropped, never the text.
+
+        A body without choices, or a choice with null content and no finish_reason, is an IncompleteAnswer
+        (retried, never cached). Null content with a finish_reason (e.g. "length": a reasoning model spent
+        max_tokens thinking) is the model's final answer and is cached as no text, scored invalid.
+        """
+        choice = entry(body, "choices", 0)
+        if not isinstance(choice, dict):
+            raise IncompleteAnswer(f"no choices in the response body: {str(body)[:200]}")
+        text = entry(choice, "message", "content")
+        text = text if isinstance(text, str) else None
+        finish = choice.get("finish_reason")
+        if finish == "content_filter" and not text:
             raise ContentFiltered("finish_reason content_filter")
-        usage = body.get("usage") or {}
+        if text is None and not finish:
+            raise IncompleteAnswer("a choice with null content and no finish_reason")
         lp = None
-        if "logprobs" in params and (content := (choice.get("logprobs") or {}).get("content")):
-            lp = letter_logprobs(((c["token"], c["logprob"]) for c in content[0].get("top_logprobs") or []), req.letters)
-        return Response(text=text, letter_logprobs=lp, prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+        if "logprobs" in params:
+            lp = letter_logprobs(entry(choice, "logprobs", "content", 0, "top_logprobs"), req.letters, "token", "logprob")
+        return Response(text=text, letter_logprobs=lp, prompt_tokens=count(body, "usage", "prompt_tokens"), completion_tokens=count(body, "usage", "completion_tokens"))

@@ -48,7 +48,7 @@ def test_csv_list_column_as_json(tmp_path):
 def test_bad_records_and_settings_say_what_is_wrong(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(orjson.dumps({"q": "?", "choices": ["x"], "answer": 3}))
-    with pytest.raises(ValueError, match="record 0: gold index 3 is out of range"):
+    with pytest.raises(ValueError, match="d.jsonl: record 1: gold index 3 is out of range"):
         Dataset(path=path, question_field="q", options_field="choices", gold_field="answer").load()
     with pytest.raises(ValueError, match="missing field"):
         Dataset(path=path, question_field="question", options_field="choices", gold_field="answer").load()
@@ -79,5 +79,5 @@ def test_judge_mode_needs_only_a_question_and_references(tmp_path):
     assert [(i.question, i.options, i.refs, i.meta) for i in items] == [("Why is the sky blue?", (), {"ref": "Rayleigh scattering"}, {"category": "physics"})]
     with pytest.raises(ValueError, match="needs question_field and reference_fields"):
         Dataset(path=tmp_path / "free.jsonl", mode="judge", question_field="q")
-    with pytest.raises(ValueError, match=r"record 0: missing field\(s\) answer"):
+    with pytest.raises(ValueError, match=r"free.jsonl: record 1: missing field 'answer' \(the record has q, ref, topic\)"):
         Dataset(path=tmp_path / "free.jsonl", mode="judge", question_field="q", reference_fields=("answer",)).load()

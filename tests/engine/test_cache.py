@@ -43,7 +43,8 @@ def test_key_changes_with_everything_that_changes_output():
 
 
 def test_key_ignores_transport_settings(tmp_path):
-    """Concurrency, rate limits, timeouts and the base URL never enter the key; temperature does."""
+    """Concurrency, rate limits, timeouts and the transport never enter the key; temperature and the endpoint of
+    a compatible server (normalised: a trailing slash or upper-case host is the same server) do."""
     grid = load_grid(write_grid(tmp_path, base_url="http://127.0.0.1:1/v1"))
     plan = Plan.from_grid(grid)
     cell = next(iter(plan))
@@ -55,9 +56,10 @@ def test_key_ignores_transport_settings(tmp_path):
 
     m = grid.models[0]
     base = key_for(m)
-    transport = dataclasses.replace(m, base_url="http://other:2/v1", limits=LimitsConfig(concurrency=999, requests_per_minute=5, timeout_s=1))
+    transport = dataclasses.replace(m, transport="sdk", base_url="HTTP://127.0.0.1:1/v1/", limits=LimitsConfig(concurrency=999, requests_per_minute=5, timeout_s=1))
     assert key_for(transport) == base
     assert key_for(dataclasses.replace(m, temperature=0.5)) != base
+    assert key_for(dataclasses.replace(m, base_url="http://other:2/v1")) != base
 
 
 def test_write_then_lookup_round_trip_and_first_answer_wins(tmp_path):

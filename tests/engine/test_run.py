@@ -50,7 +50,7 @@ def test_run_then_rerun_makes_no_calls(tmp_path, openai_server):
     assert results["p_gold"].is_not_null().all()
     manifest = orjson.loads((grid.parent / "out" / "t" / "manifest.json").read_bytes())
     assert manifest["status"] == "complete" and len(manifest["config_hash"]) == 64
-    assert manifest["models"]["m"]["identity"] == {"model": "test"}
+    assert manifest["models"]["m"]["identity"] == {"model": "test", "endpoint": openai_server.base_url}
     for name in ("delta_by_condition", "delta_by_country", "delta_by_sex"):
         assert (grid.parent / "out" / "t" / "analysis" / f"{name}.csv").is_file()
 

@@ -63,6 +63,8 @@ WIRE = Wire(
     filtered=lambda body, n: _message(body, n, [], "refusal", ""),
     model_info=lambda name: {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"},
     limit_headers=_limit_headers,
+    # As api.anthropic.com answers an account without credit: a 400 invalid_request_error.
+    quota=lambda: (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}),
 )
 
 

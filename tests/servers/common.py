@@ -8,6 +8,11 @@ where the key and the prompt are, and the shapes of answers and errors. Everythi
   requests with that prompt fail with KIND (a status code, "timeout" = hang past the client's timeout,
   "drop" = close the connection, "malformed" = a body that is not JSON); "<<filter>>" gives the
   provider's content-filter answer;
+- key echoes: "<<echo:STATUS:PAD>>" answers STATUS with an error message of PAD characters then the key
+  (STATUS 200: a 2xx body that is not JSON, holding the same), so a key can be put across any length cut;
+- "<<quota>>" answers the provider's out-of-quota / billing error (the wire's `quota`);
+- "<<crafted:NAME>>" or "<<crafted:NAME:N>>" (the first N requests of that prompt) turns the normal 200
+  answer into one of the wire's crafted bodies (`craft`): null or -Infinity logprobs, an error object, ...;
 - faults by rate: every n-th request (`fail_every`) or a seeded fraction (`fail_rate`) gets `fail_status`;
 - a sliding-window limit of `limit` accepted requests per `window_s`, answered 429 with Retry-After and the
   provider's rate-limit headers beyond it;
@@ -34,6 +39,9 @@ from aiohttp import web
 
 FAIL_MARKER = "<<fail:"
 _FLAKY = re.compile(r"<<flaky:(\w+):(\d+)>>")
+_ECHO = re.compile(r"<<echo:(\d+):(\d+)>>")
+_CRAFTED = re.compile(r"<<crafted:([\w-]+)(?::(\d+))?>>")
+QUOTA_MARKER = "<<quota>>"
 FILTER_MARKER = "<<filter>>"
 
 
@@ -100,6 +108,8 @@ class Wire:
     model_info: Callable[[str], dict[str, Any]]
     limit_headers: Callable[[float, int, float], dict[str, str]] = lambda per_min, remaining, reset_s: {}
     list_path: str | None = None  # a model listing ({"data": [...]}), where the provider has one
+    quota: Callable[[], tuple[int, dict[str, Any]]] | None = None  # (status, body) of "out of quota / credit"
+    craft: Callable[[str, dict[str, Any]], bytes] | None = None  # (name, normal answer) -> crafted 200 body
 
 
 def _digest(messages: Any) -> str:
@@ -151,6 +161,17 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
             # The message echoes the key, as some servers' errors do: the engine must keep it out of every file.
             message = f"injected failure {status} (key {wire.key(request)})"
             return error(status, message, {"retry-after": str(state.retry_after)} if status == 429 else None)
+        if m := _ECHO.search(text):
+            status, pad = int(m.group(1)), int(m.group(2))
+            message = "x" * pad + str(wire.key(request)) + " <- the key, echoed"
+            if status == 200:
+                state.statuses["echo200"] += 1
+                return web.Response(body=message.encode(), content_type="application/json")
+            return error(status, message)
+        if QUOTA_MARKER in text and wire.quota is not None:
+            status, payload = wire.quota()
+            state.statuses[status] += 1
+            return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
         if (m := _FLAKY.search(text)) and state.seen[digest] <= int(m.group(2)):
             kind = m.group(1)
             if kind == "timeout":
@@ -177,6 +198,9 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
             payload = wire.answer(body, letters[int(digest, 16) % len(letters)], letters, n, text)
             state.ok_digests[digest] += 1
         state.statuses[200] += 1
+        crafted = _CRAFTED.search(text)
+        if crafted and wire.craft is not None and (crafted.group(2) is None or state.seen[digest] <= int(crafted.group(2))):
+            return web.Response(body=wire.craft(crafted.group(1), payload), content_type="application/json", headers=headers)
         return web.Response(body=orjson.dumps(payload), content_type="application/json", headers=headers)
 
     async def model(request: web.Request) -> web.Response:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from tests.servers.common import CompatServer, Wire, main
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -43,6 +45,22 @@ def _error(status: int, message: str) -> dict[str, Any]:
     return {"error": error}
 
 
+def _quota() -> tuple[int, dict[str, Any]]:
+    # As generativelanguage.googleapis.com answers a spent daily quota: a 429 whose QuotaFailure names a PerDay quota.
+    violation = {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests", "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "quotaValue": "250"}
+    details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}, {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "41s"}]
+    return 429, {"error": {"code": 429, "message": "You exceeded your current quota, please check your plan and billing details.", "status": "RESOURCE_EXHAUSTED", "details": details}}
+
+
+def _craft(name: str, answer: dict[str, Any]) -> bytes:
+    """Crafted 200 bodies: a logprob entry without logProbability or a null one (null-logprob)."""
+    top = answer["candidates"][0].get("logprobsResult", {}).get("topCandidates", [{}])[0].get("candidates") or []
+    if name == "null-logprob" and len(top) > 1:
+        del top[-1]["logProbability"]
+        top[0]["logProbability"] = None
+    return orjson.dumps(answer)
+
+
 WIRE = Wire(
     generate_path="/v1beta/models/{model}:generateContent",
     model_path="/v1beta/models/{model}",
@@ -52,6 +70,8 @@ WIRE = Wire(
     error=_error,
     filtered=lambda body, n: {"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "SAFETY", "index": 0}], "usageMetadata": _usage("", 0)},
     model_info=lambda name: {"name": f"models/{name}", "displayName": name, "supportedGenerationMethods": ["generateContent"]},
+    quota=_quota,
+    craft=_craft,
 )
 
 

@@ -9,6 +9,7 @@ Run standalone: python -m tests.servers.openai_compat --port 8011 --latency 0.05
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -60,6 +61,35 @@ def _limit_headers(per_minute: float, remaining: int, reset_s: float) -> dict[st
     return {"x-ratelimit-limit-requests": f"{per_minute:.0f}", "x-ratelimit-remaining-requests": str(max(0, remaining)), "x-ratelimit-reset-requests": f"{reset_s:.3f}s"}
 
 
+def _quota() -> tuple[int, dict[str, Any]]:
+    # As api.openai.com answers an account out of credit (openai/openai-python#1671).
+    message = "You exceeded your current quota, please check your plan and billing details."
+    return 429, {"error": {"message": message, "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+
+
+def _craft(name: str, answer: dict[str, Any]) -> bytes:
+    """Crafted 200 bodies: optional parts broken (null-logprob, neginf-logprob: a JSON -Infinity, bad-usage),
+    no answer (null-content, no-choices), or an error object instead of an answer (error-503, error-400)."""
+    choice = answer["choices"][0]
+    top = (choice.get("logprobs") or {}).get("content", [{}])[0].get("top_logprobs") or []
+    if name == "null-logprob" and top:
+        top[-1]["logprob"] = None
+        top.append({"token": "junk", "logprob": "high"})
+        top.append(None)
+    elif name == "neginf-logprob" and top:
+        top[-1]["logprob"] = -1e999  # serialised below as -Infinity
+    elif name == "bad-usage":
+        answer["usage"] = {"prompt_tokens": "many", "completion_tokens": None}
+    elif name == "null-content":
+        choice["message"]["content"], choice["finish_reason"] = None, None
+    elif name == "no-choices":
+        answer["choices"] = []
+    elif name in ("error-503", "error-400"):
+        status = int(name[-3:])
+        answer = {"error": {"message": f"upstream said {status}", "type": "server_error" if status >= 500 else "invalid_request_error", "code": status}}
+    return json.dumps(answer).encode()  # json, not orjson: it writes -Infinity, as some servers do
+
+
 WIRE = Wire(
     generate_path="/v1/chat/completions",
     model_path="/v1/models/{model}",
@@ -71,6 +101,8 @@ WIRE = Wire(
     filtered=_filtered,
     model_info=lambda name: {"id": name, "object": "model", "owned_by": "tests"},
     limit_headers=_limit_headers,
+    quota=_quota,
+    craft=_craft,
 )
 
 
