@@ -29,6 +29,7 @@ inspect_ai#2216).
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -127,6 +128,7 @@ _NEGATED = re.compile(
     r"|\brefuse\s+to)\s+(?:(?:option|choice|letter|the|just|only|really|be|answer|say|pick|choose)\s+)*$",
     re.I,
 )
+_COLON = re.compile(r"[ \t]*:[ \t]*")
 _LISTED = re.compile(r"(?<![A-Za-z0-9])([A-Z])[.):]\s+")
 _CONNECTIVES = frozenset({"because", "since", "as", "given", "due", "-", "—", "–"})
 _END_PUNCT = re.compile(r"[.!?;:)\]]+(?=\s|$)")
@@ -140,15 +142,22 @@ def _key(text: str) -> str:
     return " ".join(text.casefold().split()).strip(" .,;:!?\"'()[]")
 
 
-def _option_follows(rest: str, letter: str, options: Sequence[str]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _option_keys(options: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_key(o) for o in options)
+
+
+def _option_follows(rest: str, letter: str, options: tuple[str, ...]) -> bool:
+    """Whether `rest` starts with the text of `letter`'s option (`options`: the options' `_key`s)."""
     index = LETTERS.find(letter.upper())
-    if not 0 <= index < len(options) or not _key(options[index]):
+    option = options[index] if 0 <= index < len(options) else ""
+    if not option:
         return False
-    text, option = " ".join(rest.casefold().split()).lstrip(" .,;:-–—()"), _key(options[index])
+    text = " ".join(rest[: 4 * len(option) + 16].casefold().split()).lstrip(" .,;:-–—()")
     return text.startswith(option) and (len(text) == len(option) or not text[len(option)].isalnum())
 
 
-def _stands_alone(s: str, tok: _Token, options: Sequence[str]) -> bool:
+def _stands_alone(s: str, tok: _Token, options: tuple[str, ...]) -> bool:
     """Whether what follows the token makes it an option rather than a word ("A question", "I don't")."""
     if tok.marked:
         return True
@@ -181,7 +190,7 @@ def _negated(s: str, at: int) -> bool:
     return _NEGATED.search(s[max(0, at - 40) : at]) is not None
 
 
-def _read(s: str, at: int, options: Sequence[str]) -> list[str]:
+def _read(s: str, at: int, options: tuple[str, ...]) -> list[str]:
     """The option letters named in answer form at `at`: one, several ("A or B"), or none."""
     first = _token(s, at)
     if first is None or _negated(s, at):
@@ -198,7 +207,7 @@ def _read(s: str, at: int, options: Sequence[str]) -> list[str]:
     return [first.letter.upper()] if _stands_alone(s, first, options) else []
 
 
-def _mentions(s: str, options: Sequence[str]) -> dict[int, list[str]]:
+def _mentions(s: str, options: tuple[str, ...]) -> dict[int, list[str]]:
     """Tier -> letters mentioned in `s` (one reply, or one part of a self-corrected reply)."""
     tiers: dict[int, list[str]] = {EXPLICIT: [], FORM: [], REFERENCE: []}
     for cue in _CUE.finditer(s):
@@ -213,18 +222,30 @@ def _mentions(s: str, options: Sequence[str]) -> dict[int, list[str]]:
             tiers[EXPLICIT].append(tok.letter)
     for line in _LINE_START.finditer(s):
         letters = _read(s, line.end(), options)
+        colon = _COLON.match(s, _token(s, line.end()).end) if letters else None
+        if colon and letters == ["A"] and not _qa_safe(s, colon.end(), options):
+            continue  # "A: I think so" is a Q/A-style answer line, not option A
         tiers[FORM] += letters
         if len(letters) == 1:
             tiers[FORM] += _contradicting_text(s, line.end(), letters[0], options)
+            if colon:  # "A: B": a Q/A-style answer line or option A then B; either way two options are named
+                tiers[FORM] += _read(s, colon.end(), options)
     if options and (whole := _key(s)):
-        tiers[FORM] += [LETTERS[i] for i, option in enumerate(options) if _key(option) == whole]
+        tiers[FORM] += [LETTERS[i] for i, option in enumerate(options) if option == whole]
     # The options listed back on one line ("A. Ape B. Bear C. Crow"): each letter followed by its own text.
-    listed = {m.group(1) for m in _LISTED.finditer(s) if options and _option_follows(s[m.end() :], m.group(1), options)}
-    if len(listed) > 1:
-        tiers[FORM] += sorted(listed)
+    candidates = list(_LISTED.finditer(s)) if options else []
+    if len({m.group(1) for m in candidates}) > 1:
+        listed = {m.group(1) for m in candidates if _option_follows(s[m.end() :], m.group(1), options)}
+        tiers[FORM] += sorted(listed) if len(listed) > 1 else []
     for m in _MARKED_ANYWHERE.finditer(s):
         tiers[REFERENCE] += _read(s, m.start(), options)
     return tiers
+
+
+def _qa_safe(s: str, at: int, options: tuple[str, ...]) -> bool:
+    """After a leading "A:", what makes it option A: nothing more on the line, option A's text, or a token."""
+    line = s[at:].split("\n", 1)[0]
+    return not line.strip() or _option_follows(line, "A", options) or bool(_read(s, at, options))
 
 
 def _last_token_before(s: str, end: int) -> _Token | None:
@@ -232,7 +253,7 @@ def _last_token_before(s: str, end: int) -> _Token | None:
     return _token(s, m.start()) if m else None
 
 
-def _contradicting_text(s: str, at: int, letter: str, options: Sequence[str]) -> list[str]:
+def _contradicting_text(s: str, at: int, letter: str, options: tuple[str, ...]) -> list[str]:
     """'B. <option C's text>': the letter and the text disagree, so the text's letter is mentioned too."""
     tok = _token(s, at)
     if tok is None or not options or _option_follows(s[tok.end :], letter, options):
@@ -269,13 +290,14 @@ def parse_letter(text: str | None, valid: tuple[str, ...], options: Sequence[str
     if bare := _BARE.fullmatch(text):  # the common reply ("B", "(c)", "D."), without the full reading
         letter = bare.group(1).upper()
         return letter if letter in valid else None
-    s = normalise(text)
-    bounds = [0, *(m.end() for m in _CORRECTION.finditer(s)), len(s)]
-    starts = [0, *(m.start() for m in _CORRECTION.finditer(s)), len(s)]
+    s, keys = normalise(text), _option_keys(tuple(options))
+    corrections = list(_CORRECTION.finditer(s))
+    bounds = [0, *(m.end() for m in corrections), len(s)]
+    starts = [0, *(m.start() for m in corrections), len(s)]
     # Part k runs from the end of correction k-1 to the start of correction k; the last part with a mention decides.
     for k in range(len(bounds) - 2, -1, -1):
         part = s[bounds[k] : starts[k + 1]].strip()
-        tiers = _mentions(part, options) if part else {}
+        tiers = _mentions(part, keys) if part else {}
         for tier in (EXPLICIT, FORM, REFERENCE):
             named = set(tiers.get(tier, ()))
             if named:

@@ -27,7 +27,7 @@ def read(reply: str, options: tuple[str, ...] = ANIMALS) -> str | None:
     return parse_letter(reply, letters_for(len(options)), options)
 
 
-# A capital that starts a word after an answer cue is not an option (letter-refusal-read-as-option).
+# No option named: a capital that starts a word after an answer cue is not an option (letter-refusal-read-as-option).
 REFUSALS = [
     ("Answer: I don't know.", PEAKS, None),
     ("I cannot answer: A question like this depends on where one grew up.", ANIMALS, None),
@@ -44,6 +44,10 @@ REFUSALS = [
     ("Answer: None", ANIMALS, None),
     ("e.g. the bear", ANIMALS, None),
     ("I think a", ANIMALS, None),
+    ('A: I think so', ANIMALS, None),
+    ('A bear.', ANIMALS, None),
+    ('It is a bear', ANIMALS, None),
+    ("Hmm, I'm not sure, maybe B?", ANIMALS, None),
     # ...while the same letters standing alone are answers.
     ("Answer: I", PEAKS, "I"),
     ("I", PEAKS, "I"),
@@ -72,6 +76,11 @@ AMBIGUOUS = [
     ("The answer is B or C.", ANIMALS, None),
     ("E", ANIMALS, None),  # one option, but not one of the four offered
     ("Answer: E", ANIMALS, None),
+    ('A: B', ANIMALS, None),
+    ('Q: Which animal?\nA: B', ANIMALS, None),
+    ('B. Bear\n\nA. Ape is incorrect because apes are rare.', ANIMALS, None),
+    ('D. Ape', ANIMALS, None),
+    ('So, A or C.', ANIMALS, None),
 ]
 
 # A leading letter followed by a line break, punctuation, a dash, a comma, a connective or its option's text
@@ -97,6 +106,10 @@ LEADING = [
     ("b. because reasons", ANIMALS, "B"),
     ("Bear", ANIMALS, "B"),  # exactly an option's text
     ("bear.", ANIMALS, "B"),
+    ('A: Ape', ANIMALS, 'A'),
+    ('- B', ANIMALS, 'B'),
+    ('B?', ANIMALS, 'B'),
+    ('Bear (B)', ANIMALS, 'B'),
 ]
 
 # Answer cues followed by a standalone option token.
@@ -136,6 +149,17 @@ CUES = [
     ("I think (B) is the one.", ANIMALS, "B"),
     ("I'm torn, but I lean towards option C.", ANIMALS, "C"),
     ("The grandfather (A).", ANIMALS, "A"),
+    ('A: The answer is B', ANIMALS, 'B'),
+    ('The bear (option B) is shown.', ANIMALS, 'B'),
+    ("I'd say it's a bear, so B.", ANIMALS, 'B'),
+    ('A bear is on the coin, so the answer is B.', ANIMALS, 'B'),
+    ('Answer: (B) Bear', ANIMALS, 'B'),
+    ('The answer is: **B) Bear**', ANIMALS, 'B'),
+    ('B is the correct answer, not A.', ANIMALS, 'B'),
+    ("Either A or B could be right, but I'd pick B.", ANIMALS, 'B'),
+    ('Answer: b) bear', ANIMALS, 'B'),
+    ('Respond with a single letter (A, B, C, D) only.\nB', ANIMALS, 'B'),
+    ('Which animal is on the coin?\nA. Ape\nB. Bear\nC. Crow\nD. Deer\nAnswer: B', ANIMALS, 'B'),
 ]
 
 # Negated options are not answers; a self-correction takes the last explicit answer.
@@ -152,6 +176,10 @@ CORRECTIONS = [
     ("The answer is not A; it is C.", ANIMALS, "C"),
     ("The answer is B, not A.", ANIMALS, "B"),
     ("I would not pick option A. Option C is right.", ANIMALS, "C"),
+    ("It is not B, it's C", ANIMALS, 'C'),
+    ('B. Actually, bears are common on coins.', ANIMALS, 'B'),
+    ('B. Wait, let me reconsider: A is wrong and B is right.', ANIMALS, 'B'),
+    ('A. No wait, I mean C.', ANIMALS, 'C'),
 ]
 
 # Unicode and markup are normalised before any rule reads the reply.
