@@ -4,10 +4,11 @@
 
 1. Normalise Unicode and markup: NFKC (full-width Ａ, （Ｂ）, ：), CJK punctuation (。、【】「」), curly quotes, a
    `<think>` block dropped, `<answer>X</answer>` and LaTeX `\\boxed{X}` read as an answer cue, `$B$`,
-   `\\text{B}`, `**C**`, backticks and Markdown headings stripped.
+   `\\text{B}`, `**C**`, backticks and Markdown headings stripped, ~~struck-through~~ text dropped.
 2. Find *answer mentions*, in three tiers (the first tier that has any decides):
-   - explicit: an answer cue ("Answer:", "The answer is", "Final answer", "I choose", "It's") followed by a
-     standalone option token, or "B is correct" / "option B is the best answer";
+   - explicit: an answer cue ("Answer:", "The answer is", "Final answer", "I choose", "It's", "so"; after a
+     hedge, "I think B", "Probably C", capitals only) followed by a standalone option token, or "B is correct" /
+     "option B is the best answer";
    - answer form: an option token opening the reply or a line, followed by the end, a line break,
      punctuation, a dash, a comma, a connective ("because") or that option's text ("C - the hills…",
      "B\\n\\nExplanation: …", "B, because…", "Option B", "(A) yes"); or a reply that is exactly one option's text;
@@ -17,7 +18,8 @@
    than B") is not a mention, and a refused cue ("cannot answer") is not a cue.
 3. Options joined in answer form ("A or B", "(A) or (B)", "B and C") are all mentioned, so the reply is
    ambiguous; so is a reply naming two different options in the deciding tier ("Answer: A\\nAnswer: B", a
-   reply listing the options back, "B. <option C's text>"). Ambiguous is invalid.
+   reply listing the options back, "B. <option C's text>", "A: B"). Ambiguous is invalid. A leading "A:" that
+   is followed by prose ("A: I think so") is a Q/A-style answer line, not option A.
 4. A self-correction ("A… Actually, no: B", "wait", "on second thought") splits the reply: the last part that
    mentions an option decides, as a grader takes the last explicit answer.
 
@@ -59,13 +61,14 @@ _REWRITES = (
     (re.compile(r"答案\s*(?:是|为|為)"), "answer is "),
     (re.compile(r"答案"), "answer"),
     (re.compile(r"<think>.*?</think>", re.S | re.I), " "),  # a reasoning model's scratchpad is not its answer
+    (re.compile(r"~~.*?~~", re.S), " "),  # struck through: withdrawn
     (re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I), r"\nAnswer: \1\n"),
     (re.compile(r"</?(?:b|i|u|em|strong|p|br|span|code|final_answer)\s*/?>", re.I), ""),
 )
 _LATEX_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|mathit|emph)\s*\{([^{}]*)\}")
 _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 _LATEX_DELIMS = re.compile(r"\\[()\[\]]|\$")
-_MARKUP = re.compile(r"[*`~]+|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])|^[ \t]*(?:#+|>)[ \t]*", re.M)
+_MARKUP = re.compile(r"[*`]+|(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])|^[ \t]*(?:#+|>)[ \t]*", re.M)
 
 
 def normalise(text: str) -> str:
@@ -130,7 +133,7 @@ _NEGATED = re.compile(
 )
 _COLON = re.compile(r"[ \t]*:[ \t]*")
 _LISTED = re.compile(r"(?<![A-Za-z0-9])([A-Z])[.):]\s+")
-_CONNECTIVES = frozenset({"because", "since", "as", "given", "due", "-", "—", "–"})
+_CONNECTIVES = frozenset({"because", "since", "as", "given", "due"})
 _END_PUNCT = re.compile(r"[.!?;:)\]]+(?=\s|$)")
 _DASH = re.compile(r"[ \t]*(?:[-–—]+(?:\s|$)|[–—])")
 _WORD = re.compile(r"[ \t]+([^\s,.;:!?]+)")

@@ -204,6 +204,7 @@ MARKUP = [
     ("'B'", ANIMALS, "B"),
     ("\u201cB\u201d", ANIMALS, "B"),
     ("Answer: \u200bB", ANIMALS, "B"),
+    ("~~A~~ B", ANIMALS, "B"),  # struck through
 ]
 
 TABLE = REFUSALS + AMBIGUOUS + LEADING + CUES + CORRECTIONS + MARKUP
