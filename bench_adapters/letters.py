@@ -131,6 +131,7 @@ _NEGATED = re.compile(
     r"|\brefuse\s+to)\s+(?:(?:option|choice|letter|the|just|only|really|be|answer|say|pick|choose)\s+)*$",
     re.I,
 )
+_TOKEN_AT_END = re.compile(r"(?:(?:option|choice|letter)\s+)?(?:[(\[]\s*[A-Za-z]\s*[)\]]|[A-Za-z])$", re.I)
 _COLON = re.compile(r"[ \t]*:[ \t]*")
 _LISTED = re.compile(r"(?<![A-Za-z0-9])([A-Z])[.):]\s+")
 _CONNECTIVES = frozenset({"because", "since", "as", "given", "due"})
@@ -169,14 +170,13 @@ def _stands_alone(s: str, tok: _Token, options: tuple[str, ...]) -> bool:
         return True
     if tok.letter.islower() and tok.letter.upper() in _WORD_LETTERS:  # "a dog", "i think"
         return False
-    if _option_follows(rest, tok.letter, options):
+    if _option_follows(rest, tok.letter, options) or _DASH.match(rest):
         return True
-    word = _WORD.match(rest)
     if rest.startswith(","):  # "B, because…", but "I, for one, …" is a sentence
-        word = _WORD.match(rest[1:])
-        return tok.letter not in _WORD_LETTERS or (word is not None and word.group(1).lower() in _CONNECTIVES)
-    if _DASH.match(rest):
-        return True
+        if tok.letter not in _WORD_LETTERS:
+            return True
+        rest = rest[1:]
+    word = _WORD.match(rest)
     return word is not None and word.group(1).lower() in _CONNECTIVES
 
 
@@ -252,7 +252,8 @@ def _qa_safe(s: str, at: int, options: tuple[str, ...]) -> bool:
 
 
 def _last_token_before(s: str, end: int) -> _Token | None:
-    m = re.search(r"(?:(?:option|choice|letter)\s+)?(?:[(\[]\s*[A-Za-z]\s*[)\]]|[A-Za-z])$", s[:end], re.I)
+    base = max(0, end - 24)  # a token with its prefix is short: search a window, not the whole reply
+    m = _TOKEN_AT_END.search(s, base, end)
     return _token(s, m.start()) if m else None
 
 
@@ -278,6 +279,7 @@ _CORRECTION = re.compile(
 )
 
 
+# The common reply ("B", "(c)", "D."), read without the full pass.
 _BARE = re.compile(r"\s*[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?\s*")
 
 
@@ -290,7 +292,7 @@ def parse_letter(text: str | None, valid: tuple[str, ...], options: Sequence[str
     """
     if not text:
         return None
-    if bare := _BARE.fullmatch(text):  # the common reply ("B", "(c)", "D."), without the full reading
+    if bare := _BARE.fullmatch(text):
         letter = bare.group(1).upper()
         return letter if letter in valid else None
     s, keys = normalise(text), _option_keys(tuple(options))
