@@ -106,22 +106,25 @@ _TOKEN = re.compile(
 )
 # A cue, then an optional verb and filler, then the token ("The correct answer to this question is: (B)").
 _CUE = re.compile(
-    r"(?:\b(?:(?:final|correct|right|best|my|the)\s+)*answer|\b(?:final|correct|right|best|my)\s+(?:choice|option|selection))\b"
+    r"(?:(?:\b(?:(?:final|correct|right|best|my|the)\s+)*answer|\b(?:final|correct|right|best|my)\s+(?:choice|option|selection))\b"
     r"(?:\s+(?:to|for)\s+(?:this|the)\s+question)?"
     r"\s*(?:(?:is|would\s+be|will\s+be|should\s+be|must\s+be|seems\s+to\s+be|=|:|-|—|–)\s*)?"
-    r"(?:(?:likely|probably|clearly|definitely|therefore|then|actually)\s+)?:?\s*"
-    r"|\b(?:I(?:\s+would|\s+will|'d|'ll)\s+(?:choose|pick|select|go\s+with|say)|I\s+(?:choose|pick|select|say|mean)"
-    r"|it(?:\s+is|'s|\s+must\s+be|\s+has\s+to\s+be))\s*:?\s*"
+    r"|\bans\b\.?\s*:\s*"
+    r"|\b(?:I(?:\s+would|\s+will|'d|'ll)\s+(?:choose|pick|select|go\s+with|say|guess)|I\s+(?:choose|pick|select|say|mean)"
+    r"|it(?:\s+is|'s|\s+must\s+be|\s+has\s+to\s+be)|I(?:'m|\s+am)\s+going\s+with)\s*:?\s*"
     r"|\b(?:choice|option|selection|letter)\s*[:=]\s*"
-    r"|\bI(?:'m|\s+am)\s+going\s+with\s+"
-    r"|\b(?:therefore|thus|so|hence|but|rather),?\s+",
+    r"|\b(?:therefore|thus|so|hence|but|rather),?\s+)"
+    r"(?:(?:likely|probably|clearly|definitely|therefore|then|actually|most\s+likely)\s+)?:?\s*",
     re.I,
 )
 # Hedged cues ("I think B", "Probably C."): after these a lower-case "a" is the article, so only capitals count.
 _HEDGE = re.compile(r"(?:\bI\s+(?:think|believe|guess)|\b(?:probably|likely|definitely|most\s+likely)),?\s+", re.I)
-# "B is correct", "option C is the best answer", "(A) is right".
+# "B is correct", "option C is the best answer", "(A) is right", "B is my answer", "B seems most likely".
 _IS_CORRECT = re.compile(
-    r"\s+(?:is|seems|would\s+be|must\s+be)\s+(?:the\s+)?(?:correct|right|best|true|answer)\b", re.I
+    r"\s+(?:is|seems|would\s+be|must\s+be)\s+(?:the\s+|my\s+)?(?:correct|right|best|true|answer|choice"
+    # "B seems most likely.", but not "A is likely wrong": these predicates must close the clause
+    r"|(?:the\s+)?(?:most\s+)?(?:likely|plausible|accurate|appropriate)(?=\s*(?:[.,;!?]|$)))\b",
+    re.I,
 )
 _LINE_START = re.compile(r"^[ \t]*(?:[-•][ \t]+)?", re.M)
 _MARKED_ANYWHERE = re.compile(r"(?<![A-Za-z0-9])(?:[(\[]\s*[A-Z]\s*[)\]]|(?i:option|choice)\s+[A-Za-z](?![A-Za-z0-9]))")
