@@ -294,6 +294,33 @@ def test_decorated_letters_parse_to_the_letter(n, pick, decoration, lower):
     assert parse_letter(text, valid) == letter
 
 
+@given(
+    n=st.integers(2, 8),
+    picks=st.tuples(st.integers(0, 7), st.integers(0, 7)).filter(lambda p: p[0] != p[1]),
+    join=st.sampled_from([" or ", " and ", "/", ", ", " or maybe "]),
+    form=st.sampled_from(["{} {}", "({}) {}", "Answer: {}{}", "The answer is {}{}.", "I think {}{}"]),
+)
+def test_two_options_joined_are_always_ambiguous(n, picks, join, form):
+    valid = letters_for(n)
+    first, second = (valid[p % n] for p in picks)
+    if first == second:
+        return
+    token = "({})" if form.startswith("(") else "{}"
+    text = form.replace("({}) {}", "{} {}").format(token.format(first), join + token.format(second))
+    assert parse_letter(text, valid) is None, text
+
+
+@given(
+    n=st.integers(2, 8),
+    pick=st.integers(0, 7),
+    tail=st.sampled_from(["\n\nExplanation: it is on the coin.", " - it is on the coin.", ", because it is on the coin.", ". It is on the coin.", ")\nIt is on the coin.", "\u2014 it is on the coin."]),
+)
+def test_a_leading_letter_then_an_explanation_is_the_letter(n, pick, tail):
+    valid = letters_for(n)
+    letter = valid[pick % n]
+    assert parse_letter(letter + tail, valid) == letter
+
+
 @given(text=st.text(max_size=40), n=st.integers(1, 26))
 def test_parse_never_returns_a_letter_outside_the_options(text, n):
     valid = letters_for(n)
