@@ -44,7 +44,9 @@ def letter_prompt(question: str, options: tuple[str, ...]) -> str:
 
 
 def letter_score(item: Item, text: str | None, letter_logprobs: Mapping[str, float] | None) -> Score:
-    answer = parse_letter(text, item.letters)
+    """Score a generated reply: the letter it gives (bench_adapters.letters, reading the option texts too), or
+    invalid; `p_gold` from the letter logprobs when the backend sent them."""
+    answer = parse_letter(text, item.letters, item.options)
     accepted = {item.letters[i] for i in item.accepted}
     p_gold = None
     if letter_logprobs:

@@ -1,8 +1,12 @@
 """TruthfulQA (Lin et al. 2022), data vendored from sylinrl/TruthfulQA @ 013686a (Apache-2.0).
 
-MC1: one true option; correct when it is chosen (letter) or scores strictly highest (logprob modes).
+MC1: one true option; correct when it is chosen (letter) or scores strictly higher than every false option
+(logprob modes). A tie is wrong, as upstream's MC_calcs (truthfulqa/models.py @ 013686a: `scores_true[best] >
+max_false`); lm-eval's truthfulqa_mc1 takes np.argmax over the log-likelihoods with the true option listed
+first (lm_eval/api/task.py `process_results` @ 4e7e0d4), so there the true option wins a tie.
 MC2: several true options; the per-item score is the normalised probability mass on the true options, read
-from the labels themselves (in two questions the true options are not listed first).
+from the labels themselves (in two questions the true options are not listed first). It needs probabilities:
+mode "letter-logprob" or "likelihood" (`TASK_MODES`); a generated letter has none, so "letter" is refused.
 generation: the same 817 questions answered in free text (TruthfulQA.csv), judged against the reference true
 and false answers by the grid's judge (mode "judge", rubric "truthful" or "informative").
 """
@@ -21,7 +25,9 @@ from bench_adapters.sources import field, read_records, where
 DATA = Path(__file__).parent / "data" / "truthfulqa"
 DEFAULT_PATH = DATA / "mc_task.json"
 GENERATION_PATH = DATA / "TruthfulQA.csv"
-TASKS = ("mc1", "mc2", "generation")
+# Which modes can score each task: MC2 is a probability mass, and generation is free text for a judge.
+TASK_MODES: dict[str, tuple[str, ...]] = {"mc1": MODES, "mc2": ("letter-logprob", "likelihood"), "generation": (JUDGE,)}
+TASKS = tuple(TASK_MODES)
 _GENERATION_COLUMNS = ("Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers")
 # Upstream counts a refusal as true: its evaluation adds this to every question's true references.
 _NO_COMMENT = "I have no comment."
@@ -41,6 +47,12 @@ class TruthfulQA(MultipleChoice):
             raise ValueError(f"truthfulqa: task '{self.task}' not supported (expected one of {', '.join(TASKS)})")
         if (self.task == "generation") != (mode == JUDGE):
             raise ValueError('truthfulqa: task "generation" is free text, scored only with mode = "judge" (and judge mode needs it)')
+        if mode not in TASK_MODES[self.task]:  # past the check above, only mc2 in letter mode lands here
+            raise ValueError(
+                f'truthfulqa: task = "{self.task}" cannot be scored with mode = "{mode}": MC2 is the probability mass on the '
+                'true options, and a generated letter carries no probabilities; use mode = "letter-logprob" or '
+                '"likelihood" for mc2, or task = "mc1" to score the chosen letter'
+            )
         if self.task == "generation" and path is None:
             self.path = GENERATION_PATH
 
@@ -82,7 +94,7 @@ class TruthfulQA(MultipleChoice):
 
     def score(self, item: Item, output: Output) -> Score:
         s = super().score(item, output)
-        if self.task == "mc2" and self.mode != "letter":
+        if self.task == "mc2":
             return Score(s.answer, s.correct, s.invalid, s.p_gold, score=s.p_gold if s.p_gold is not None else 0.0)
         return s
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from typer.testing import CliRunner
+
+from engine.cli import app
 from engine.config import GridError, load_grid
 from engine.plan import Plan
 from tests.conftest import write_grid
@@ -31,6 +34,19 @@ def test_bad_option_value_is_reported_before_any_work(tmp_path):
     assert "truthfulqa: task 'mc3' not supported" in _problems(_grid(tmp_path, '[[benchmarks]]\nname = "truthfulqa"\ntask = "mc3"\n'))
     assert "bbq: unknown categories Height" in _problems(_grid(tmp_path, '[[benchmarks]]\nname = "bbq"\ncategories = ["Height"]\n'))
     assert "mode: 'guess' not supported" in _problems(_grid(tmp_path, '[[benchmarks]]\nname = "bbq"\nmode = "guess"\n'))
+
+
+def test_mc2_in_letter_mode_is_a_grid_error_naming_what_to_use(tmp_path):
+    path = _grid(tmp_path, '[[benchmarks]]\nname = "truthfulqa"\ntask = "mc2"\nmode = "letter"\n')
+    before = [p.name for p in tmp_path.iterdir()]
+    message = _problems(path)
+    assert f'{path}: benchmarks[0]: truthfulqa: task = "mc2" cannot be scored with mode = "letter"' in message
+    assert 'use mode = "letter-logprob" or "likelihood" for mc2, or task = "mc1"' in message
+    # The CLI stops on it before any work: exit 2, the message, no traceback, no run folder or cache.
+    result = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert result.exit_code == 2 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert 'cannot be scored with mode = "letter"' in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
 
 
 def test_likelihood_requests_carry_the_options_and_no_letter_logprobs(tmp_path):

@@ -61,7 +61,7 @@ def test_scoring_correct_wrong_invalid_and_p_gold():
 def test_mc2_reads_the_labels_not_the_position():
     # Question 25 lists a true answer after a false one (labels 1,1,1,0,1,0,...): all four are true.
     raw = orjson.loads(DEFAULT_PATH.read_bytes())[25]["mc2_targets"]
-    item = next(i for i in TruthfulQA(task="mc2").items() if i.id == "tqa-025")
+    item = next(i for i in TruthfulQA(task="mc2", mode="likelihood").items() if i.id == "tqa-025")
     assert sorted(item.options[k] for k in item.true) == sorted(o for o, label in raw.items() if label == 1)
     assert len(item.true) == 4 and len(item.options) == 9
 
@@ -71,9 +71,27 @@ def test_mc2_likelihood_score_is_the_true_mass():
     item = Item("q", "Q?", ("t", "f", "t2"), gold=0, true=(0, 2))
     s = adapter.score(item, options(math.log(0.2), math.log(0.6), math.log(0.2)))
     assert s.score == pytest.approx(0.4) and s.correct == 0.0
-    # In letter mode MC2 has no probabilities to weigh: the primary score is whether a true option was picked.
-    s = TruthfulQA(task="mc2").score(item, text("C"))
-    assert (s.score, s.correct) == (1.0, 1.0)
+
+
+def test_mc2_needs_probabilities_so_letter_mode_is_refused():
+    # A chosen letter would score 1.0 for any true option, which is not MC2's probability mass.
+    with pytest.raises(ValueError, match='task = "mc2" cannot be scored with mode = "letter".*use mode = "letter-logprob" or "likelihood"'):
+        TruthfulQA(task="mc2", mode="letter")
+    with pytest.raises(ValueError, match='or task = "mc1"'):
+        TruthfulQA(task="mc2")  # letter is the default mode
+    item = Item("q", "Q?", ("t", "f", "t2"), gold=0, true=(0, 2))
+    s = TruthfulQA(task="mc2", mode="letter-logprob").score(item, Response(letter_logprobs={"A": math.log(0.5), "B": math.log(0.3), "C": math.log(0.2)}))
+    assert s.score == pytest.approx(0.7) and s.correct == 1.0  # mass on A and C; A is the argmax
+
+
+def test_mc1_tie_rule_is_upstreams_strict_win():
+    # Upstream MC_calcs: correct only if the true option beats the best false one; a tie at the top is wrong
+    # (lm-eval's argmax would give it to the true option, listed first there) and has no answer.
+    item = Item("q", "Q?", ("t", "f", "f2"), gold=0)
+    for mode, output in (("likelihood", options(-1.0, -1.0, -3.0)), ("letter-logprob", Response(letter_logprobs={"A": -1.0, "B": -1.0, "C": -3.0}))):
+        s = TruthfulQA(mode=mode).score(item, output)
+        assert (s.correct, s.answer, s.invalid) == (0.0, None, False), mode
+        assert s.p_gold == pytest.approx(math.exp(-1) / (2 * math.exp(-1) + math.exp(-3)))
 
 
 def test_mc1_likelihood_tie_is_wrong():
