@@ -91,7 +91,7 @@ CASES = [
     # --- item 5: benchmark rows, every adapter
     Case("tqa-empty-targets", "tqa.json: record 1: field 'mc1_targets' is empty", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": {}}])}),
     Case("tqa-no-true-option", "tqa.json: record 2: field 'mc1_targets' has 0 true options (expected exactly one)", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([TQA, {**TQA, "mc1_targets": {"No": 0, "Yes": 0}}])}),
-    Case("tqa-mc2-no-true-option", "tqa.json: record 1: field 'mc2_targets' has 0 true options (expected at least one)", bench='name = "truthfulqa"\npath = "tqa.json"\ntask = "mc2"', files={"tqa.json": orjson.dumps([{**TQA, "mc2_targets": {"No": 0}}])}),
+    Case("tqa-mc2-no-true-option", "tqa.json: record 1: field 'mc2_targets' has 0 true options (expected at least one)", bench='name = "truthfulqa"\npath = "tqa.json"\ntask = "mc2"\nmode = "likelihood"', files={"tqa.json": orjson.dumps([{**TQA, "mc2_targets": {"No": 0}}])}),
     Case("tqa-missing-question", "tqa.json: record 1: missing field 'question'", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{k: v for k, v in TQA.items() if k != "question"}])}),
     Case("tqa-targets-wrong-type", "tqa.json: record 1: field 'mc1_targets': expected an object, got list", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": ["No", "Yes"]}])}),
     Case("tqa-label-not-0-1", "tqa.json: record 1: field 'mc1_targets': every label must be 1 (true) or 0 (false)", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": {"No": "1", "Yes": 0}}])}),
