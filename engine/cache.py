@@ -111,7 +111,8 @@ def _header_problem(path: Path) -> str | None:
 
     A truncated file is caught from the header's page count (offset 28) times page size (offset 16), valid only
     when the change counter (offset 24) equals the version-valid-for number (offset 92): sqlite.org/fileformat.html
-    §1.3. Checkpoints write the header and grow the file together, so a shorter file lost pages.
+    §1.3, and only without a WAL beside it: a checkpoint cut short (a full disk) may have written page 1 and not
+    the pages after it, which the WAL still holds and SQLite replays.
     """
     if path.is_dir():
         return "is a directory, expected an SQLite cache file"
@@ -127,7 +128,8 @@ def _header_problem(path: Path) -> str | None:
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(head[28:32], "big")
-    if pages and head[24:28] == head[92:96] and size < pages * page_size:
+    wal = path.with_name(path.name + "-wal")
+    if pages and head[24:28] == head[92:96] and size < pages * page_size and not (wal.exists() and wal.stat().st_size):
         return f"truncated ({size:,} bytes, its header says {pages * page_size:,})"
     return None
 
