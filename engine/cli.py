@@ -5,14 +5,15 @@ from __future__ import annotations
 import errno
 import signal
 import sys
+import threading
 
 
 def _interrupted_at_start(signum: int, frame: object) -> None:
     raise SystemExit(130)  # SystemExit prints nothing: no traceback out of a half-done import
 
 
-# Ctrl-C while the imports below load (~0.5 s) exits 130 quietly; each command replaces this handler.
-if "pytest" not in sys.modules:
+# Ctrl-C while the imports below load (~0.5 s) exits 130 quietly; `run` replaces this handler with its own.
+if "pytest" not in sys.modules and threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
 from pathlib import Path  # noqa: E402

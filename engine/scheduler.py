@@ -142,13 +142,15 @@ class Scheduler:
             for task in (*producers, *workers, finished, stopper):
                 task.cancel()
             await asyncio.gather(*producers, *workers, finished, stopper, return_exceptions=True)
+            swapped = False
             try:
                 if not self._failure.done():  # after a failed commit the buffer is not retried: it would mask the cause
                     self._flush()
                 if ok:
                     self.writer.close()
+                    swapped = True
             finally:
-                if not ok or self._failure.done():
+                if not swapped:
                     self.writer.discard()
                 for provider in self.providers.values():
                     await provider.aclose()
