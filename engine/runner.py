@@ -81,12 +81,22 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
             loop.remove_signal_handler(sig)
 
 
-async def _preflight(providers: list[Provider]) -> None:
-    """One cheap lookup per model, concurrently, before anything is written: PreflightError names the first failure."""
-    results = await asyncio.gather(*(p.preflight() for p in providers), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+async def _preflight(providers: dict[str, Provider]) -> dict[str, BaseException]:
+    """One cheap lookup per model, concurrently: the failures by model id (PreflightError names the cause)."""
+    results = await asyncio.gather(*(p.preflight() for p in providers.values()), return_exceptions=True)
+    return {mid: r for mid, r in zip(providers, results) if isinstance(r, BaseException)}
+
+
+def _check_models(plan: Plan, providers: dict[str, Provider], cache: ResponseCache | None) -> None:
+    """Raise the first preflight failure of a model that has calls to make. Which models have is only worked
+    out when one fails (a pass over every cell's key): a fully cached rerun then works offline or with an
+    expired key, and a healthy run pays nothing for it."""
+    if not (failures := asyncio.run(_preflight(providers))):
+        return
+    needed = models_to_call(plan, providers, cache) if cache is not None else set(providers)
+    for mid, exc in failures.items():
+        if mid in needed:
+            raise exc
 
 
 def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
@@ -100,8 +110,7 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_u
     # An existing cache is opened (and so validated) now; a new one is created only once the preflight passed.
     cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
     try:
-        needed = models_to_call(plan, providers, cache) if cache is not None else set(providers)
-        asyncio.run(_preflight([p for mid, p in providers.items() if mid in needed]))
+        _check_models(plan, providers, cache)
         with hold(run_dir):
             cache = cache or ResponseCache(grid.cache_path)
             return _run_held(grid, plan, providers, cache, console, show_progress, budget_usd)
