@@ -27,7 +27,7 @@ from engine.manifest import build_manifest, write_json
 from engine.plan import Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
-from engine.results import ResultsWriter
+from engine.results import ResultsWriter, ResultsWriteError
 from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
 
 
@@ -61,8 +61,12 @@ def _write_personas(plan: Plan, run_dir: Path) -> None:
     rows = [{"persona_id": p.id, "source": p.source, **{k: t.answer for k, t in p.traits.items()}} for p in plan.personas]
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame({"persona_id": [], "source": []}, schema={"persona_id": pl.String, "source": pl.String})
     tmp = run_dir / f".personas.{os.getpid()}.tmp"
-    frame.write_parquet(tmp)
-    os.replace(tmp, run_dir / "personas.parquet")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, run_dir / "personas.parquet")
+    except Exception as exc:  # polars reports ENOSPC as OSError or ComputeError, by version
+        tmp.unlink(missing_ok=True)
+        raise ResultsWriteError(f"{run_dir / 'personas.parquet'}: cannot write the personas: {exc}") from exc
 
 
 async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) -> RunStats:

@@ -155,6 +155,26 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_every_committed_answe
     assert summary["cache_hits"] == committed and summary["model_calls"] == TOTAL - committed
 
 
+@root_only
+def test_a_full_results_disk_stops_the_run_with_one_line_and_leaves_no_partial_results(tmp_path):
+    """The run folder on a 32 KiB tmpfs (the manifest and personas fit, the results part does not), the cache
+    on a roomy disk: every answer is committed, the run stops naming the file, no half-written results remain."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with OpenAICompatServer(latency=0.002) as server:
+        grid = write_grid(tmp_path, base_url=server.base_url, personas=8, questions=30, concurrency=4)
+        grid.write_text(grid.read_text().replace('output_dir = "out/{name}"', 'output_dir = "disk/out/{name}"'))
+        script = f"mount -t tmpfs -o size=32k tmpfs {disk} && {sys.executable} -m engine.cli run {grid} --no-progress; rc=$?; cp -r {disk}/out {tmp_path}/kept; exit $rc"
+        proc = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=180, cwd=REPO)
+        assert proc.returncode == 74, proc.stderr
+        _one_error_line(proc, str(disk / "out" / "t"), "rerun to resume")
+        assert _committed(tmp_path / "cache.sqlite") == TOTAL == server.state.requests
+    kept = tmp_path / "kept" / "t"
+    assert sorted(p.name for p in kept.iterdir() if p.name not in (".lock", "manifest.json", "personas.parquet")) == []
+    manifest = orjson.loads((kept / "manifest.json").read_bytes())
+    assert manifest["status"] == "failed" and str(disk / "out" / "t") in manifest["error"]
+
+
 def test_a_failing_commit_reports_its_own_cause_not_the_rollback(tmp_path):
     cache = ResponseCache(tmp_path / "cache.sqlite")
     cache.write([("k1", "openai", "m", Response(text="A"))])
