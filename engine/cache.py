@@ -122,7 +122,7 @@ def _header_problem(path: Path) -> str | None:
     with path.open("rb") as f:
         head = f.read(100)
     if not head.startswith(_SQLITE_MAGIC):
-        return "not an SQLite database (no 'SQLite format 3' header); move it away or point [run] cache elsewhere"
+        return "not an SQLite database (no 'SQLite format 3' header); move it away or point run.cache elsewhere"
     if len(head) < 100:
         return f"truncated ({size} bytes, shorter than the 100-byte SQLite header)"
     page_size = int.from_bytes(head[16:18], "big")

@@ -94,7 +94,7 @@ class ResultsWriter:
         try:
             frame.write_parquet(part)
         except Exception as exc:  # polars reports ENOSPC/EIO as OSError or ComputeError, by version
-            raise ResultsWriteError(f"{part}: cannot write results: {exc}") from exc
+            raise ResultsWriteError(f"{part}: cannot write results: {write_cause(exc, part)}") from exc
         self._parts += 1
         self._cols = [[] for _ in COLUMNS]
 
@@ -109,6 +109,17 @@ class ResultsWriter:
     def discard(self) -> None:
         """After a failure: drop the private folder, leave `results/` as it was."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_cause(exc: Exception, path: Path) -> str:
+    """The cause of a failed Parquet write. Polars sometimes reports ENOSPC only as "Invalid thrift: transport
+    error"; a file system left with no free block then says what happened."""
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        full = False
+    text = str(exc)
+    return f"{text} (no space left on device)" if full and "No space left" not in text else text
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -34,7 +34,7 @@ def check_folder(path: Path, what: str) -> None:
     name_max = os.pathconf(existing, "PC_NAME_MAX")
     for part in path.relative_to(existing).parts:
         if len(os.fsencode(part)) > name_max:
-            raise RunDirError(f"{what} {path}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, longer than this file system allows ({name_max}); shorten [run] name or output_dir")
+            raise RunDirError(f"{what} {path}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, longer than this file system allows ({name_max}); shorten run.name or run.output_dir")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunDirError(f"{what} {path}: {existing} is not writable" + (" (read-only file system)" if _read_only_fs(existing) else ""))
 
@@ -60,7 +60,7 @@ def hold(run_dir: Path) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RunDirError(f"another run is writing {run_dir} (it holds {lock_path}); wait for it or set another [run] output_dir") from None
+                raise RunDirError(f"another run is writing {run_dir} (it holds {lock_path}); wait for it or set another run.output_dir") from None
             raise RunDirError(f"output folder {run_dir}: cannot lock {lock_path}: {exc.strerror or exc}") from None
         yield Path(run_dir)
     finally:

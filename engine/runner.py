@@ -27,7 +27,7 @@ from engine.manifest import build_manifest, write_json
 from engine.plan import Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
-from engine.results import ResultsWriter, ResultsWriteError
+from engine.results import ResultsWriter, ResultsWriteError, write_cause
 from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
 
 
@@ -65,8 +65,9 @@ def _write_personas(plan: Plan, run_dir: Path) -> None:
         frame.write_parquet(tmp)
         os.replace(tmp, run_dir / "personas.parquet")
     except Exception as exc:  # polars reports ENOSPC as OSError or ComputeError, by version
+        cause = write_cause(exc, tmp)  # before the unlink frees the space
         tmp.unlink(missing_ok=True)
-        raise ResultsWriteError(f"{run_dir / 'personas.parquet'}: cannot write the personas: {exc}") from exc
+        raise ResultsWriteError(f"{run_dir / 'personas.parquet'}: cannot write the personas: {cause}") from exc
 
 
 async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) -> RunStats:
