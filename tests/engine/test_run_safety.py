@@ -288,6 +288,33 @@ def test_a_fully_cached_rerun_skips_the_preflight_and_works_with_the_server_gone
     assert summary["cache_hits"] == 9 and summary["model_calls"] == 0
 
 
+def test_a_judged_rerun_preflights_only_the_judge_when_only_verdicts_are_missing(tmp_path):
+    from tests.engine.test_judge import CELLS, QUESTIONS, _grid
+
+    with OpenAICompatServer() as judge:
+        with OpenAICompatServer() as model:
+            grid = _grid(tmp_path, model.base_url, judge.base_url)
+            assert _cli("run", str(grid), "--no-progress").returncode == 0
+            assert model.state.requests == CELLS
+        # The model's server is gone; the judge's still answers, but its verdicts are no longer cached.
+        judge_keys = pl.read_parquet(tmp_path / "out" / "j" / "results" / "*.parquet")["judge_key"].unique().to_list()
+        assert len(judge_keys) == QUESTIONS
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            db.executemany("DELETE FROM responses WHERE key = ?", [(k,) for k in judge_keys])
+        rerun = _cli("run", str(grid), "--no-progress", "--summary-json", str(tmp_path / "s.json"))
+        assert rerun.returncode == 0, rerun.stderr
+        assert judge.state.requests == 2 * QUESTIONS and judge.state.model_lookups == 2  # preflighted, then asked again
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["model_calls"] == QUESTIONS and summary["cache_hits"] == CELLS
+    # Both servers gone: fully cached, it still runs; with one verdict missing, the judge's preflight fails the run.
+    assert _cli("run", str(grid), "--no-progress").returncode == 0
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        db.execute("DELETE FROM responses WHERE key = ?", (judge_keys[0],))
+    offline = _cli("run", str(grid), "--no-progress")
+    assert offline.returncode == 2
+    _one_error_line(offline, "preflight: model 'grader'")
+
+
 # 17 · Ctrl-C in every phase: exit 130, no traceback, the manifest (once written) says interrupted
 
 
