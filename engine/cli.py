@@ -144,7 +144,7 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
 
 
 def _write_failed(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}; the run stopped, every answer committed before is kept: free the space and rerun to resume.", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}; the run stopped, every answer committed before is kept: fix that (e.g. free space) and rerun to resume.", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_WRITE_FAILED)
 
 
