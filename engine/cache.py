@@ -11,6 +11,8 @@ survives a SIGKILL of the process, and readers never block the single writer.
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,24 +95,123 @@ def _tuple(text: str | None) -> tuple | None:
 
 
 class CacheError(RuntimeError):
-    pass
+    """The cache file cannot be used or written; the message names the file and the cause."""
+
+
+class CacheWriteError(CacheError):
+    """A commit failed mid-run (e.g. "database or disk is full"); every earlier commit stays."""
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OPEN_RETRY_S = 30.0
+
+
+def _header_problem(path: Path) -> str | None:
+    """What is wrong with an existing cache file's 100-byte SQLite header, or None (O(1), no SQLite call).
+
+    A truncated file is caught from the header's page count (offset 28) times page size (offset 16), valid only
+    when the change counter (offset 24) equals the version-valid-for number (offset 92): sqlite.org/fileformat.html
+    §1.3, and only without a WAL beside it: a checkpoint cut short (a full disk) may have written page 1 and not
+    the pages after it, which the WAL still holds and SQLite replays.
+    """
+    if path.is_dir():
+        return "is a directory, expected an SQLite cache file"
+    size = path.stat().st_size
+    if size == 0:
+        return None  # SQLite's own empty database
+    with path.open("rb") as f:
+        head = f.read(100)
+    if not head.startswith(_SQLITE_MAGIC):
+        return "not an SQLite database (no 'SQLite format 3' header); move it away or point run.cache elsewhere"
+    if len(head) < 100:
+        return f"truncated ({size} bytes, shorter than the 100-byte SQLite header)"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    wal = path.with_name(path.name + "-wal")
+    if pages and head[24:28] == head[92:96] and size < pages * page_size and not (wal.exists() and wal.stat().st_size):
+        return f"truncated ({size:,} bytes, its header says {pages * page_size:,})"
+    return None
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 class ResponseCache:
+    """The cache file at `path`, opened read-write (created if missing).
+
+    Raises CacheError (naming the file) when the folder cannot hold it, the file is not an SQLite database, is
+    truncated, or was written by a newer engine (its schema is read before anything is changed in it).
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_DDL)
-        self._add_missing_columns()
+        if self.path.exists() and (problem := _header_problem(self.path)):
+            raise CacheError(f"{self.path}: {problem}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"{self.path}: cannot create its folder: {exc.strerror or exc}") from None
+        if not os.access(self.path.parent, os.W_OK):
+            raise CacheError(f"{self.path}: its folder is not writable (SQLite needs to create the -wal and -shm files beside it)")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_OPEN_RETRY_S)
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.path}: cannot open: {exc}") from None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise CacheError(f"{self.path}: cannot open: {exc}") from None
+        except CacheError:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        """Pragmas, schema check and DDL, retried while another process holds the file.
+
+        The busy timeout comes first; even so, switching a new file to WAL (it needs an exclusive lock) and the
+        first read of a schema another process is creating return SQLITE_BUSY at once, without the busy handler
+        (sqlite.org/wal.html §"Sometimes Queries Return SQLITE_BUSY In WAL Mode"): hence the retry loop.
+        """
+        deadline = time.monotonic() + _OPEN_RETRY_S
+        while True:
+            try:
+                self._db.execute(f"PRAGMA busy_timeout={int(_OPEN_RETRY_S * 1000)}")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._check_schema()
+                    for statement in filter(str.strip, _DDL.split(";")):
+                        self._db.execute(statement)
+                    self._add_missing_columns()
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(CACHE_SCHEMA),))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005 + random.random() * 0.02)
+
+    def _check_schema(self) -> None:
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+            return
         row = self._db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(CACHE_SCHEMA),))
-        elif int(row[0]) != CACHE_SCHEMA:
-            raise CacheError(f"{self.path}: cache schema {row[0]}, this engine reads schema {CACHE_SCHEMA}")
+        if row is not None and row[0] != str(CACHE_SCHEMA):
+            raise CacheError(f"{self.path}: cache schema {row[0]}, this engine reads schema {CACHE_SCHEMA} (written by a newer engine? upgrade mtpa-engine)")
+
+    def _rollback(self) -> None:
+        """ROLLBACK that never replaces the error being handled: its own failure (e.g. no transaction left after
+        SQLite rolled back on a full disk) is not the cause."""
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _add_missing_columns(self) -> None:
         """Columns added since a cache file was created (all nullable) are added in place: the stored
@@ -144,7 +245,10 @@ class ResponseCache:
         return found
 
     def write(self, rows: Iterable[tuple[str, str, str, Response]]) -> None:
-        """Commit (key, provider, model_id, response) rows in one transaction: successes and errors apart."""
+        """Commit (key, provider, model_id, response) rows in one transaction: successes and errors apart.
+
+        Raises CacheError (file and SQLite's cause, e.g. "database or disk is full"); the rows are then not
+        committed, every earlier commit stays."""
         now = time.time()
         ok, failed = [], []
         for key, provider, model, r in rows:
@@ -155,16 +259,19 @@ class ResponseCache:
                 failed.append((key, provider, model, r.error_kind, r.error or "", r.attempts, now))
         if not ok and not failed:
             return
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            # OR IGNORE: the first committed answer for a key is the answer; a late duplicate never replaces it.
-            self._db.executemany("INSERT OR IGNORE INTO responses (key, provider, model, text, letter_logprobs, option_logprobs, option_tokens, "
-                "prompt_tokens, completion_tokens, latency_s, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
-            self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # OR IGNORE: the first committed answer for a key is the answer; a late duplicate never replaces it.
+                self._db.executemany("INSERT OR IGNORE INTO responses (key, provider, model, text, letter_logprobs, option_logprobs, option_tokens, "
+                    "prompt_tokens, completion_tokens, latency_s, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
+                self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            raise CacheWriteError(f"{self.path}: cannot write {len(ok) + len(failed)} responses: {exc}") from exc
 
     def count(self) -> int:
         return self._db.execute("SELECT count(*) FROM responses").fetchone()[0]

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+import errno
+import signal
+import sys
+import threading
 
-import orjson
-import polars as pl
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from engine.config import GridError, load_grid
-from persona_builder.cli import app as personas_app
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    raise SystemExit(130)  # SystemExit prints nothing: no traceback out of a half-done import
+
+
+# Ctrl-C while the imports below load (~0.5 s) exits 130 quietly; `run` replaces this handler with its own.
+if "pytest" not in sys.modules and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import orjson  # noqa: E402
+import polars as pl  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from engine.config import GridError, load_grid  # noqa: E402
+from persona_builder.cli import app as personas_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -23,6 +37,7 @@ err = Console(stderr=True)
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_BUDGET = 75  # sysexits' EX_TEMPFAIL: stopped on --budget, resumable like an interrupt
+EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mid-run (full disk, I/O error)
 
 
 @app.callback()
@@ -54,28 +69,16 @@ def run(
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
-    from engine import runner
-    from engine.providers.base import PreflightError
-    from persona_builder import PersonaFileError
-
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        config = load_grid(grid)
-        if dry_run:
-            counts = runner.dry_run(config)
-            rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
-            frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
-            print_frame(out, frame, f"dry run: {config.path.name}")
-            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
-            return
-        if budget is not None and budget <= 0:
-            raise _fail("--budget: expected a positive number of USD")
-        outcome = runner.run(config, err, show_progress=progress, budget_usd=budget)
-    except PreflightError as exc:
-        raise _fail(f"preflight: {exc}") from None
-    except GridError as exc:
-        raise _fail(str(exc)) from None
-    except (PersonaFileError, FileNotFoundError, ValueError) as exc:
-        raise _fail(f"{grid}: {exc}") from None
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
+        err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if outcome is None:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manifest has its last word: printing it takes milliseconds
     summary = outcome.stats.summary()
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,50 @@ def run(
     if outcome.stats.budget_exhausted:
         err.print(f"budget of ${budget:.2f} reached: no new calls were made; rerun (with a new --budget) to resume.")
         raise typer.Exit(EXIT_BUDGET)
+
+
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None):
+    """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
+    unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
+    from engine import runner
+    from engine.cache import CacheError, CacheWriteError
+    from engine.providers.base import PreflightError
+    from engine.results import ResultsWriteError
+    from engine.rundir import RunDirError
+    from persona_builder import PersonaFileError
+
+    try:
+        if grid.is_dir():
+            raise _fail(f"{grid}: is a folder, expected a grid .toml file")
+        config = load_grid(grid)
+        if dry_run:
+            counts = runner.dry_run(config)
+            rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
+            frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
+            print_frame(out, frame, f"dry run: {config.path.name}")
+            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            return None
+        if budget is not None and budget <= 0:
+            raise _fail("--budget: expected a positive number of USD")
+        return runner.run(config, err, show_progress=progress, budget_usd=budget)
+    except (CacheWriteError, ResultsWriteError) as exc:
+        raise _write_failed(str(exc)) from None
+    except (RunDirError, CacheError) as exc:
+        raise _fail(str(exc)) from None
+    except PreflightError as exc:
+        raise _fail(f"preflight: {exc}") from None
+    except GridError as exc:
+        raise _fail(str(exc)) from None
+    except (PersonaFileError, FileNotFoundError, ValueError) as exc:
+        raise _fail(f"{grid}: {exc}") from None
+    except OSError as exc:  # any other file the run could not read or write
+        message = f"{exc.filename or grid}: {exc.strerror or exc}"
+        raise (_write_failed(message) if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else _fail(message)) from None
+
+
+def _write_failed(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}; the run stopped, every answer committed before is kept: fix that (e.g. free space) and rerun to resume.", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_WRITE_FAILED)
 
 
 def _estimate_frame(config) -> pl.DataFrame:

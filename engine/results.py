@@ -1,11 +1,15 @@
 """Per-cell results, streamed to Parquet part files as they complete.
 
 Results are a view of the cache: every run rewrites them from scratch (cache hits cost microseconds), so a
-resumed run always ends with complete results and no duplicate rows.
+resumed run always ends with complete results and no duplicate rows. A run writes its parts into a private
+folder beside `results/` and swaps it in whole when it ends (renameat2 RENAME_EXCHANGE on Linux: a reader sees
+the old set or the new one, never a mix), so a reader never meets a part being rewritten.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -47,11 +51,29 @@ def results_glob(run_dir: Path) -> str:
     return str(Path(run_dir) / "results" / "*.parquet")
 
 
+class ResultsWriteError(RuntimeError):
+    """A part file could not be written; the message names the file and the cause (e.g. no space left)."""
+
+
+_PRIVATE_PREFIX = ".results-"
+
+
 class ResultsWriter:
+    """Rows -> Parquet parts in RUN_DIR/.results-PID.tmp, swapped in as RUN_DIR/results by `close()`.
+
+    The caller must hold the run folder (engine.rundir.hold): a new writer removes the private folders that
+    killed runs left behind. Raises ResultsWriteError from `add`/`flush`/`close`.
+    """
+
     def __init__(self, run_dir: Path, rows_per_part: int = 100_000) -> None:
-        self.dir = Path(run_dir) / "results"
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
+        self.final = Path(run_dir) / "results"
+        for stale in Path(run_dir).glob(f"{_PRIVATE_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.dir = Path(run_dir) / f"{_PRIVATE_PREFIX}{os.getpid()}.tmp"
+        try:
+            self.dir.mkdir(parents=True)
+        except OSError as exc:
+            raise ResultsWriteError(f"{self.dir}: cannot create the results folder: {exc.strerror or exc}") from None
         self.rows_per_part = rows_per_part
         self._cols: list[list] = [[] for _ in COLUMNS]
         self._parts = 0
@@ -68,15 +90,63 @@ class ResultsWriter:
         if not self._cols[0]:
             return
         frame = pl.DataFrame(dict(zip(COLUMNS, self._cols)), schema=SCHEMA)
-        final = self.dir / f"part-{self._parts:05d}.parquet"
-        tmp = final.with_suffix(".tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, final)  # a reader never sees half a part
+        part = self.dir / f"part-{self._parts:05d}.parquet"
+        try:
+            frame.write_parquet(part)
+        except Exception as exc:  # polars reports ENOSPC/EIO as OSError or ComputeError, by version
+            raise ResultsWriteError(f"{part}: cannot write results: {write_cause(exc, part)}") from exc
         self._parts += 1
         self._cols = [[] for _ in COLUMNS]
 
     def close(self) -> None:
+        """Write the last part and swap the private folder in as `results/` (the previous results go)."""
         self.flush()
+        try:
+            _swap_in(self.dir, self.final)
+        except OSError as exc:
+            raise ResultsWriteError(f"{self.final}: cannot replace the results folder: {exc.strerror or exc}") from exc
+
+    def discard(self) -> None:
+        """After a failure: drop the private folder, leave `results/` as it was."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_cause(exc: Exception, path: Path) -> str:
+    """The cause of a failed Parquet write. Polars sometimes reports ENOSPC only as "Invalid thrift: transport
+    error"; a file system left with no free block then says what happened."""
+    try:
+        full = os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        full = False
+    text = str(exc)
+    return f"{text} (no space left on device)" if full and "No space left" not in text else text
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE, man 2 rename); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    if not final.exists():
+        os.rename(new, final)
+    elif _exchange(new, final):
+        shutil.rmtree(new)  # now holds the previous results
+    else:  # no atomic exchange here: a reader may briefly find no results/, never a mixed one
+        old = final.with_name(f"{_PRIVATE_PREFIX}{os.getpid()}.old")
+        os.rename(final, old)
+        os.rename(new, final)
+        shutil.rmtree(old)
 
 
 def read_results(run_dir: Path) -> pl.LazyFrame:

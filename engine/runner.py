@@ -1,8 +1,16 @@
-"""One run of a grid: plan, call, cache, write results, manifest and Δ tables."""
+"""One run of a grid: plan, call, cache, write results, manifest and Δ tables.
+
+Order: every path is checked before anything is written (output folder, cache file and folder), then the
+models with calls to make are preflighted, then the run folder is held (engine.rundir.hold) for the manifest,
+personas, the calls and the results. The manifest ends `complete`, `interrupted` (Ctrl-C in any phase after
+it is written: KeyboardInterrupt is re-raised for the CLI's exit 130), `budget_exhausted` or `failed` (a write
+error, named in `error`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -13,13 +21,14 @@ from rich.console import Console
 
 from engine.report.build import run_tables
 from engine.cache import ResponseCache
+from engine.rundir import check_folder, hold
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
 from engine.plan import Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
-from engine.results import ResultsWriter
-from engine.scheduler import RunStats, Scheduler, count_cached
+from engine.results import ResultsWriter, ResultsWriteError, write_cause
+from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
 
 
 @dataclass
@@ -51,7 +60,14 @@ def dry_run(grid: GridConfig) -> dict[str, tuple[int, int]]:
 def _write_personas(plan: Plan, run_dir: Path) -> None:
     rows = [{"persona_id": p.id, "source": p.source, **{k: t.answer for k, t in p.traits.items()}} for p in plan.personas]
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame({"persona_id": [], "source": []}, schema={"persona_id": pl.String, "source": pl.String})
-    frame.write_parquet(run_dir / "personas.parquet")
+    tmp = run_dir / f".personas.{os.getpid()}.tmp"
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, run_dir / "personas.parquet")
+    except Exception as exc:  # polars reports ENOSPC as OSError or ComputeError, by version
+        cause = write_cause(exc, tmp)  # before the unlink frees the space
+        tmp.unlink(missing_ok=True)
+        raise ResultsWriteError(f"{run_dir / 'personas.parquet'}: cannot write the personas: {cause}") from exc
 
 
 async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) -> RunStats:
@@ -70,34 +86,78 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
             loop.remove_signal_handler(sig)
 
 
-async def _preflight(providers: dict[str, Provider]) -> None:
-    """One cheap lookup per model, concurrently, before anything is written: PreflightError names the first failure."""
+async def _preflight(providers: dict[str, Provider]) -> dict[str, BaseException]:
+    """One cheap lookup per model, concurrently: the failures by model id (PreflightError names the cause)."""
     results = await asyncio.gather(*(p.preflight() for p in providers.values()), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    return {mid: r for mid, r in zip(providers, results) if isinstance(r, BaseException)}
+
+
+def _check_models(plan: Plan, providers: dict[str, Provider], cache: ResponseCache | None) -> None:
+    """Raise the first preflight failure of a model that has calls to make. Which models have is only worked
+    out when one fails (a pass over every cell's key): a fully cached rerun then works offline or with an
+    expired key, and a healthy run pays nothing for it."""
+    if not (failures := asyncio.run(_preflight(providers))):
+        return
+    needed = models_to_call(plan, providers, cache) if cache is not None else set(providers)
+    for mid, exc in failures.items():
+        if mid in needed:
+            raise exc
 
 
 def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
+    """Raises RunDirError / CacheError (unusable path, another run holds the folder; nothing written),
+    PreflightError, CacheError / ResultsWriteError (a write failed mid-run; the manifest says `failed`), and
+    KeyboardInterrupt (the manifest, when written, says `interrupted`)."""
     plan, providers = prepare(grid)
-    asyncio.run(_preflight(providers))
     run_dir = grid.output_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_folder(run_dir, "output folder")
+    check_folder(grid.cache_path.parent, "cache folder")
+    # An existing cache is opened (and so validated) now; a new one is created only once the preflight passed.
+    cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
+    try:
+        _check_models(plan, providers, cache)
+        with hold(run_dir):
+            cache = cache or ResponseCache(grid.cache_path)
+            return _run_held(grid, plan, providers, cache, console, show_progress, budget_usd)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _run_held(
+    grid: GridConfig, plan: Plan, providers: dict[str, Provider], cache: ResponseCache, console: Console, show_progress: bool, budget_usd: float | None
+) -> RunOutcome:
+    run_dir = grid.output_dir
     identities = {mid: p.identity() for mid, p in providers.items()}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
     write_json(run_dir / "manifest.json", manifest)
-    _write_personas(plan, run_dir)
-    cache = ResponseCache(grid.cache_path)
+    scheduler: Scheduler | None = None
     try:
+        _write_personas(plan, run_dir)
         scheduler = Scheduler(plan, providers, cache, ResultsWriter(run_dir), budget_usd)
         stats = asyncio.run(_execute(scheduler, console, show_progress))
-    finally:
-        cache.close()
-    manifest.update(
-        status="interrupted" if stats.interrupted else "budget_exhausted" if stats.budget_exhausted else "complete",
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        summary=stats.summary(),
-    )
-    write_json(run_dir / "manifest.json", manifest)
-    tables = {} if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
+        stopped = stats.interrupted or stats.budget_exhausted
+        tables = {} if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
+    except KeyboardInterrupt:
+        _finish(run_dir, manifest, "interrupted", scheduler)
+        raise
+    except BaseException as exc:
+        _finish(run_dir, manifest, "failed", scheduler, error=str(exc))
+        raise
+    _finish(run_dir, manifest, "interrupted" if stats.interrupted else "budget_exhausted" if stats.budget_exhausted else "complete", scheduler)
     return RunOutcome(run_dir, stats, tables)
+
+
+def _finish(run_dir: Path, manifest: dict, status: str, scheduler: Scheduler | None, error: str | None = None) -> None:
+    """The manifest's last word. After a failure it may itself fail to write (a full disk): the first error is
+    the one reported, so this one is dropped."""
+    manifest.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if scheduler is not None:
+        manifest["summary"] = scheduler.stats.summary()
+    if error is not None:
+        manifest["error"] = error
+    try:
+        write_json(run_dir / "manifest.json", manifest)
+    except OSError:
+        if status == "complete":
+            raise

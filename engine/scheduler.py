@@ -2,9 +2,16 @@
 
 One producer per model walks that model's cells in chunks, answers cache hits at once and queues misses
 on a bounded queue (backpressure keeps memory flat). Workers drain the queue: API providers run
-`concurrency` single calls at a time, local providers take whole batches. Completed responses are
-committed to the cache in small transactions as they arrive, so a kill loses at most the last ~50 ms.
-Identical requests inside one run (the same key) are called once and fan out to every waiting cell.
+`concurrency` single calls at a time, local providers take whole batches. A response is committed to the
+cache on receipt: the first one received in an event-loop turn schedules one commit at the end of that turn,
+which takes every response received in it (one transaction per turn, so the write rate follows the load and a
+SIGKILL loses only the calls in flight; bench/api_throughput.py measures the cost). A worker looks its batch
+up in the cache once more right before calling, so a second process on the same cache that has answered
+those cells meanwhile is not paid twice. Identical requests inside one run (the same key) are called once and
+fan out to every waiting cell.
+
+A cache or results write failure stops the run at once: `Scheduler.run` raises that error (CacheError or
+ResultsWriteError, naming the file) after cancelling every task; everything committed before it stays.
 
 A cell of a judged benchmark is written only once the judge's verdict on its answer is in: the answer goes
 through the model's queue and the cache like any response, then the verdict request through the judge's own
@@ -31,8 +38,6 @@ from engine.request import Request, Response
 from engine.results import ResultsWriter
 
 _CHUNK = 512
-_FLUSH_ROWS = 256
-_FLUSH_SECONDS = 0.05
 _BATCH_WAIT_S = 0.01
 
 
@@ -95,7 +100,8 @@ class Scheduler:
         self._pending: dict[str, list[tuple[Cell, _Answer | None]]] = {}
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
-        self._last_flush = time.monotonic()
+        self._flush_scheduled = False
+        self._failure: asyncio.Future | None = None  # set to the first write error: ends the run
         self._budget_usd = budget_usd
         self._prices = {id(p): price_for(p.config) for p in providers.values()}
 
@@ -108,6 +114,7 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         started = time.perf_counter()
+        self._failure = asyncio.get_running_loop().create_future()
         queues = {
             mid: asyncio.Queue(maxsize=max(64, 2 * p.concurrency * p.batch_size)) for mid, p in self.providers.items()
         }
@@ -116,26 +123,38 @@ class Scheduler:
             for mid, provider in self.providers.items()
             for _ in range(provider.concurrency)
         ]
-        flusher = asyncio.create_task(self._flush_periodically())
         if self._judge is not None:
             self._judge_queue = queues[self._judge.id]
         producers = [asyncio.create_task(self._produce(m, queues[m.id], stop)) for m in self.plan.grid.models]
         finished = asyncio.ensure_future(self._drain(producers, [queues[m.id] for m in self.plan.grid.models]))
         stopper = asyncio.ensure_future(stop.wait())
+        ok = False
         try:
-            await asyncio.wait({finished, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({finished, stopper, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+            if self._failure.done():
+                raise self._failure.result()
             if finished.done() and not finished.cancelled() and finished.exception() is not None:
                 raise finished.exception()  # a failing producer is an engine bug: never report it as a finished run
+            ok = True
         finally:
-            self.stats.interrupted = stop.is_set() and not finished.done()
-            for task in (*producers, *workers, finished, stopper, flusher):
+            # Any Ctrl-C counts: the run ends as interrupted, never as complete with exit 130.
+            self.stats.interrupted = stop.is_set()
+            for task in (*producers, *workers, finished, stopper):
                 task.cancel()
-            await asyncio.gather(*producers, *workers, finished, stopper, flusher, return_exceptions=True)
-            self._flush()
-            self.writer.close()
-            for provider in self.providers.values():
-                await provider.aclose()
-            self.stats.wall_s = time.perf_counter() - started
+            await asyncio.gather(*producers, *workers, finished, stopper, return_exceptions=True)
+            swapped = False
+            try:
+                if not self._failure.done():  # after a failed commit the buffer is not retried: it would mask the cause
+                    self._flush()
+                if ok:
+                    self.writer.close()
+                    swapped = True
+            finally:
+                if not swapped:
+                    self.writer.discard()
+                for provider in self.providers.values():
+                    await provider.aclose()
+                self.stats.wall_s = time.perf_counter() - started
         return self.stats
 
     async def _drain(self, producers: list[asyncio.Task], queues: list[asyncio.Queue]) -> None:
@@ -165,7 +184,7 @@ class Scheduler:
                 else:
                     self._pending[key] = [(cell, None)]
                     await queue.put((key, request))
-            await asyncio.sleep(0)  # let workers and the flusher run between chunks of pure cache hits
+            await asyncio.sleep(0)  # let workers and commits run between chunks of pure cache hits
 
     async def _deliver(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
         """A model's response for a cell: written now, or, in a judged benchmark, first handed to the judge."""
@@ -209,6 +228,9 @@ class Scheduler:
                     self._pending.pop(key, None)
                     queue.task_done()
                 continue
+            batch = await self._recheck(batch, queue)
+            if not batch:
+                continue
             try:
                 responses = await provider.complete([req for _, req in batch])
                 if len(responses) != len(batch):
@@ -218,26 +240,67 @@ class Scheduler:
             except Exception as exc:  # a provider bug must not kill the run: record it on every cell
                 responses = [Response.failed("exception", f"{type(exc).__name__}: {exc}") for _ in batch]
             for (key, _), response in zip(batch, responses):
-                await self._complete(provider, key, response)
-                queue.task_done()
+                self._count_call(provider, key, response)
+                await self._settle(queue, key, response, cached=False)
 
-    async def _complete(self, provider: Provider, key: str, response: Response) -> None:
+    async def _recheck(self, batch: list[tuple[str, Request]], queue: asyncio.Queue) -> list[tuple[str, Request]]:
+        """The batch minus what another process committed since the producer looked (settled as cache hits)."""
+        try:
+            hits = self.cache.lookup([key for key, _ in batch])
+        except Exception as exc:
+            self._fail(exc)
+            hits = {}
+        if not hits:
+            return batch
+        remaining = []
+        for key, request in batch:
+            if (hit := hits.get(key)) is None:
+                remaining.append((key, request))
+            else:
+                self.stats.cache_hits += len(self._pending.get(key, ()))
+                await self._settle(queue, key, hit.as_response(), cached=True)
+        return remaining
+
+    async def _settle(self, queue: asyncio.Queue, key: str, response: Response, cached: bool) -> None:
+        """Hand a key's response to its waiting cells and mark the queue item done, even when writing fails."""
+        try:
+            for cell, answer in self._pending.pop(key, []):
+                if answer is None:
+                    await self._deliver(cell, key, response, cached=cached)
+                else:
+                    self._emit(cell, answer.key, answer.response, answer.cached, (key, response, cached))
+        except Exception as exc:  # a write failure: the run stops; this item must still count as done
+            self._fail(exc)
+        finally:
+            queue.task_done()
+
+    def _count_call(self, provider: Provider, key: str, response: Response) -> None:
+        """A response a provider returned: counted, charged, and committed at the end of this loop turn."""
         self.stats.calls_made += 1
         self.stats.attempts += response.attempts
-        cells = self._pending.pop(key, [])
         self._buffer.append((key, provider.name, provider.config.model, response))
         self._charge(provider, response)
         if response.ok:
             self._fresh[key] = response
         else:
             self.stats.errors[response.error_kind] += 1
-        if len(self._buffer) >= _FLUSH_ROWS:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        if self._failure is not None and self._failure.done():
+            return
+        try:
             self._flush()
-        for cell, answer in cells:
-            if answer is None:
-                await self._deliver(cell, key, response, cached=False)
-            else:
-                self._emit(cell, answer.key, answer.response, answer.cached, (key, response, False))
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record the first write failure; `run` raises it and stops everything."""
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_result(exc)
 
     def _charge(self, provider: Provider, response: Response) -> None:
         price = self._prices[id(provider)]
@@ -294,17 +357,10 @@ class Scheduler:
 
     def _flush(self) -> None:
         if self._buffer:
-            self.cache.write(self._buffer)
-            for key, *_ in self._buffer:
+            rows, self._buffer = self._buffer, []
+            self.cache.write(rows)
+            for key, *_ in rows:
                 self._fresh.pop(key, None)
-            self._buffer = []
-        self._last_flush = time.monotonic()
-
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(_FLUSH_SECONDS)
-            if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
-                self._flush()
 
 
 def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> dict[str, tuple[int, int]]:
@@ -320,3 +376,28 @@ def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCach
             cached += sum(1 for k in keys if k in found)
         out[model.id] = (total, cached)
     return out
+
+
+def models_to_call(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> set[str]:
+    """Ids of the models (and judge) with at least one call the cache cannot answer: the ones to preflight.
+
+    Stops at a model's first uncached cell. The judge counts when any model has calls to make (their verdicts
+    are unknown yet) or a cached answer's verdict is not cached."""
+    needed: set[str] = set()
+    judge = plan.grid.judge.model if plan.grid.judge is not None else None
+    for model in plan.grid.models:
+        identity = providers[model.id].identity()
+        for chunk in _chunks(plan.cells(model), 2048):
+            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
+            answers = cache.lookup(keys) if judge is not None and judge.id not in needed else None
+            if len(set(answers) if answers is not None else cache.contains_keys(keys)) < len(set(keys)):
+                needed.add(model.id)
+                break
+            if answers is not None:
+                judge_identity = providers[judge.id].identity()
+                verdicts = [cache_key(judge.provider, judge_identity, plan.judge_request(c, answers[k].text or "")) for c, k in zip(chunk, keys) if plan.judged(c.benchmark)]
+                if len(cache.contains_keys(verdicts)) < len(set(verdicts)):
+                    needed.add(judge.id)
+    if judge is not None and needed:
+        needed.add(judge.id)
+    return needed

@@ -52,6 +52,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
     unknown = sorted({t for spec in specs for t in spec} - set(run.traits))
     if unknown:
         raise ReportError(f"{run.dir}: --by {', '.join(unknown)}: no such persona trait (have: {', '.join(run.traits) or 'none'})")
+    if run.results.filter(pl.col("status") == "ok").select(pl.len()).collect().item() == 0:
+        return Report(run, options.settings, specs, {"errors": errors_only(run)})  # nothing to score
     index = Index.build(run, options.settings)
     tables = {"scores_by_condition": effects.scores(run, index)}
     for spec, table in effects.persona_effect(run, index, (OVERALL, *specs)).items():
@@ -66,6 +68,17 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
         }
         tables.update({name: t for name, t in extra.items() if not t.is_empty()})
     return Report(run, options.settings, specs, tables)
+
+
+def errors_only(run: Run) -> pl.DataFrame:
+    """A run with no answered call: its calls by model × benchmark × condition × error kind, with one example
+    message each (the report of a run whose every call failed)."""
+    return (
+        run.results.group_by("model", "benchmark", "condition", "error_kind")
+        .agg(pl.len().alias("calls"), pl.col("error").first().alias("example"))
+        .sort("model", "benchmark", "condition", "error_kind", nulls_last=True)
+        .collect()
+    )
 
 
 def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Path]:

@@ -71,6 +71,8 @@ def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, 
         shown.append(("Consistency across samples: pass@k (unbiased) and answer agreement", _consistency_table(tables["sample_consistency"])))
     if "format_agreement" in tables:
         shown.append(("Answer agreement across persona render formats", _format_table(tables["format_agreement"])))
+    if "errors" in tables:  # build_report's errors-only report: no call was answered
+        shown.append(("No call was answered: errors by model, benchmark, condition and kind", tables["errors"]))
     return shown
 
 
