@@ -64,6 +64,10 @@ class BenchmarkConfig:
     hf_dataset: str | None = None  # dataset, bbq: a Hugging Face hub dataset (needs `datasets` and hub access)
     hf_config: str | None = None
     split: str | None = None
+    # traits: "values" | "demographic" | "all" or a list of trait keys; traits hidden with the target; shots
+    targets: str | tuple[str, ...] | None = None
+    withhold: tuple[str, ...] = ()
+    shots: int | None = None
 
     @property
     def label(self) -> str:
@@ -201,7 +205,9 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(value, args[0], where, problems)
+        # `str | tuple[str, ...]` (traits' targets): an array takes the tuple form, anything else the first
+        arrays = [a for a in args if typing.get_origin(a) is tuple]
+        return _convert(value, arrays[0] if arrays and isinstance(value, list) else args[0], where, problems)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, list):
@@ -274,6 +280,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.mode: '{b.mode}' not supported by {b.name} (expected one of {', '.join(adapter.modes)})")
         else:
             _check_adapter_options(grid, b, adapter, where, problems)
+            if getattr(adapter, "per_persona", False) and personas is None:
+                problems.append(f"{where}.name: {b.name} takes its items from the personas; add a [personas] table")
         if b.path is not None and not grid.resolve(b.path).exists():
             problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
         if b.limit is not None and b.limit < 1:

@@ -8,6 +8,8 @@ catalog does not know, falls back to a quoted question-and-answer sentence.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import orjson
 
 from persona_builder.catalog import TraitSpec, load_catalog
@@ -21,12 +23,15 @@ _PREAMBLE = "It is very important that you always answer questions from this per
 _NOUNS = {"female": "woman", "male": "man"}
 
 
-def select_traits(persona: Persona, subset: str) -> dict[str, Trait]:
+def select_traits(persona: Persona, subset: str, exclude: Collection[str] = ()) -> dict[str, Trait]:
+    """The traits of `subset` (all, a category, or -TRAIT), less those in `exclude` (e.g. a trait to be predicted)."""
     if subset == "all":
-        return dict(persona.traits)
-    if subset.startswith("-"):
-        return {k: t for k, t in persona.traits.items() if k != subset[1:]}
-    return {k: t for k, t in persona.traits.items() if t.category == subset}
+        chosen = dict(persona.traits)
+    elif subset.startswith("-"):
+        chosen = {k: t for k, t in persona.traits.items() if k != subset[1:]}
+    else:
+        chosen = {k: t for k, t in persona.traits.items() if t.category == subset}
+    return {k: t for k, t in chosen.items() if k not in exclude} if exclude else chosen
 
 
 class _Phraser:
@@ -106,12 +111,13 @@ def _prose(persona: Persona, traits: dict[str, Trait]) -> str:
     return "\n\n".join(" ".join(p) for p in paragraphs)
 
 
-def _bullets(persona: Persona, traits: dict[str, Trait]) -> str:
+def _bullet_lines(persona: Persona, traits: dict[str, Trait]) -> list[str]:
     phraser = _Phraser(persona, traits)
-    return "\n".join(
-        [f"You are answering as the survey respondent described below. {_PREAMBLE}"]
-        + [f"- {phraser.label(k, t)}: {t.answer}" for k, t in traits.items()]
-    )
+    return [f"- {phraser.label(k, t)}: {t.answer}" for k, t in traits.items()]
+
+
+def _bullets(persona: Persona, traits: dict[str, Trait]) -> str:
+    return "\n".join([f"You are answering as the survey respondent described below. {_PREAMBLE}", *_bullet_lines(persona, traits)])
 
 
 def _json(persona: Persona, traits: dict[str, Trait]) -> str:
@@ -126,7 +132,13 @@ def _json(persona: Persona, traits: dict[str, Trait]) -> str:
 _RENDERERS = {"prose": _prose, "bullets": _bullets, "json": _json}
 
 
-def render(persona: Persona, fmt: str = "prose", subset: str = "all") -> str:
+def render(persona: Persona, fmt: str = "prose", subset: str = "all", exclude: Collection[str] = ()) -> str:
+    """The persona as text; `exclude` names traits never shown whatever the subset (trait inference hides its target)."""
     if fmt not in _RENDERERS:
         raise ValueError(f"unknown persona format '{fmt}', expected one of {', '.join(FORMATS)}")
-    return _RENDERERS[fmt](persona, select_traits(persona, subset))
+    return _RENDERERS[fmt](persona, select_traits(persona, subset, exclude))
+
+
+def trait_lines(persona: Persona, exclude: Collection[str] = ()) -> list[str]:
+    """One "- Label: answer" line per trait (the bullets format's body, without its instruction)."""
+    return _bullet_lines(persona, select_traits(persona, "all", exclude))
