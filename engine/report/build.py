@@ -11,6 +11,7 @@ from bench_adapters.metrics import benchmark_metrics
 from engine.report import effects
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
 from engine.report.load import ReportError, Run, open_run
+from engine.report.traits import traits_tables
 
 DEFAULT_BY = ("country", "region", "sex", "age_band")
 RUN_TABLES_BY: tuple[Spec, ...] = (("country",), ("sex",))  # what a run prints and writes when it ends
@@ -58,6 +59,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
         tables[effect_name(spec)] = table
     # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition.
     tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results, run.adapters).items() if not t.is_empty()})
+    tables.update(traits_tables(run, specs, options.settings))  # trait inference: priors and alignment need the personas
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),

@@ -59,6 +59,7 @@ def _figures(report: Report, primary: str | None) -> list[str]:
     heat_spec = next((s for s in report.specs if s == ("country",)), report.specs[0] if report.specs else None)
     if heat_spec is not None and report.effect(heat_spec) is not None:
         figures.append(_heatmap(report.effect(heat_spec).filter(pl.col("condition") == primary), heat_spec, primary))
+    figures += _traits_heatmaps(report.tables)
     ablation = report.tables.get("trait_ablation")
     if ablation is not None:
         keys = ["model", "benchmark"] if ablation["benchmark"].n_unique() > 1 else ["model"]
@@ -92,6 +93,22 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
     lookup = {(r["_row"], r["_level"]): r["delta"] for r in table.iter_rows(named=True)}
     values = [[lookup.get((r, c)) for c in cols] for r in rows]
     return svg.heatmap(rows, cols, values, f"Δ, model × {' × '.join(spec)}, condition {primary}")
+
+
+def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
+    """Trait inference: alignment with the real answers, target × country (or region), per model and condition."""
+    out = []
+    for name, table in tables.items():
+        trait = next((t for t in ("country", "region") if name.startswith("traits") and name.endswith(f"_by_target_x_{t}")), None)
+        if trait is None:
+            continue
+        for (model, condition), part in table.filter(~pl.col("model").str.starts_with("prior:")).group_by("model", "condition", maintain_order=True):
+            targets = part["target"].unique(maintain_order=True).to_list()
+            levels = sorted(part[trait].unique().to_list())
+            lookup = {(r["target"], r[trait]): r["alignment"] for r in part.iter_rows(named=True)}
+            values = [[lookup.get((t, c)) for c in levels] for t in targets]
+            out.append(svg.heatmap(targets, levels, values, f"{name}: alignment (1 = the real answer distribution), target × {trait}, {model}, {condition}"))
+    return out
 
 
 def _table_html(frame: pl.DataFrame) -> str:
