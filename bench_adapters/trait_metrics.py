@@ -23,7 +23,7 @@ per persona shared by every model, condition, prior and subgroup, so a lift is p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,7 @@ MISSING = "(missing)"
 PRIORS = ("prior:uniform", "prior:majority", "prior:country_sex_age")
 PRIOR_CELL = ("country", "sex", "age_band")
 LEVEL = 0.95
+CHUNK = 100  # bootstrap resamples drawn at once: bounds the float weights at CHUNK × personas
 
 
 def wasserstein_alignment(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -161,7 +162,8 @@ def _target_tables(target, scale, ordinal, part, personas, specs, resamples, see
     predictors = _model_predictors(part, ids, k, ordinal)
     predictors += _prior_predictors(target, scale, ordinal, ids, personas, onehot_real, far)
     tables = {}
-    weights = np.random.default_rng([seed, *target.encode()]).poisson(1.0, size=(resamples, n)).astype(np.float32) if resamples else None
+    # uint8: exact for Poisson(1) counts and a quarter of float32's memory; cast a chunk at a time in _stats
+    weights = np.random.default_rng([seed, *target.encode()]).poisson(1.0, size=(resamples, n)).astype(np.uint8) if resamples else None
     for spec in specs:
         levels, members = _members(frame, spec)
         rows = []
@@ -233,41 +235,48 @@ def _prior_predictors(target, scale, ordinal, ids, personas, onehot_real, far) -
     return out
 
 
-def _members(frame: pl.DataFrame, spec: tuple[str, ...]) -> tuple[list[dict[str, str]], np.ndarray]:
-    """The spec's subgroups (each a {trait: level}) and the personas × subgroups 0/1 matrix."""
+def _members(frame: pl.DataFrame, spec: tuple[str, ...]) -> tuple[list[dict[str, str]], list[np.ndarray]]:
+    """The spec's subgroups (each a {trait: level}) and each subgroup's persona positions."""
     if not spec:
-        return [{}], np.ones((frame.height, 1))
+        return [{}], [np.arange(frame.height)]
     keyed = frame.select(*(pl.col(c) if c in frame.columns else pl.lit(MISSING).alias(c) for c in spec))
     levels = keyed.unique().sort(list(spec))
     code = keyed.join(levels.with_row_index("code"), on=list(spec), how="left", maintain_order="left")["code"].to_numpy()
-    members = np.zeros((frame.height, levels.height))
-    members[np.arange(frame.height), code] = 1.0
-    return levels.to_dicts(), members
+    return levels.to_dicts(), [np.flatnonzero(code == j) for j in range(levels.height)]
 
 
-def _stats(p: _Predictor, real: np.ndarray, members: np.ndarray, weights: np.ndarray | None, ordinal: bool) -> dict:
+def _stats(p: _Predictor, real: np.ndarray, members: list[np.ndarray], weights: np.ndarray | None, ordinal: bool) -> dict:
     """Point estimates and bootstrap draws (resamples × subgroups) of one predictor's metrics."""
-    mask = members * p.present[:, None]  # n × L
-    out: dict = {"n": mask.sum(axis=0), "invalid": _ratio(p.invalid @ mask, mask.sum(axis=0))}
-
-    def mean(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        point = _ratio(x @ mask, mask.sum(axis=0))
-        if weights is None:
-            return point, None
-        return point, _ratio(weights @ (x[:, None] * mask), weights @ mask)
-
-    out["accuracy"] = mean(p.accuracy)
-    out["ordinal_score"] = mean(p.ordinal) if ordinal else (np.full(mask.shape[1], np.nan), None)
-    predicted = np.einsum("nl,nk->lk", mask, p.probs)
-    observed = np.einsum("nl,nk->lk", mask, real)
-    point = alignment(predicted, observed, ordinal)
+    present = p.present
+    columns = {"accuracy": p.accuracy * present, "invalid": p.invalid * present}
+    if ordinal:
+        columns["ordinal_score"] = p.ordinal * present
+    predicted, observed = p.probs * present[:, None], real * present[:, None]
+    n = np.array([present[idx].sum() for idx in members])
+    out: dict = {"n": n, "invalid": _ratio(np.array([columns["invalid"][idx].sum() for idx in members]), n)}
+    for name in ("accuracy", "ordinal_score"):
+        if name not in columns:
+            out[name] = (np.full(len(members), np.nan), None)
+            continue
+        point = _ratio(np.array([columns[name][idx].sum() for idx in members]), n)
+        draws = None
+        if weights is not None:
+            x = columns[name]
+            draws = np.stack([_chunked(weights[:, idx], lambda w, idx=idx: _ratio(w @ x[idx], w @ present[idx])) for idx in members], axis=1)
+        out[name] = (point, draws)
+    point = np.array([alignment(predicted[idx].sum(axis=0), observed[idx].sum(axis=0), ordinal) for idx in members])
     draws = None
     if weights is not None:
-        predicted_b = np.einsum("bn,nl,nk->blk", weights, mask, p.probs, optimize=True)
-        observed_b = np.einsum("bn,nl,nk->blk", weights, mask, real, optimize=True)
-        draws = alignment(predicted_b, observed_b, ordinal)
+        draws = np.stack(
+            [_chunked(weights[:, idx], lambda w, idx=idx: alignment(w @ predicted[idx], w @ observed[idx], ordinal)) for idx in members], axis=1
+        )
     out["alignment"] = (point, draws)
     return out
+
+
+def _chunked(weights: np.ndarray, draw: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """draw() over CHUNK resamples at a time (float64 weights of one chunk at a time), concatenated."""
+    return np.concatenate([draw(weights[i : i + CHUNK].astype(np.float64)) for i in range(0, weights.shape[0], CHUNK)])
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -19,8 +19,10 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
+from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridError, GridConfig, ModelConfig
 from engine.request import Decoding, Request, Response
@@ -65,6 +67,10 @@ class Benchmark:
         """Items come from each persona (bench_adapters.traits): enumerated per persona, never stored."""
         return getattr(self.adapter, "per_persona", False)
 
+    @property
+    def persona_items(self) -> PersonaItems:
+        return cast(PersonaItems, self.adapter)
+
 
 class Plan:
     def __init__(self, grid: GridConfig, personas: list[Persona], benchmarks: list[Benchmark]) -> None:
@@ -92,7 +98,7 @@ class Plan:
             adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
             if getattr(adapter, "per_persona", False):
                 try:
-                    adapter.bind(personas)  # type: ignore[attr-defined]
+                    cast(PersonaItems, adapter).bind(personas)
                 except ValueError as exc:
                     raise GridError([f"{grid.path}: benchmarks[{i}]: {exc}"]) from None
                 benchmarks.append(Benchmark(b, adapter, ()))
@@ -110,7 +116,7 @@ class Plan:
 
     def _items(self, bench: Benchmark, condition: ConditionConfig) -> int:
         if bench.per_persona:
-            return bench.adapter.count  # type: ignore[attr-defined]
+            return bench.persona_items.count
         return len(bench.items) * len(self._personas_for(condition))
 
     def count(self, model: ModelConfig) -> int:
@@ -141,7 +147,7 @@ class Plan:
         """(persona, item) in plan order: persona-major; a per-persona benchmark's items go with their persona only."""
         if bench.per_persona:
             for persona in self.personas:
-                for item in bench.adapter.items_for(persona):  # type: ignore[attr-defined]
+                for item in bench.persona_items.items_for(persona):
                     yield persona, item
             return
         for persona in self._personas_for(condition):
@@ -186,7 +192,7 @@ class Plan:
             messages = (("user", task),)
         else:
             if bench.per_persona:  # never show the trait the item asks for
-                persona_text = self._render(cell.persona.id, cond.format, cond.traits, bench.adapter.hidden(cell.item))  # type: ignore[attr-defined]
+                persona_text = self._render(cell.persona.id, cond.format, cond.traits, bench.persona_items.hidden(cell.item))
             else:
                 persona_text = self._render(cell.persona.id, cond.format, cond.traits)
             if cond.placement == "system":
