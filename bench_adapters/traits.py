@@ -48,7 +48,7 @@ def _country(persona: Persona) -> str:
 
 
 def _usable(trait: Trait) -> bool:
-    """A trait can be a target when its scale can be lettered and holds the answer."""
+    """A trait can be a target when its scale can be lettered (bind() checks that it holds the answer)."""
     return 2 <= len(trait.scale) <= len(LETTERS)
 
 
@@ -98,8 +98,8 @@ class Traits:
     # --- binding to the run's personas -------------------------------------------------------------------
 
     def bind(self, personas: Sequence[Persona]) -> None:
-        """Resolve the targets, split train/test, draw the limit sample and the shot pools, in two passes over
-        the personas (memory: the chosen items, the shot pools, counts per stratum).
+        """Resolve the targets, split train/test, draw the limit sample and the shot pools, in a few passes over
+        the personas (memory: the chosen items, the shot pools, counts per stratum, never the items).
 
         Raises ValueError, listing what is available, for a persona file without answer scales, a target or
         withheld trait the personas lack, an answer missing from its own scale, or too few train respondents."""
@@ -108,17 +108,19 @@ class Traits:
         self.targets = self._resolve(personas)
         self._train = self._split(personas) if self.shots else set()
         strata: Counter[tuple[str, str]] = Counter()
+        scales: set[tuple[str, tuple[str, ...]]] = set()  # (target, scale) of the test items: each needs a shot pool
         for i, p in enumerate(personas):
             for key in self.targets:
                 t = p.traits.get(key)
                 if t is None or not _usable(t):
                     continue
                 if t.answer not in t.scale:
-                    raise ValueError(f"persona '{p.id}': trait '{key}': answer '{t.answer}' is not on its scale ({', '.join(t.scale)})")
+                    raise ValueError(f"traits: persona '{p.id}': trait '{key}': answer '{t.answer}' is not on its scale ({', '.join(t.scale)})")
                 if i in self._train:
                     self._pools.setdefault((key, t.scale), []).append(i)
                 else:
                     strata[key, _country(p)] += 1
+                    scales.add((key, t.scale))
         if not strata:
             raise ValueError(f"traits: no test persona answered any of the targets ({', '.join(self.targets)})")
         self.count = sum(strata.values())
@@ -126,9 +128,9 @@ class Traits:
             self._chosen = self._sample(personas, strata)
             self.count = len(self._chosen)
         if self.shots:
-            short = sorted({f"{k} ({len(v)})" for (k, _), v in self._pools.items() if len(v) < self.shots})
-            if short or not self._pools:
-                raise ValueError(f"traits: shots = {self.shots} but the train split has fewer respondents for: {', '.join(short) or 'every target'}")
+            short = sorted({f"{k} ({len(self._pools.get((k, scale), ()))})" for k, scale in scales if len(self._pools.get((k, scale), ())) < self.shots})
+            if short:
+                raise ValueError(f"traits: shots = {self.shots} but the train split has fewer respondents for: {', '.join(short)}")
 
     def _resolve(self, personas: Sequence[Persona]) -> tuple[str, ...]:
         seen: dict[str, str] = {}  # trait key -> category, in first-seen order

@@ -24,7 +24,7 @@ from typing import cast
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
 from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
-from engine.config import BenchmarkConfig, ConditionConfig, GridError, GridConfig, ModelConfig
+from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
 from engine.request import Decoding, Request, Response
 from persona_builder import Persona, load_personas, render
 
@@ -191,10 +191,9 @@ class Plan:
         if cell.persona is None or cond.format is None:
             messages = (("user", task),)
         else:
-            if bench.per_persona:  # never show the trait the item asks for
-                persona_text = self._render(cell.persona.id, cond.format, cond.traits, bench.persona_items.hidden(cell.item))
-            else:
-                persona_text = self._render(cell.persona.id, cond.format, cond.traits)
+            # a per-persona item never shows the trait it asks for
+            hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
+            persona_text = self._render(cell.persona.id, cond.format, cond.traits, hidden)
             if cond.placement == "system":
                 messages = (("system", persona_text), ("user", task))
             else:
