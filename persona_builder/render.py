@@ -23,15 +23,12 @@ _PREAMBLE = "It is very important that you always answer questions from this per
 _NOUNS = {"female": "woman", "male": "man"}
 
 
-def select_traits(persona: Persona, subset: str, exclude: Collection[str] = ()) -> dict[str, Trait]:
-    """The traits of `subset` (all, a category, or -TRAIT), less those in `exclude` (e.g. a trait to be predicted)."""
+def select_traits(persona: Persona, subset: str) -> dict[str, Trait]:
     if subset == "all":
-        chosen = dict(persona.traits)
-    elif subset.startswith("-"):
-        chosen = {k: t for k, t in persona.traits.items() if k != subset[1:]}
-    else:
-        chosen = {k: t for k, t in persona.traits.items() if t.category == subset}
-    return {k: t for k, t in chosen.items() if k not in exclude} if exclude else chosen
+        return dict(persona.traits)
+    if subset.startswith("-"):
+        return {k: t for k, t in persona.traits.items() if k != subset[1:]}
+    return {k: t for k, t in persona.traits.items() if t.category == subset}
 
 
 class _Phraser:
@@ -111,13 +108,12 @@ def _prose(persona: Persona, traits: dict[str, Trait]) -> str:
     return "\n\n".join(" ".join(p) for p in paragraphs)
 
 
-def _bullet_lines(persona: Persona, traits: dict[str, Trait]) -> list[str]:
-    phraser = _Phraser(persona, traits)
-    return [f"- {phraser.label(k, t)}: {t.answer}" for k, t in traits.items()]
-
-
 def _bullets(persona: Persona, traits: dict[str, Trait]) -> str:
-    return "\n".join([f"You are answering as the survey respondent described below. {_PREAMBLE}", *_bullet_lines(persona, traits)])
+    phraser = _Phraser(persona, traits)
+    return "\n".join(
+        [f"You are answering as the survey respondent described below. {_PREAMBLE}"]
+        + [f"- {phraser.label(k, t)}: {t.answer}" for k, t in traits.items()]
+    )
 
 
 def _json(persona: Persona, traits: dict[str, Trait]) -> str:
@@ -136,9 +132,11 @@ def render(persona: Persona, fmt: str = "prose", subset: str = "all", exclude: C
     """The persona as text; `exclude` names traits never shown whatever the subset (trait inference hides its target)."""
     if fmt not in _RENDERERS:
         raise ValueError(f"unknown persona format '{fmt}', expected one of {', '.join(FORMATS)}")
-    return _RENDERERS[fmt](persona, select_traits(persona, subset, exclude))
+    traits = select_traits(persona, subset)
+    return _RENDERERS[fmt](persona, {k: t for k, t in traits.items() if k not in exclude} if exclude else traits)
 
 
 def trait_lines(persona: Persona, exclude: Collection[str] = ()) -> list[str]:
-    """One "- Label: answer" line per trait (the bullets format's body, without its instruction)."""
-    return _bullet_lines(persona, select_traits(persona, "all", exclude))
+    """The bullets format's "- Label: answer" lines without its instruction line: another respondent as an
+    example (trait inference's shots)."""
+    return render(persona, "bullets", "all", exclude).split("\n")[1:]
