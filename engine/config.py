@@ -205,9 +205,15 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        # `str | tuple[str, ...]` (traits' targets): an array takes the tuple form, anything else the first
-        arrays = [a for a in args if typing.get_origin(a) is tuple]
-        return _convert(value, arrays[0] if arrays and isinstance(value, list) else args[0], where, problems)
+        if len(args) > 1:  # e.g. `orders`: an integer or a string; take the first type the value is
+            for arg in args:
+                tried: list[str] = []
+                converted = _convert(value, arg, where, tried)
+                if not tried:
+                    return converted
+            problems.append(f"{where}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")
+            return None
+        return _convert(value, args[0], where, problems)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, list):
