@@ -9,10 +9,11 @@ answer. With `shots = k` the prompt first shows k other respondents (persona, qu
 seeded per item, from a train split disjoint from the test personas.
 
 Splits and samples, all seeded by the benchmark's `seed`:
-- train/test (only when shots > 0): within each country, TRAIN_SHARE of the personas (rounded, at most all but
-  one) go to train, the rest are test items; a respondent (persona id, unique in a persona file) is in one split.
-- `limit`: a stratified sample of the test items, strata = target × country, sizes proportional to the strata
-  (largest remainder), items within a stratum chosen by a seeded random key.
+- train/test (only when shots > 0): within each country × sex stratum, TRAIN_SHARE of the personas (rounded,
+  at most all but one) go to train, the rest are test items; a respondent (persona id, unique in a persona
+  file) is in one split.
+- `limit`: a stratified sample of the test items, strata = target × country × sex, sizes proportional to the
+  strata (largest remainder), items within a stratum chosen by a seeded random key.
 
 Sources: MTPA (EMNLP Findings 2025; trait inference over real profiles, train/test stratified to the
 population); WorldValuesBench (Zhao et al. 2024, Demon702/WorldValuesBench: predict a WVS respondent's answer
@@ -39,12 +40,13 @@ from persona_builder.persona import Persona, Trait
 from persona_builder.render import trait_lines
 
 TARGET_SETS = ("values", "demographic", "all")
-TRAIN_SHARE = 0.2  # of each country's personas, when shots are drawn
-NO_COUNTRY = "(missing)"
+TRAIN_SHARE = 0.2  # of each country × sex stratum's personas, when shots are drawn
+MISSING = "(missing)"
 
 
-def _country(persona: Persona) -> str:
-    return persona.answer("country") or NO_COUNTRY
+def _stratum(persona: Persona) -> tuple[str, str]:
+    """Country × sex: the split's and the sample's strata (sex keeps a one-country survey such as the GSS stratified)."""
+    return persona.answer("country") or MISSING, persona.answer("sex") or MISSING
 
 
 def _usable(trait: Trait) -> bool:
@@ -107,7 +109,7 @@ class Traits:
         self._index = {p.id: i for i, p in enumerate(personas)}
         self.targets = self._resolve(personas)
         self._train = self._split(personas) if self.shots else set()
-        strata: Counter[tuple[str, str]] = Counter()
+        strata: Counter[tuple[str, str, str]] = Counter()
         scales: set[tuple[str, tuple[str, ...]]] = set()  # (target, scale) of the test items: each needs a shot pool
         for i, p in enumerate(personas):
             for key in self.targets:
@@ -119,7 +121,7 @@ class Traits:
                 if i in self._train:
                     self._pools.setdefault((key, t.scale), []).append(i)
                 else:
-                    strata[key, _country(p)] += 1
+                    strata[(key, *_stratum(p))] += 1
                     scales.add((key, t.scale))
         if not strata:
             raise ValueError(f"traits: no test persona answered any of the targets ({', '.join(self.targets)})")
@@ -160,19 +162,19 @@ class Traits:
         return tuple(dict.fromkeys(self.targets_spec))
 
     def _split(self, personas: Sequence[Persona]) -> set[int]:
-        by_country: dict[str, list[int]] = defaultdict(list)
+        by_stratum: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, p in enumerate(personas):
-            by_country[_country(p)].append(i)
+            by_stratum[_stratum(p)].append(i)
         train: set[int] = set()
-        for country, members in sorted(by_country.items()):
+        for stratum, members in sorted(by_stratum.items()):
             members = sorted(members, key=lambda i: personas[i].id)
-            random.Random(f"{self.seed}:split:{country}").shuffle(members)
+            random.Random(f"{self.seed}:split:{stratum}").shuffle(members)
             train.update(members[: min(round(TRAIN_SHARE * len(members)), len(members) - 1)])
         return train
 
-    def _sample(self, personas: Sequence[Persona], strata: Counter[tuple[str, str]]) -> set[tuple[int, str]]:
-        """limit items, proportional to the target × country strata (largest remainder); within a stratum the
-        items with the smallest seeded random keys."""
+    def _sample(self, personas: Sequence[Persona], strata: Counter[tuple[str, str, str]]) -> set[tuple[int, str]]:
+        """limit items, proportional to the target × country × sex strata (largest remainder); within a stratum
+        the items with the smallest seeded random keys."""
         assert self.limit is not None
         total = sum(strata.values())
         quota = {s: self.limit * n // total for s, n in strata.items()}
@@ -180,7 +182,7 @@ class Traits:
         for s in by_remainder[: self.limit - sum(quota.values())]:
             quota[s] += 1
         rng = random.Random(f"{self.seed}:limit")
-        kept: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)  # max-heaps of the quota's smallest keys
+        kept: dict[tuple[str, str, str], list[tuple[float, int]]] = defaultdict(list)  # max-heaps of the quota's smallest keys
         for i, p in enumerate(personas):
             if i in self._train:
                 continue
@@ -188,7 +190,7 @@ class Traits:
                 t = p.traits.get(key)
                 if t is None or not _usable(t):
                     continue
-                s, r = (key, _country(p)), rng.random()
+                s, r = (key, *_stratum(p)), rng.random()
                 heap = kept[s]
                 if len(heap) < quota[s]:
                     heapq.heappush(heap, (-r, i))

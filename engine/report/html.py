@@ -11,6 +11,7 @@ import polars as pl
 from engine.report import svg
 from engine.report.build import Report
 from engine.report.tables import SIGNIFICANT_Q, primary_condition, report_tables
+from engine.report.traits import HEAT_TRAITS
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
@@ -96,10 +97,10 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
 
 
 def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
-    """Trait inference: alignment with the real answers, target × country (or region), per model and condition."""
+    """Trait inference: alignment with the real answers, target × country (or region, age band), per model and condition."""
     out = []
     for name, table in tables.items():
-        trait = next((t for t in ("country", "region") if name.startswith("traits") and name.endswith(f"_by_target_x_{t}")), None)
+        trait = next((t for t in HEAT_TRAITS if name.startswith("traits") and name.endswith(f"_by_target_x_{t}")), None)
         if trait is None:
             continue
         for (model, condition), part in table.filter(~pl.col("model").str.starts_with("prior:")).group_by("model", "condition", maintain_order=True):

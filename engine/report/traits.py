@@ -14,6 +14,9 @@ from engine.report.aggregate import Settings, Spec
 from engine.report.load import Run
 
 ADAPTER = Traits.name
+# The heat map's subgroup: the first of these with more than one level (a one-country survey such as the GSS
+# has one country, and one world region).
+HEAT_TRAITS = ("country", "region", "age_band")
 
 
 def table_name(benchmark: str, spec: Spec, single: bool) -> str:
@@ -22,8 +25,8 @@ def table_name(benchmark: str, spec: Spec, single: bool) -> str:
 
 
 def heat_spec(run: Run) -> Spec | None:
-    """Country when the personas come from several countries, else region (one-country surveys such as the GSS)."""
-    for trait in ("country", "region"):
+    """The first of HEAT_TRAITS on which the personas differ."""
+    for trait in HEAT_TRAITS:
         if trait in run.personas.columns and run.personas[trait].drop_nulls().n_unique() > 1:
             return (trait,)
     return None

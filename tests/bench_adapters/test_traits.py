@@ -84,8 +84,8 @@ def test_shots_come_from_a_disjoint_country_stratified_train_split(tmp_path):
     train = {plan.personas[i].id for i in adapter._train}
     test = {c.persona.id for c in plan}
     assert train and not train & test, "no respondent in both splits"
-    # 20% of each country, rounded: Aland 6 → 1, Borduria 4 → 1
-    assert Counter(plan.personas[i].answer("country") for i in adapter._train) == {"Aland": 1, "Borduria": 1}
+    # 20% of each country × sex stratum, rounded: Aland women 3 → 1, Aland men 3 → 1, Borduria 2 + 2 → none
+    assert Counter((plan.personas[i].answer("country"), plan.personas[i].answer("sex")) for i in adapter._train) == {("Aland", "Female"): 1, ("Aland", "Male"): 1}
     for cell in plan:
         shots = _shots(plan, cell)
         assert len(shots) == 1 and set(shots) <= train and cell.persona.id not in shots
@@ -103,16 +103,16 @@ def test_plan_is_deterministic_and_the_limit_is_a_stratified_sample(tmp_path):
     assert [first.request(c) for c in a] == [second.request(c) for c in b]
     items = [c.item for c in a if c.condition.name == "baseline"]
     assert len(items) == first.benchmarks[0].adapter.count == 14
-    # strata target × country, proportional with largest remainders: the test split (8 personas) has
-    # happiness 5 Aland + 3 Borduria, religion 4-5 + 3, ...: every stratum keeps its share ±1
+    # strata target × country × sex, proportional with largest remainders: every stratum keeps its share ±1
     adapter = first.benchmarks[0].adapter
     full = Counter()
     for i, p in enumerate(first.personas):
         if i not in adapter._train:
             for key in adapter.targets:
                 if key in p.traits:
-                    full[key, p.answer("country")] += 1
-    kept = Counter((it.meta["target"], next(p for p in first.personas if p.id == it.id.split(":")[0]).answer("country")) for it in items)
+                    full[key, p.answer("country"), p.answer("sex")] += 1
+    by_id = {p.id: p for p in first.personas}
+    kept = Counter((it.meta["target"], by_id[it.id.split(":")[0]].answer("country"), by_id[it.id.split(":")[0]].answer("sex")) for it in items)
     total = sum(full.values())
     for stratum, n in full.items():
         assert abs(kept[stratum] - 14 * n / total) < 1, stratum
