@@ -1,11 +1,12 @@
 """Bench: plan and dry-run trait inference over 50,000 personas × 23 value traits (1.15 M items per condition).
 
-    python bench/traits_plan.py [--personas 50000 --traits 23 --conditions 2]
+    python bench/traits_plan.py [--personas 50000 --traits 23 --conditions 2] [--sample N] [--dry-run]
 
 Writes synthetic personas with answer scales (60 countries, 4-10 point scales) to a temporary folder, then in
 fresh child processes (so each peak RSS is that phase's own): (1) load the grid and plan (read the personas,
-resolve targets, count items), (2) enumerate every cell, (3) build every cell's request and cache key (what a
-dry run and a run do per cell), (4) `mtpa-engine run --dry-run` whole. Prints wall seconds and peak RSS of each.
+resolve targets, count items), (2) enumerate every cell, (3) build the request and cache key (what a dry run
+and a run do per cell) of the first --sample cells (default: all), (4) with --dry-run, `mtpa-engine run
+--dry-run` whole. Prints wall seconds and peak RSS of each, and µs per cell.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def _enumerate(grid: Path) -> int:
     return sum(1 for _ in Plan.from_grid(load_grid(grid)))
 
 
-def _requests(grid: Path) -> int:
+def _requests(grid: Path, sample: int | None = None) -> int:
+    from itertools import islice
+
     from engine.cache import cache_key
     from engine.config import load_grid
     from engine.runner import prepare
@@ -75,18 +78,18 @@ def _requests(grid: Path) -> int:
     plan, providers = prepare(load_grid(grid))
     model = plan.grid.models[0]
     identity = providers[model.id].identity()
-    return sum(1 for cell in plan if cache_key(model.provider, identity, plan.request(cell)))
+    return sum(1 for cell in islice(plan, sample) if cache_key(model.provider, identity, plan.request(cell)))
 
 
 PHASES = {"plan": _plan, "enumerate": _enumerate, "requests": _requests}
 
 
-def _child(grid: Path, phase: str) -> None:
+def _child(grid: Path, phase: str, sample: int | None) -> None:
     start = time.perf_counter()
-    n = PHASES[phase](grid)
+    n = _requests(grid, sample) if phase == "requests" else PHASES[phase](grid)
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(f"{phase:>10}: {n:>10,} cells  wall {wall:7.1f} s  peak RSS {peak:6.0f} MB", flush=True)
+    print(f"{phase:>10}: {n:>10,} cells  wall {wall:7.1f} s ({1e6 * wall / max(n, 1):6.1f} µs a cell, imports and personas included)  peak RSS {peak:6.0f} MB", flush=True)
 
 
 def main() -> None:
@@ -94,10 +97,12 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=50_000)
     parser.add_argument("--traits", type=int, default=23)
     parser.add_argument("--conditions", type=int, default=2, help="baseline + (conditions - 1) prose conditions")
+    parser.add_argument("--sample", type=int, default=None, help="requests phase: only the first SAMPLE cells")
+    parser.add_argument("--dry-run", action="store_true", help="also time `mtpa-engine run --dry-run` (every cell's request)")
     parser.add_argument("--child", nargs=2, metavar=("GRID", "PHASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(Path(args.child[0]), args.child[1])
+        _child(Path(args.child[0]), args.child[1], args.sample)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -107,7 +112,10 @@ def main() -> None:
         print(f"{args.personas:,} personas × {args.traits} value traits, {args.conditions} conditions "
               f"(written in {time.perf_counter() - start:.1f} s, {(folder / 'personas.jsonl').stat().st_size / 1e6:.0f} MB)")
         for phase in PHASES:
-            subprocess.run([sys.executable, __file__, "--child", str(grid), phase], check=True, cwd=ROOT)
+            sample = ["--sample", str(args.sample)] if args.sample else []
+            subprocess.run([sys.executable, __file__, "--child", str(grid), phase, *sample], check=True, cwd=ROOT)
+        if not args.dry_run:
+            return
         start = time.perf_counter()
         proc = subprocess.run(
             ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"],

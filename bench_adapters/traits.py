@@ -95,6 +95,7 @@ class Traits:
         self._train: set[int] = set()
         self._chosen: set[tuple[int, str]] | None = None  # None: every test item
         self._pools: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._scale_json: dict[tuple[str, ...], str] = {}  # a scale's JSON for the items' meta, written once
         self.count = 0
 
     # --- binding to the run's personas -------------------------------------------------------------------
@@ -112,16 +113,17 @@ class Traits:
         strata: Counter[tuple[str, str, str]] = Counter()
         scales: set[tuple[str, tuple[str, ...]]] = set()  # (target, scale) of the test items: each needs a shot pool
         for i, p in enumerate(personas):
+            train, stratum = i in self._train, _stratum(p)
             for key in self.targets:
                 t = p.traits.get(key)
                 if t is None or not _usable(t):
                     continue
                 if t.answer not in t.scale:
                     raise ValueError(f"traits: persona '{p.id}': trait '{key}': answer '{t.answer}' is not on its scale ({', '.join(t.scale)})")
-                if i in self._train:
+                if train:
                     self._pools.setdefault((key, t.scale), []).append(i)
                 else:
-                    strata[(key, *_stratum(p))] += 1
+                    strata[(key, *stratum)] += 1
                     scales.add((key, t.scale))
         if not strata:
             raise ValueError(f"traits: no test persona answered any of the targets ({', '.join(self.targets)})")
@@ -186,11 +188,12 @@ class Traits:
         for i, p in enumerate(personas):
             if i in self._train:
                 continue
+            stratum = _stratum(p)
             for key in self.targets:
                 t = p.traits.get(key)
                 if t is None or not _usable(t):
                     continue
-                s, r = (key, *_stratum(p)), rng.random()
+                s, r = (key, *stratum), rng.random()
                 heap = kept[s]
                 if len(heap) < quota[s]:
                     heapq.heappush(heap, (-r, i))
@@ -209,7 +212,8 @@ class Traits:
             t = persona.traits.get(key)
             if t is None or not _usable(t) or (self._chosen is not None and (i, key) not in self._chosen):
                 continue
-            meta = {"target": key, "ordinal": "true" if t.ordinal else "false", "scale": orjson.dumps(t.scale).decode()}
+            scale = self._scale_json.get(t.scale) or self._scale_json.setdefault(t.scale, orjson.dumps(t.scale).decode())
+            meta = {"target": key, "ordinal": "true" if t.ordinal else "false", "scale": scale}
             yield Item(f"{persona.id}:{key}", t.question, t.scale, t.scale.index(t.answer), meta)
 
     def items(self) -> Iterator[Item]:
