@@ -147,7 +147,11 @@ def trait_tables(
     return {s: pl.concat(f, how="diagonal_relaxed").sort("target", *s, "model", "condition") if f else pl.DataFrame() for s, f in out.items()}
 
 
-def _target_tables(target, scale, ordinal, part, personas, specs, resamples, seed, min_size) -> dict[tuple[str, ...], pl.DataFrame]:
+def _target_tables(
+    target: str, scale: tuple[str, ...], ordinal: bool, part: pl.DataFrame, personas: pl.DataFrame,
+    specs: Sequence[tuple[str, ...]], resamples: int, seed: int, min_size: int,
+) -> dict[tuple[str, ...], pl.DataFrame]:
+    """One target's rows per spec: every model × condition and prior, scored on the target's test personas."""
     k = len(scale)
     ids = part["persona_id"].unique().sort()
     n = ids.len()
@@ -191,9 +195,9 @@ def _target_tables(target, scale, ordinal, part, personas, specs, resamples, see
 
 
 def _model_predictors(part: pl.DataFrame, ids: pl.Series, k: int, ordinal: bool) -> list[_Predictor]:
+    """One predictor per model × condition: its answers per persona, averaged over samples."""
     out = []
-    position = {i: ids[i] for i in range(ids.len())}
-    index = {pid: i for i, pid in position.items()}
+    index = {pid: i for i, pid in enumerate(ids.to_list())}
     for (model, condition), rows in part.group_by("model", "condition", maintain_order=True):
         n = ids.len()
         probs, acc, ordn, inv, cnt = np.zeros((n, k)), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
@@ -212,7 +216,9 @@ def _model_predictors(part: pl.DataFrame, ids: pl.Series, k: int, ordinal: bool)
     return out
 
 
-def _prior_predictors(target, scale, ordinal, ids, personas, onehot_real, far) -> list[_Predictor]:
+def _prior_predictors(
+    target: str, scale: tuple[str, ...], ordinal: bool, ids: pl.Series, personas: pl.DataFrame, onehot_real: np.ndarray, far: np.ndarray
+) -> list[_Predictor]:
     """Priors over every persona of the run that answered the target (the train split too), scored on the
     test personas `ids`."""
     k = len(scale)
