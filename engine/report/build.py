@@ -59,7 +59,6 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
         tables[effect_name(spec)] = table
     # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition.
     tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results, run.adapters).items() if not t.is_empty()})
-    tables.update(traits_tables(run, specs, options.settings))  # trait inference: priors and alignment need the personas
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),
@@ -67,6 +66,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
             "format_agreement": effects.format_agreement(run, index),
         }
         tables.update({name: t for name, t in extra.items() if not t.is_empty()})
+    tables.update(traits_tables(run, specs, options.settings))  # trait inference: priors and alignment need the personas
     return Report(run, options.settings, specs, tables)
 
 

@@ -11,7 +11,6 @@ import polars as pl
 from engine.report import svg
 from engine.report.build import Report
 from engine.report.tables import SIGNIFICANT_Q, primary_condition, report_tables
-from engine.report.traits import HEAT_TRAITS
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
@@ -60,12 +59,12 @@ def _figures(report: Report, primary: str | None) -> list[str]:
     heat_spec = next((s for s in report.specs if s == ("country",)), report.specs[0] if report.specs else None)
     if heat_spec is not None and report.effect(heat_spec) is not None:
         figures.append(_heatmap(report.effect(heat_spec).filter(pl.col("condition") == primary), heat_spec, primary))
-    figures += _traits_heatmaps(report.tables)
     ablation = report.tables.get("trait_ablation")
     if ablation is not None:
         keys = ["model", "benchmark"] if ablation["benchmark"].n_unique() > 1 else ["model"]
         points = [_point(r, f"{_label(r, keys)} · without {r['removed']}", "effect") for r in ablation.iter_rows(named=True)]
         figures.append(svg.forest(points, "Trait ablation: score(full persona) − score(partial), per left-out trait (95% CI)"))
+    figures += _traits_heatmaps(report.tables)
     return figures
 
 
@@ -98,6 +97,8 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
 
 def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
     """Trait inference: alignment with the real answers, target × country (or region, age band), per model and condition."""
+    from engine.report.traits import HEAT_TRAITS  # here, not at the top: keeps this file's imports as they were
+
     out = []
     for name, table in tables.items():
         trait = next((t for t in HEAT_TRAITS if name.startswith("traits") and name.endswith(f"_by_target_x_{t}")), None)
