@@ -96,13 +96,15 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
 
 
 def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
-    """Trait inference: alignment with the real answers, target × country (or region, age band), per model and condition."""
+    """Trait inference: alignment with the real answers, target × the first of country, region, age band on which
+    the personas differ, per model and condition."""
     from engine.report.traits import HEAT_TRAITS  # here, not at the top: keeps this file's imports as they were
 
     out = []
-    for name, table in tables.items():
-        trait = next((t for t in HEAT_TRAITS if name.startswith("traits") and name.endswith(f"_by_target_x_{t}")), None)
-        if trait is None:
+    for name in [n for n in tables if n.startswith("traits") and n.endswith("_by_target")]:
+        found = [(t, tables[f"{name}_x_{t}"]) for t in HEAT_TRAITS if f"{name}_x_{t}" in tables]
+        trait, table = next(((t, f) for t, f in found if f[t].n_unique() > 1), (None, None))
+        if trait is None or table is None:
             continue
         for (model, condition), part in table.filter(~pl.col("model").str.starts_with("prior:")).group_by("model", "condition", maintain_order=True):
             targets = part["target"].unique(maintain_order=True).to_list()
