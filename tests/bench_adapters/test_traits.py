@@ -182,3 +182,14 @@ def test_letter_logprob_scores_the_expected_position(tmp_path):
 
 def json_scale(item) -> list[str]:
     return orjson.loads(item.meta["scale"])
+
+
+def test_a_persona_placed_in_the_user_turn_hides_the_target_too(tmp_path):
+    conditions = '[[conditions]]\nname = "bullets-user"\nformat = "bullets"\nplacement = "user"\n'
+    plan = _plan(tmp_path, 'targets = ["happiness"]', conditions=conditions)
+    for cell in plan:
+        (role, content), = plan.request(cell).messages
+        persona_text, task = content.split("\n\n", 1)
+        assert role == "user" and task.startswith(cell.item.question)
+        assert "happ" not in persona_text.lower(), "neither the question nor the answer (Very/Pretty/Not too happy)"
+        assert persona_text.count("\n- ") >= 3, "the rest of the persona is shown"
