@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import polars as pl
 
 from bench_adapters.letters import letters_for
+
+if TYPE_CHECKING:
+    from persona_builder.persona import Persona
 
 # letter: generated letter, parsed strictly; letter-logprob: next-token distribution over the option letters;
 # likelihood: summed log-probability of each option's text after the prompt; judge: a free-text answer, scored
@@ -82,3 +85,20 @@ class Adapter(Protocol):
     def metrics(cls, rows: pl.DataFrame) -> pl.DataFrame:
         """The benchmark's aggregate metrics from its result rows (one benchmark, any models and conditions)."""
         ...
+
+
+class PersonaItems(Adapter, Protocol):
+    """An adapter whose items come from the personas themselves (`per_persona = True`: trait inference).
+
+    engine.plan binds it to the run's personas, enumerates each persona's own items with that persona only,
+    and renders the persona without the traits `hidden(item)` names."""
+
+    count: int  # items over all personas, once bound
+
+    def bind(self, personas: Sequence[Persona]) -> None:
+        """Resolve the items against the personas; ValueError names what is wrong and what is available."""
+        ...
+
+    def items_for(self, persona: Persona) -> Iterator[Item]: ...
+
+    def hidden(self, item: Item) -> frozenset[str]: ...

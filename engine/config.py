@@ -66,6 +66,10 @@ class BenchmarkConfig:
     hf_dataset: str | None = None  # dataset, bbq: a Hugging Face hub dataset (needs `datasets` and hub access)
     hf_config: str | None = None
     split: str | None = None
+    # traits: "values" | "demographic" | "all" or a list of trait keys; traits hidden with the target; shots
+    targets: str | tuple[str, ...] | None = None
+    withhold: tuple[str, ...] = ()
+    shots: int | None = None
 
     @property
     def label(self) -> str:
@@ -215,6 +219,14 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) > 1:  # e.g. `orders`: an integer or a string; take the first type the value is
+            for arg in args:
+                tried: list[str] = []
+                converted = _convert(value, arg, where, tried)
+                if not tried:
+                    return converted
+            problems.append(f"{where}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")
+            return None
         return _convert(value, args[0], where, problems)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
@@ -310,6 +322,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.mode: '{b.mode}' not supported by {b.name} (expected one of {', '.join(adapter.modes)})")
         else:
             _check_adapter_options(grid, b, adapter, where, problems)
+            if getattr(adapter, "per_persona", False) and personas is None:
+                problems.append(f"{where}.name: {b.name} takes its items from the personas; add a [personas] table")
         if b.path is not None and not grid.resolve(b.path).exists():
             problems.append(f"{where}.path: file not found: {grid.resolve(b.path)}")
         if b.limit is not None and b.limit < 1:

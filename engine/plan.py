@@ -4,6 +4,10 @@ Cells are generated on demand and never stored, so a ten-million-cell grid plans
 a model and condition, cells are persona-major so prompts sharing a persona preamble arrive together
 (prefix caches hit, and the persona is rendered once per run of cells rather than once per cell).
 
+A benchmark whose items come from the personas themselves (`per_persona`, trait inference) pairs each
+persona only with its own items, in every condition (the baseline records whose answer is predicted but shows
+no persona), and renders the persona without the traits the item hides (its target).
+
 A cell of a benchmark in judge mode takes two requests: the model's free-text answer, then the judge's verdict
 on it (`judge_request`), built once the answer exists; both are ordinary cached requests.
 """
@@ -15,10 +19,12 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
+from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
-from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
+from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
 from engine.request import Decoding, Request, Response
 from persona_builder import Persona, load_personas, render
 
@@ -56,6 +62,15 @@ class Benchmark:
     def max_tokens(self) -> int | None:
         return self.config.max_tokens or (JUDGED_ANSWER_TOKENS if self.rubric else None)
 
+    @property
+    def per_persona(self) -> bool:
+        """Items come from each persona (bench_adapters.traits): enumerated per persona, never stored."""
+        return getattr(self.adapter, "per_persona", False)
+
+    @property
+    def persona_items(self) -> PersonaItems:
+        return cast(PersonaItems, self.adapter)
+
 
 class Plan:
     def __init__(self, grid: GridConfig, personas: list[Persona], benchmarks: list[Benchmark]) -> None:
@@ -77,10 +92,17 @@ class Plan:
                 keep = sorted(random.Random(grid.run.seed).sample(range(len(personas)), limit))
                 personas = [personas[i] for i in keep]
         benchmarks = []
-        for b in grid.benchmarks:
+        for i, b in enumerate(grid.benchmarks):
             kind = ADAPTERS[b.name]
             path = grid.resolve(b.path) if b.path else None
             adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
+            if getattr(adapter, "per_persona", False):
+                try:
+                    cast(PersonaItems, adapter).bind(personas)
+                except ValueError as exc:
+                    raise GridError([f"{grid.path}: benchmarks[{i}]: {exc}"]) from None
+                benchmarks.append(Benchmark(b, adapter, ()))
+                continue
             items = tuple(adapter.items())
             rubric = None
             if b.mode == JUDGE:
@@ -92,10 +114,13 @@ class Plan:
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
         return [None] if condition.format is None else list(self.personas)
 
+    def _items(self, bench: Benchmark, condition: ConditionConfig) -> int:
+        if bench.per_persona:
+            return bench.persona_items.count
+        return len(bench.items) * len(self._personas_for(condition))
+
     def count(self, model: ModelConfig) -> int:
-        return sum(
-            len(b.items) * len(self._personas_for(c)) * model.samples for b in self.benchmarks for c in self.grid.conditions
-        )
+        return sum(self._items(b, c) * model.samples for b in self.benchmarks for c in self.grid.conditions)
 
     def __len__(self) -> int:
         return sum(self.count(m) for m in self.grid.models)
@@ -113,11 +138,21 @@ class Plan:
             index += self.count(m)
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
-                for persona in self._personas_for(condition):
-                    for item in bench.items:
-                        for sample in range(model.samples):
-                            yield Cell(index, model, bench.config.label, item, condition, persona, sample)
-                            index += 1
+                for persona, item in self._pairs(bench, condition):
+                    for sample in range(model.samples):
+                        yield Cell(index, model, bench.config.label, item, condition, persona, sample)
+                        index += 1
+
+    def _pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item]]:
+        """(persona, item) in plan order: persona-major; a per-persona benchmark's items go with their persona only."""
+        if bench.per_persona:
+            for persona in self.personas:
+                for item in bench.persona_items.items_for(persona):
+                    yield persona, item
+            return
+        for persona in self._personas_for(condition):
+            for item in bench.items:
+                yield persona, item
 
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
@@ -132,8 +167,8 @@ class Plan:
     def judged(self, benchmark: str) -> bool:
         return self._benchmarks[benchmark].rubric is not None
 
-    def _render_uncached(self, persona_id: str, fmt: str, traits: str) -> str:
-        return render(self._by_id[persona_id], fmt, traits)
+    def _render_uncached(self, persona_id: str, fmt: str, traits: str, hidden: frozenset[str] = frozenset()) -> str:
+        return render(self._by_id[persona_id], fmt, traits, hidden)
 
     @staticmethod
     @lru_cache(maxsize=64)
@@ -141,6 +176,8 @@ class Plan:
         return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
 
     def _task(self, benchmark: str, item: Item) -> str:
+        if self._benchmarks[benchmark].per_persona:  # one prompt per persona × target: memoising would grow with the grid
+            return self.adapter(benchmark).task_prompt(item)
         key = (benchmark, item.id)
         if key not in self._tasks:
             self._tasks[key] = self.adapter(benchmark).task_prompt(item)
@@ -150,16 +187,18 @@ class Plan:
         task = self._task(cell.benchmark, cell.item)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
+        bench = self._benchmarks[cell.benchmark]
         if cell.persona is None or cond.format is None:
             messages = (("user", task),)
         else:
-            persona_text = self._render(cell.persona.id, cond.format, cond.traits)
+            # a per-persona item never shows the trait it asks for
+            hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
+            persona_text = self._render(cell.persona.id, cond.format, cond.traits, hidden)
             if cond.placement == "system":
                 messages = (("system", persona_text), ("user", task))
             else:
                 messages = (("user", f"{persona_text}\n\n{task}"),)
         m = cell.model
-        bench = self._benchmarks[cell.benchmark]
         mode = bench.config.mode
         if bench.rubric is not None:  # a free-text answer, for the judge
             return Request(messages, self._decoding(m, bench.max_tokens), cell.sample, "generate", (), False)

@@ -16,6 +16,7 @@ from pathlib import Path
 from persona_builder.persona import PersonaFileError
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
+_DEFAULT_RESOLVED = DEFAULT_CATALOG.resolve()
 FORMATS = ("csv", "dta", "sav")
 
 
@@ -330,7 +331,9 @@ def parse_catalog(doc: Mapping, path: Path) -> Catalog:
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
-    path = (Path(path) if path else DEFAULT_CATALOG).resolve()
+    # The default path is resolved once: renderers call this per persona (trait inference: per item), and
+    # resolving a path costs a realpath per call.
+    path = Path(path).resolve() if path else _DEFAULT_RESOLVED
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found")
     return _load(path, path.stat().st_mtime_ns)

@@ -8,6 +8,8 @@ catalog does not know, falls back to a quoted question-and-answer sentence.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import orjson
 
 from persona_builder.catalog import TraitSpec, load_catalog
@@ -140,7 +142,15 @@ def _json(persona: Persona, traits: dict[str, Trait]) -> str:
 _RENDERERS = {"prose": _prose, "bullets": _bullets, "json": _json}
 
 
-def render(persona: Persona, fmt: str = "prose", subset: str = "all") -> str:
+def render(persona: Persona, fmt: str = "prose", subset: str = "all", exclude: Collection[str] = ()) -> str:
+    """The persona as text; `exclude` names traits never shown whatever the subset (trait inference hides its target)."""
     if fmt not in _RENDERERS:
         raise ValueError(f"unknown persona format '{fmt}', expected one of {', '.join(FORMATS)}")
-    return _RENDERERS[fmt](persona, select_traits(persona, subset))
+    traits = select_traits(persona, subset)
+    return _RENDERERS[fmt](persona, {k: t for k, t in traits.items() if k not in exclude} if exclude else traits)
+
+
+def trait_lines(persona: Persona, exclude: Collection[str] = ()) -> list[str]:
+    """The bullets format's "- Label: answer" lines without its instruction line: another respondent as an
+    example (trait inference's shots)."""
+    return render(persona, "bullets", "all", exclude).split("\n")[1:]

@@ -11,6 +11,7 @@ from bench_adapters.metrics import benchmark_metrics
 from engine.report import effects
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
 from engine.report.load import ReportError, Run, open_run
+from engine.report.traits import traits_tables
 
 DEFAULT_BY = ("country", "region", "sex", "age_band")
 RUN_TABLES_BY: tuple[Spec, ...] = (("country",), ("sex",))  # what a run prints and writes when it ends
@@ -67,6 +68,7 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
             "format_agreement": effects.format_agreement(run, index),
         }
         tables.update({name: t for name, t in extra.items() if not t.is_empty()})
+    tables.update(traits_tables(run, specs, options.settings))  # trait inference: priors and alignment need the personas
     return Report(run, options.settings, specs, tables)
 
 

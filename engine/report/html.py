@@ -64,6 +64,7 @@ def _figures(report: Report, primary: str | None) -> list[str]:
         keys = ["model", "benchmark"] if ablation["benchmark"].n_unique() > 1 else ["model"]
         points = [_point(r, f"{_label(r, keys)} · without {r['removed']}", "effect") for r in ablation.iter_rows(named=True)]
         figures.append(svg.forest(points, "Trait ablation: score(full persona) − score(partial), per left-out trait (95% CI)"))
+    figures += _traits_heatmaps(report.tables)
     return figures
 
 
@@ -92,6 +93,26 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
     lookup = {(r["_row"], r["_level"]): r["delta"] for r in table.iter_rows(named=True)}
     values = [[lookup.get((r, c)) for c in cols] for r in rows]
     return svg.heatmap(rows, cols, values, f"Δ, model × {' × '.join(spec)}, condition {primary}")
+
+
+def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
+    """Trait inference: alignment with the real answers, target × the first of country, region, age band on which
+    the personas differ, per model and condition."""
+    from engine.report.traits import HEAT_TRAITS  # here, not at the top: keeps this file's imports as they were
+
+    out = []
+    for name in [n for n in tables if n.startswith("traits") and n.endswith("_by_target")]:
+        found = [(t, tables[f"{name}_x_{t}"]) for t in HEAT_TRAITS if f"{name}_x_{t}" in tables]
+        trait, table = next(((t, f) for t, f in found if f[t].n_unique() > 1), (None, None))
+        if trait is None or table is None:
+            continue
+        for (model, condition), part in table.filter(~pl.col("model").str.starts_with("prior:")).group_by("model", "condition", maintain_order=True):
+            targets = part["target"].unique(maintain_order=True).to_list()
+            levels = sorted(part[trait].unique().to_list())
+            lookup = {(r["target"], r[trait]): r["alignment"] for r in part.iter_rows(named=True)}
+            values = [[lookup.get((t, c)) for c in levels] for t in targets]
+            out.append(svg.heatmap(targets, levels, values, f"{name}: alignment (1 = the real answer distribution), target × {trait}, {model}, {condition}"))
+    return out
 
 
 def _table_html(frame: pl.DataFrame) -> str:

@@ -65,6 +65,7 @@ def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, 
     if country is not None and not country.is_empty():
         model = model or country["model"][0]
         shown.append((f"Table 5 · persona score, benchmark × country, model {model}, condition {primary}", _benchmark_by_country(country, model, primary)))
+    shown += _traits_tables(tables)
     if "trait_ablation" in tables:
         shown.append(("Trait ablation: what the left-out traits add (full − partial persona, paired)", _ablation_table(tables["trait_ablation"])))
     if "sample_consistency" in tables:
@@ -154,6 +155,23 @@ def _format_table(table: pl.DataFrame) -> pl.DataFrame:
     rows = [{"model": r["model"], "benchmark": r["benchmark"], "formats": r["condition"], "n": str(r["n"]), "agreement": ci(r, "agreement")}
             for r in table.iter_rows(named=True)]
     return _drop_benchmark(pl.DataFrame(rows), table)
+
+
+def _traits_tables(tables: dict[str, pl.DataFrame]) -> list[tuple[str, pl.DataFrame]]:
+    """Trait inference (engine.report.traits): per trait, each model and condition beside the population priors."""
+    shown = []
+    for name, table in tables.items():
+        if not (name.startswith("traits") and name.endswith("_by_target")):
+            continue
+        rows = [
+            {"target": r["target"] + ("" if r["ordinal"] else " (nominal)"), "model": r["model"], "condition": r["condition"],
+             "n": str(r["n"]) + (" †" if r["small"] else ""), "accuracy": ci(r, "accuracy"), "ordinal score": ci(r, "ordinal_score"),
+             "lift over best prior": ci(r, "lift", signed=True), "alignment": ci(r, "alignment"), "invalid": _num(r["invalid"])}
+            for r in table.iter_rows(named=True)
+        ]
+        title = f"Trait inference ({name}): models beside population priors; lift = model − best prior on the ordinal score (accuracy when nominal)"
+        shown.append((title, pl.DataFrame(rows)))
+    return shown
 
 
 def _drop_benchmark(display: pl.DataFrame, source: pl.DataFrame) -> pl.DataFrame:
