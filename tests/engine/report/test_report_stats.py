@@ -111,7 +111,9 @@ def test_null_effect_is_not_significant_and_results_are_seeded(tmp_path):
     again = persona_effect(run, Index.build(run, Settings(resamples=500, seed=5)), (OVERALL, ("country",)))
     other = persona_effect(run, Index.build(run, Settings(resamples=500, seed=6)), (OVERALL, ("country",)))
     assert first[OVERALL].equals(again[OVERALL]) and first[("country",)].equals(again[("country",)])
-    assert first[OVERALL]["delta_lo"][0] != other[OVERALL]["delta_lo"][0]
+    assert first[OVERALL]["baseline_lo"][0] != other[OVERALL]["baseline_lo"][0], "bootstrap intervals follow the seed"
+    assert first[OVERALL]["p_method"][0] == "cluster-t", "6 personas: a small group, tested without resampling"
+    assert first[OVERALL]["delta_lo"][0] == other[OVERALL]["delta_lo"][0]
     assert first[OVERALL]["p"][0] > 0.05
     country = first[("country",)]
     assert country["q_bh"].to_list() == pytest.approx(benjamini_hochberg(country["p"].to_numpy()).tolist())
