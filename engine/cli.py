@@ -64,6 +64,7 @@ def run(
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
             print_frame(out, frame, f"dry run: {config.path.name}")
             print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            _print_power(config)
             return
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
@@ -116,6 +117,14 @@ def _estimate_frame(config) -> pl.DataFrame:
     known = [e.usd for e in est.values() if e.usd is not None]
     rows.append(("total", sum(e.calls for e in est.values()), sum(e.input_tokens for e in est.values()), sum(e.output_tokens for e in est.values()), sum(known) if known else None))
     return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd"], orient="row")
+
+
+def _print_power(config) -> None:
+    from engine.power import REFERENCE_DELTA, dry_run_power
+
+    frame = dry_run_power(config)
+    if not frame.is_empty():
+        print_frame(out, frame, f"power: MDE = the Δ found with 80% power at α = 0.05; P(find {REFERENCE_DELTA}) = power at Δ = {REFERENCE_DELTA}")
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
