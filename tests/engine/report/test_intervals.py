@@ -54,8 +54,8 @@ def test_cluster_t_on_a_hand_worked_group(tmp_path):
     """Baseline wrong on q0, q1; p1 right on both, p2 on q0 only, p3 on neither. Δ̂ = 3/6 = 0.5, residuals
     ±0.5. Persona sums (1, 0, −1): Σu² = 2, × 3/2 = 3; question sums (0.5, −0.5): 0.5 × 2/1 = 1; cells: six
     times 0.25 = 1.5 × 6/5 = 1.8. V = (3 + 1 − 1.8)/36 = 0.0611 is below the persona term 3/36, so V = 1/12 and
-    SE = 0.288675. Satterthwaite df = (1/12)² / ((1/12)²/2 + (1/36)²/1) = 1.64 → 1. t = 0.5/SE = √3, and with
-    one degree of freedom p = 1 − (2/π)·atan(√3) = 1/3; the interval is 0.5 ± 12.7062·SE."""
+    SE = 0.288675, df = min(3, 2) − 1 = 1. t = 0.5/SE = √3, and with one degree of freedom
+    p = 1 − (2/π)·atan(√3) = 1/3; the interval is 0.5 ± 12.7062·SE."""
     (row,) = _effect(_run(tmp_path, [0.0, 0.0], {"p1": [1.0, 1.0], "p2": [1.0, 0.0], "p3": [0.0, 0.0]}))
     assert row["delta"] == 0.5 and row["p_method"] == "cluster-t"
     assert row["p"] == pytest.approx(1 / 3, abs=1e-12)
@@ -64,15 +64,16 @@ def test_cluster_t_on_a_hand_worked_group(tmp_path):
     assert row["delta_hi"] == pytest.approx(0.5 + 12.706204736174698 * se, abs=1e-9)
 
 
-def test_satterthwaite_df_follows_the_questions_when_personas_agree():
-    """Two identical personas over 40 questions: all variance is between questions, so df = Q − 1 = 39,
-    not min(P, Q) − 1 = 1 (which would make any interval 12.7 SEs wide)."""
+def test_degrees_of_freedom_are_the_fewer_clusters_minus_one():
+    """Two identical personas over 40 questions: all the variance is between questions, yet only two
+    personas were seen, so df = min(P, Q) − 1 = 1 and the interval is 12.7 SEs wide: two personas say
+    nothing about personas in general."""
     q = np.tile(np.arange(40), 2)
     p = np.repeat([0, 1], 40)
     d = (q % 2 == 0).astype(float)  # Δ 1 on even questions, 0 on odd: mean 0.5
     se, df = two_way_se(d, np.ones(80), q, p, np.zeros((2, 1), dtype=np.int64), 1)
-    # question sums 2·(±0.5): Σu² = 40, × 40/39; W = 80 → V = 40·40/39/6400
-    assert df[0] == 39 and se[0] == pytest.approx(math.sqrt(40 * 40 / 39 / 6400), abs=1e-15)
+    # persona sums 0; question sums 2·(±0.5): Σu² = 40, × 40/39; cells: 80 · 0.25 × 80/79; W = 80 → V = the question term
+    assert df[0] == 1 and se[0] == pytest.approx(math.sqrt(40 * 40 / 39 / 6400), abs=1e-15)
 
 
 def test_student_t_tail_and_critical_values_by_hand():
