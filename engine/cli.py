@@ -142,10 +142,10 @@ def report(
     baseline: Annotated[str | None, typer.Option(help="Condition to pair against. Default: the grid's no-persona condition.")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    min_size: Annotated[int, typer.Option(min=1, help="Subgroups with fewer personas are flagged (never hidden).")] = 30,
+    min_size: Annotated[int, typer.Option(min=1, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")] = 30,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
-    """Persona-effect report: Δ with paired-bootstrap CIs by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
+    """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
     from engine.report.aggregate import Settings
     from engine.report.build import ReportOptions, build_report, parse_by, write_report
     from engine.report.load import ReportError, open_run
