@@ -63,8 +63,8 @@ def run(
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
             print_frame(out, frame, f"dry run: {config.path.name}")
-            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
             _print_power(config)
+            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
             return
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
