@@ -127,6 +127,7 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
             print_frame(out, frame, f"dry run: {config.path.name}")
+            _print_power(config)
             print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
             return None
         if budget is not None and budget <= 0:
@@ -170,6 +171,14 @@ def _estimate_frame(config) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd"], orient="row")
 
 
+def _print_power(config) -> None:
+    from engine.power import REFERENCE_DELTA, dry_run_power
+
+    frame = dry_run_power(config)
+    if not frame.is_empty():
+        print_frame(out, frame, f"power: MDE = the Δ found with 80% power at α = 0.05; P(find {REFERENCE_DELTA}) = power at Δ = {REFERENCE_DELTA}")
+
+
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
     from engine.providers.errors import QUOTA, TRANSIENT
 
@@ -185,10 +194,10 @@ def report(
     baseline: Annotated[str | None, typer.Option(help="Condition to pair against. Default: the grid's no-persona condition.")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    min_size: Annotated[int, typer.Option(min=1, help="Subgroups with fewer personas are flagged (never hidden).")] = 30,
+    min_size: Annotated[int, typer.Option(min=1, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")] = 30,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
-    """Persona-effect report: Δ with paired-bootstrap CIs by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
+    """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
     from engine.report.aggregate import Settings
     from engine.report.build import ReportOptions, build_report, parse_by, write_report
     from engine.report.load import ReportError, open_run

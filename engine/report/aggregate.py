@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from engine.report.clustered import two_way_se
 from engine.report.load import MISSING, Run
-from engine.report.stats import benjamini_hochberg, interval, p_value, poisson_weights, ratio_draws
+from engine.report.stats import LEVEL, benjamini_hochberg, interval, p_value, poisson_weights, ratio_draws, t_critical, t_two_sided_p
 
 Spec = tuple[str, ...]
 OVERALL: Spec = ()
 ROWS = "n"  # the implicit row count column: every ratio over rows uses it as denominator
 BLOCK = 2048  # personas per dense block: bounds memory at questions × BLOCK per summed column
+BOOTSTRAP, CLUSTER_T = "bootstrap", "cluster-t"  # how a tested row got its interval and p (`p_method`)
+NO_VARIANCE_SE = 1e-12  # a standard error this small is float noise around zero: every paired difference equal
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Ratio:
 class Settings:
     resamples: int = 1000
     seed: int = 0
-    min_size: int = 30  # personas; a smaller subgroup is flagged `small`, never hidden
+    min_size: int = 30  # personas; a smaller subgroup is flagged `small`, never hidden, and tested by cluster-t
 
 
 @dataclass
@@ -170,8 +173,14 @@ def aggregate(
     test: str | None = None,
 ) -> dict[Spec, pl.DataFrame]:
     """One table per spec: family keys, the spec's trait columns, n, questions, personas, each ratio with
-    its interval (`name`, `name_lo`, `name_hi`), and for the `test` ratio `p`, `q_bh` (Benjamini-Hochberg
-    across all rows of the table) and `small`. Subgroups with no rows are absent; small ones are flagged."""
+    its interval (`name`, `name_lo`, `name_hi`), and for the `test` ratio `p`, `p_method`, `q_bh` and `small`.
+    Subgroups with no rows are absent; small ones are flagged.
+
+    The test ratio's interval and p come from the crossed bootstrap when a group has at least `min_size`
+    personas and `min_size` questions, else from the two-way cluster-robust t (`engine.report.clustered`);
+    both are withheld (null, `p_method` null) when the group has fewer than 2 personas or 2 questions, or no
+    variance (every cluster residual 0, e.g. every paired difference equal). q_bh is Benjamini-Hochberg
+    within each `p_method` of the table: small groups are a family of their own."""
     levels = _Levels.build(index.personas, specs)
     columns = sorted({ROWS} | {c for r in ratios for c in (r.num, r.den, r.minus) if c is not None})
     booted = sorted({ROWS} | {c for r in ratios if r.boot for c in (r.num, r.den, r.minus) if c is not None})
@@ -185,9 +194,11 @@ def aggregate(
     for rows_by_block in _partition(cells, family, arrays["p"], index.personas.height):
         key = keys.row(int(next(iter(rows_by_block.values()))[0]))
         sums = _family_sums(rows_by_block, arrays, dict(zip(family, key))["benchmark"], columns, booted, index, levels)
+        clustered = _clustered(rows_by_block, arrays, ratios, test, levels) if test is not None else None
         for spec, offset, labels in zip(levels.specs, levels.offsets, levels.labels):
             width = max(labels.height, 1)
-            frame = _rows(sums, ratios, slice(offset, offset + width), test)
+            cols = slice(offset, offset + width)
+            frame = _rows(sums, ratios, cols, test, None if clustered is None else (clustered[0][cols], clustered[1][cols]), index.settings.min_size)
             head = pl.DataFrame({k: [v] * width for k, v in zip(family, key)}, schema={k: pl.String for k in family})
             frame = pl.concat([head, labels, frame], how="horizontal") if spec else pl.concat([head, frame], how="horizontal")
             out[spec].append(frame.filter(pl.col("n") > 0))
@@ -239,7 +250,36 @@ def _family_sums(rows_by_block: dict[int, np.ndarray], arrays: dict[str, np.ndar
     return sums
 
 
-def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None) -> pl.DataFrame:
+def _clustered(rows_by_block: dict[int, np.ndarray], arrays: dict[str, np.ndarray], ratios: Sequence[Ratio], test: str, levels: _Levels) -> tuple[np.ndarray, np.ndarray]:
+    """The test ratio's two-way cluster-robust (se, df) per level column of one family."""
+    r = next(r for r in ratios if r.name == test)
+    rows = np.concatenate(list(rows_by_block.values()))
+    d = arrays[r.num][rows] - (arrays[r.minus][rows] if r.minus else 0.0)
+    w = np.ones(rows.size) if r.den == ROWS else arrays[r.den][rows]
+    return two_way_se(d, w, arrays["q"][rows], arrays["p"][rows], levels.codes, levels.total)
+
+
+def _test(estimate: np.ndarray, draws: np.ndarray | None, clustered: tuple[np.ndarray, np.ndarray], questions: np.ndarray, personas: np.ndarray, min_size: int) -> dict:
+    """Interval, p and method of the test ratio per level: bootstrap for large groups, cluster-t for small ones,
+    nothing (NaN, method None) for too few units or no variance."""
+    se, df = clustered
+    testable = (df >= 1) & (se > NO_VARIANCE_SE) & ~np.isnan(estimate)
+    small = (personas < min_size) | (questions < min_size)
+    use_t, use_boot = testable & small, testable & ~small & (draws is not None)
+    half = t_critical(np.where(use_t, df, 1.0), LEVEL) * se
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_t = t_two_sided_p(estimate / se, np.where(use_t, df, 1.0))
+    lo, hi = interval(draws) if draws is not None else (np.full_like(estimate, np.nan),) * 2
+    p_boot = p_value(estimate, draws) if draws is not None else np.full_like(estimate, np.nan)
+
+    def pick(by_t: np.ndarray, by_boot: np.ndarray) -> np.ndarray:
+        return np.where(use_t, by_t, np.where(use_boot, by_boot, np.nan))
+
+    method = [CLUSTER_T if t else BOOTSTRAP if b else None for t, b in zip(use_t, use_boot)]
+    return {"lo": pick(estimate - half, lo), "hi": pick(estimate + half, hi), "p": pick(p_t, p_boot), "p_method": method}
+
+
+def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None, clustered: tuple[np.ndarray, np.ndarray] | None, min_size: int) -> pl.DataFrame:
     n = sums.point[ROWS][cols]
     data: dict[str, np.ndarray] = {
         "n": n.astype(np.int64),
@@ -250,15 +290,16 @@ def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None) -
         num = sums.point[r.num][cols] - (sums.point[r.minus][cols] if r.minus else 0.0)
         estimate = ratio_draws(num, sums.point[r.den][cols])
         data[r.name] = estimate
+        draws = None
         if r.boot and sums.boot:
             draws = ratio_draws(sums.boot[r.num][:, cols] - (sums.boot[r.minus][:, cols] if r.minus else 0.0), sums.boot[r.den][:, cols])
             data[f"{r.name}_lo"], data[f"{r.name}_hi"] = interval(draws)
-            if r.name == test:
-                data["p"] = p_value(estimate, draws)
         elif r.boot:
             data[f"{r.name}_lo"] = data[f"{r.name}_hi"] = np.full_like(estimate, np.nan)
-            if r.name == test:
-                data["p"] = np.full_like(estimate, np.nan)
+        if r.name == test and clustered is not None:
+            tested = _test(estimate, draws, clustered, data["questions"], data["personas"], min_size)
+            data[f"{r.name}_lo"], data[f"{r.name}_hi"], data["p"] = tested["lo"], tested["hi"], tested["p"]
+            data["p_method"] = tested["p_method"]
     return pl.DataFrame(data).fill_nan(None)
 
 
@@ -268,5 +309,10 @@ def _finish(frames: list[pl.DataFrame], settings: Settings, test: str | None) ->
     table = pl.concat(frames, how="diagonal_relaxed")
     if test is not None and "p" in table.columns:
         p = table["p"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-        table = table.with_columns(pl.Series("q_bh", benjamini_hochberg(p)).fill_nan(None))
+        method = table["p_method"].cast(pl.String).fill_null("").to_numpy()
+        q = np.full_like(p, np.nan)
+        for name in (BOOTSTRAP, CLUSTER_T):  # one BH family per method: small groups never dilute, nor are diluted by, large ones
+            rows = method == name
+            q[rows] = benjamini_hochberg(p[rows])
+        table = table.with_columns(pl.Series("q_bh", q).fill_nan(None))
     return table.with_columns(((pl.col("personas") > 0) & (pl.col("personas") < settings.min_size)).alias("small"))

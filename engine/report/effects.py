@@ -16,13 +16,25 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from engine.report.aggregate import OVERALL, Index, Ratio, Spec, aggregate
+from engine.report.aggregate import OVERALL, Index, Ratio, Settings, Spec, aggregate
 from engine.report.load import Condition, Run
 from engine.report.stats import pass_at_k
 
 FAMILY = ("model", "benchmark", "condition")
 PAIR = ("model", "benchmark", "item_id", "sample")
 INVALID_ANSWER = "(invalid)"  # an unparseable answer agrees with another unparseable one, not with a letter
+
+
+def interval_note(settings: Settings) -> str:
+    """How the report's intervals and p-values were made, for the notes above its tables (plain text)."""
+    s = settings
+    return (
+        f"Intervals are 95%. For Δ (and trait-ablation effects): groups with at least {s.min_size} personas and {s.min_size} questions get a "
+        f"percentile interval and a two-sided p from {s.resamples:,} seeded paired bootstrap resamples (seed {s.seed}) over questions and personas; "
+        "smaller groups a two-way (persona × question) cluster-robust t interval and p with few-cluster degrees of freedom (p_method cluster-t); "
+        "a group with fewer than 2 personas or 2 questions, or whose paired differences do not vary, gets neither. "
+        "q = Benjamini-Hochberg within each table, separately for bootstrap and cluster-t rows. Scores' intervals are bootstrap."
+    )
 
 
 def _ok(run: Run) -> pl.LazyFrame:

@@ -10,6 +10,7 @@ import polars as pl
 
 from engine.report import svg
 from engine.report.build import Report
+from engine.report.effects import interval_note
 from engine.report.tables import SIGNIFICANT_Q, primary_condition, report_tables
 
 CSS = """
@@ -127,8 +128,7 @@ def render_html(report: Report) -> str:
     s = report.settings
     note = (
         f"Δ = score(persona) − score(baseline <code>{escape(str(report.run.baseline))}</code>), paired on model × benchmark × question × sample. "
-        f"95% intervals and p-values from {s.resamples:,} seeded paired bootstrap resamples (seed {s.seed}) over questions and personas; "
-        f"* = Benjamini-Hochberg q &lt; 0.05 within each table; † = fewer than {s.min_size} personas (shown, not hidden). "
+        f"{escape(interval_note(s))} * = q &lt; 0.05; † = fewer than {s.min_size} personas (shown, not hidden). "
         "Invalid answers score 0 and are reported as their own rate; errored calls are not scored."
     )
     parts = [f"<h1>Persona-effect report: {escape(report.run.name)}</h1>", f'<p class="note">{note}</p>', "<h2>Charts</h2>"]

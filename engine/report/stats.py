@@ -8,6 +8,8 @@ persona block serve every model, condition and subgroup at once, and the resampl
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 import zlib
 
@@ -77,3 +79,47 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
             none_pass *= np.clip((fail - j) / (n - j), 0.0, 1.0)
     return np.where(n >= k, 1.0 - none_pass, np.nan)
 
+
+
+def _t_tail(t: float, df: int) -> float:
+    """P(|T| ≥ |t|), Student's t with integer df ≥ 1: the closed-form finite series of Abramowitz & Stegun
+    26.7.3 (odd df) and 26.7.4 (even df), in scalar `math` so the result is bit-identical run to run (numpy's
+    SIMD transcendentals may differ in the last bit with array alignment)."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, term, series = math.cos(theta) ** 2, 1.0, 1.0
+    if df % 2:  # Σ a_k cos^2k θ for k ≤ (df−3)/2, a_k = a_{k−1}·2k/(2k+1)
+        for k in range(1, (df - 3) // 2 + 1):
+            term *= c2 * 2 * k / (2 * k + 1)
+            series += term
+        inside = 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * series if df > 1 else 0.0))
+    else:  # Σ b_k cos^2k θ for k ≤ (df−2)/2, b_k = b_{k−1}(2k−1)/(2k)
+        for k in range(1, (df - 2) // 2 + 1):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            series += term
+        inside = math.sin(theta) * series
+    return min(max(1.0 - inside, 0.0), 1.0)
+
+
+def t_two_sided_p(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p-value P(|T| ≥ |t|) per element for Student's t with integer df; NaN where df < 1 or t is
+    NaN. E.g. t = 2, df = 3 → 0.13933."""
+    t, df = np.broadcast_arrays(np.asarray(t, dtype=float), np.asarray(df, dtype=float))
+    out = [_t_tail(x, int(f)) if f >= 1 and not math.isnan(x) else math.nan for x, f in zip(t.ravel().tolist(), df.ravel().tolist())]
+    return np.array(out, dtype=float).reshape(t.shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_critical(df: int, level: float) -> float:
+    lo, hi = 0.0, 1e4
+    for _ in range(100):  # bisection: the tail is monotone in t
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_tail(mid, df) > 1.0 - level else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_critical(df: np.ndarray, level: float = LEVEL) -> np.ndarray:
+    """The two-sided critical value t with P(|T| ≥ t) = 1 − level, per integer df ≥ 1; NaN where df < 1.
+    E.g. df 1 → 12.706, df 4 → 2.776, df 29 → 2.045."""
+    df = np.asarray(df, dtype=float)
+    out = [_t_critical(int(f), level) if f >= 1 else math.nan for f in df.ravel().tolist()]
+    return np.array(out, dtype=float).reshape(df.shape)

@@ -15,6 +15,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from engine.report.effects import interval_note
+
 if TYPE_CHECKING:
     from engine.report.build import Report
 
@@ -210,8 +212,7 @@ def render_markdown(report: Report) -> str:
         f"# Persona-effect report: {report.run.name}",
         "",
         f"Δ = score(persona) − score(baseline `{report.run.baseline}`), paired on model × benchmark × question × sample. "
-        f"95% intervals and two-sided p-values from {s.resamples:,} paired bootstrap resamples (seed {s.seed}) over questions "
-        "and personas; q = Benjamini-Hochberg across the rows of each table. `*`: q < 0.05. "
+        f"{interval_note(s)} `*`: q < 0.05. "
         f"`†`: fewer than {s.min_size} personas (shown, not hidden). Invalid answers score 0; their rates are reported beside "
         "the scores (baseline → persona). Errored calls are not scored.",
         "",

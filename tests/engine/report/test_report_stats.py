@@ -111,7 +111,9 @@ def test_null_effect_is_not_significant_and_results_are_seeded(tmp_path):
     again = persona_effect(run, Index.build(run, Settings(resamples=500, seed=5)), (OVERALL, ("country",)))
     other = persona_effect(run, Index.build(run, Settings(resamples=500, seed=6)), (OVERALL, ("country",)))
     assert first[OVERALL].equals(again[OVERALL]) and first[("country",)].equals(again[("country",)])
-    assert first[OVERALL]["delta_lo"][0] != other[OVERALL]["delta_lo"][0]
+    assert first[OVERALL]["baseline_lo"][0] != other[OVERALL]["baseline_lo"][0], "bootstrap intervals follow the seed"
+    assert first[OVERALL]["p_method"][0] == "cluster-t", "6 personas: a small group, tested without resampling"
+    assert first[OVERALL]["delta_lo"][0] == other[OVERALL]["delta_lo"][0]
     assert first[OVERALL]["p"][0] > 0.05
     country = first[("country",)]
     assert country["q_bh"].to_list() == pytest.approx(benjamini_hochberg(country["p"].to_numpy()).tolist())
@@ -170,6 +172,7 @@ def test_trait_ablation_pairs_each_partial_persona_with_the_full_one(tmp_path):
     assert {c: (r["removed"], r["reference"], r["effect"]) for c, r in ablation.items()} == {
         "no_country": ("country", "full", 0.5), "demo": ("values traits", "full", 0.0), "vals": ("demographic traits", "full", 1.0)
     }
-    assert ablation["no_country"]["effect_lo"] > 0.2 and ablation["no_country"]["p"] < 0.01
+    # Two personas that agree: the effect is plain, but two personas are two clusters (cluster-t, 1 df).
+    assert ablation["no_country"]["p_method"] == "cluster-t" and ablation["no_country"]["effect_lo"] < 0.5 < ablation["no_country"]["effect_hi"]
     deltas = {r["condition"]: r["delta"] for r in report.effect().iter_rows(named=True)}
     assert deltas == {"full": 0.5, "no_country": 0.0, "demo": 0.5, "vals": -0.5}
