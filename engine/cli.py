@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.cache_cli import app as cache_app
 from engine.config import GridError, load_grid
 from persona_builder.cli import app as personas_app
 
@@ -50,24 +51,31 @@ def run(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary as JSON here.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's [run] cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     from engine import runner
     from engine.providers.base import PreflightError
+    from engine.shard import Shard, locate
     from persona_builder import PersonaFileError
 
     try:
-        config = load_grid(grid)
+        part = Shard.parse(shard) if shard is not None else None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        config = locate(load_grid(grid), part, cache)
         if dry_run:
-            counts = runner.dry_run(config)
+            counts = runner.dry_run(config, part)
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
-            print_frame(out, frame, f"dry run: {config.path.name}")
-            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            print_frame(out, frame, f"dry run: {config.path.name}" + (f" (shard {part.index}/{part.count})" if part else ""))
+            print_frame(out, _estimate_frame(config, part), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
             return
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
-        outcome = runner.run(config, err, show_progress=progress, budget_usd=budget)
+        outcome = runner.run(config, err, show_progress=progress, budget_usd=budget, shard=part)
     except PreflightError as exc:
         raise _fail(f"preflight: {exc}") from None
     except GridError as exc:
@@ -83,6 +91,12 @@ def run(
 
         print_tables(out, display_tables(outcome.tables))
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
+    if part is not None:
+        out.print(
+            f"shard {part.index}/{part.count} -> cache {config.cache_path}. When all {part.count} are done: "
+            "mtpa-engine cache merge MERGED.sqlite SHARD.sqlite..., then mtpa-engine run GRID --cache MERGED.sqlite (no calls) for the results and tables.",
+            highlight=False,
+        )
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
     unpriced = f" (+{summary['unpriced_calls']:,} calls without a price)" if summary["unpriced_calls"] else ""
@@ -100,12 +114,12 @@ def run(
         raise typer.Exit(EXIT_BUDGET)
 
 
-def _estimate_frame(config) -> pl.DataFrame:
+def _estimate_frame(config, shard=None) -> pl.DataFrame:
     from engine import runner
     from engine.cache import ResponseCache
     from engine.pricing import estimate
 
-    plan, providers = runner.prepare(config)
+    plan, providers = runner.prepare(config, shard)
     cache = ResponseCache(config.cache_path) if config.cache_path.exists() else None
     try:
         est = estimate(plan, providers, cache)
@@ -154,6 +168,7 @@ def report(
 
 
 app.add_typer(personas_app, name="personas", help="Build, inspect and summarise survey personas.")
+app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
 
 if __name__ == "__main__":
     app()

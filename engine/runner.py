@@ -19,6 +19,7 @@ from engine.plan import Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
 from engine.results import ResultsWriter
+from engine.shard import Shard
 from engine.scheduler import RunStats, Scheduler, count_cached
 
 
@@ -29,16 +30,16 @@ class RunOutcome:
     tables: dict[str, pl.DataFrame]
 
 
-def prepare(grid: GridConfig) -> tuple[Plan, dict[str, Provider]]:
-    plan = Plan.from_grid(grid)
+def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[str, Provider]]:
+    plan = Plan.from_grid(grid, shard)
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
     return plan, providers
 
 
-def dry_run(grid: GridConfig) -> dict[str, tuple[int, int]]:
-    """Per model (cells, already cached). Reads the cache if it exists; writes nothing."""
-    plan, providers = prepare(grid)
+def dry_run(grid: GridConfig, shard: Shard | None = None) -> dict[str, tuple[int, int]]:
+    """Per model (cells, already cached), of the shard when one is given. Reads the cache if it exists; writes nothing."""
+    plan, providers = prepare(grid, shard)
     if not grid.cache_path.exists():
         return {m.id: (plan.count(m), 0) for m in grid.models}
     cache = ResponseCache(grid.cache_path)
@@ -78,13 +79,16 @@ async def _preflight(providers: dict[str, Provider]) -> None:
             raise result
 
 
-def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
-    plan, providers = prepare(grid)
+def run(
+    grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None, shard: Shard | None = None
+) -> RunOutcome:
+    plan, providers = prepare(grid, shard)
     asyncio.run(_preflight(providers))
     run_dir = grid.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     identities = {mid: p.identity() for mid, p in providers.items()}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
+    manifest["shard"] = shard.as_dict() if shard is not None else None  # `cells` above are this shard's
     write_json(run_dir / "manifest.json", manifest)
     _write_personas(plan, run_dir)
     cache = ResponseCache(grid.cache_path)
@@ -99,5 +103,8 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_u
         summary=stats.summary(),
     )
     write_json(run_dir / "manifest.json", manifest)
-    tables = {} if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
+    # A shard holds a hash-chosen part of the cells: Δ pairs persona and baseline cells that other shards may hold,
+    # so its tables come from the full run on the merged cache.
+    partial = stats.interrupted or stats.budget_exhausted or shard is not None
+    tables = {} if partial else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
     return RunOutcome(run_dir, stats, tables)
