@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Merge, inspect, compact and export response caches.")
-out = Console()
+out = Console(soft_wrap=True)  # a path or key list is never broken across lines
 
 EXIT_BAD_INPUT = 2
 EXIT_CORRUPT = 1
