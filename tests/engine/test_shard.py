@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import orjson
 import polars as pl
@@ -16,7 +20,7 @@ from engine.config import load_grid
 from engine.plan import Plan
 from engine.shard import Shard, locate
 from persona_builder import Persona, Trait
-from tests.conftest import write_grid
+from tests.conftest import REPO, write_grid
 
 cli = CliRunner()
 # Columns that say how a row was obtained this time, not what the answer is.
@@ -143,3 +147,34 @@ def test_shards_merged_rebuild_the_unsharded_results_with_no_call(tmp_path, open
     assert _results(rebuilt).equals(reference), "the merged shards give the unsharded run's results"
     _invoke("report", str(rebuilt), "--bootstrap", "50")
     assert (rebuilt / "report" / "report.html").is_file()
+
+
+_SBATCH = """#!/usr/bin/env bash
+# Stand-in for SLURM's sbatch: runs the job now (array tasks one after another) and prints a job id.
+array=""
+while [[ $1 == --* ]]; do case $1 in --array=*) array=${1#--array=} ;; esac; shift; done
+if [[ -n $array ]]; then
+    for ((i = ${array%-*}; i <= ${array#*-}; i++)); do SLURM_ARRAY_TASK_ID=$i bash "$@" >>"$SBATCH_LOG" 2>&1 || exit 1; done
+else
+    bash "$@" >>"$SBATCH_LOG" 2>&1 || exit 1
+fi
+echo 4242
+"""
+
+
+def test_slurm_array_example_runs_shards_then_merges(tmp_path, openai_server):
+    """examples/slurm_array.sh with a stand-in sbatch (no SLURM here): every cell called once, full results."""
+    grid = write_grid(tmp_path, base_url=openai_server.base_url, personas=2, questions=3)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MTPA_VENV": str(Path(sys.executable).parent.parent), "SBATCH_LOG": str(tmp_path / "log")}
+    proc = subprocess.run(["bash", str(REPO / "examples" / "slurm_array.sh"), str(grid), "2", "work"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stderr, (tmp_path / "log").read_text())
+    cells = 3 + 2 * 3
+    assert openai_server.state.requests == cells
+    with sqlite3.connect(tmp_path / "work" / "cache.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM responses").fetchone()[0] == cells
+    results = pl.read_parquet(tmp_path / "out" / "t" / "results" / "*.parquet")
+    assert results.height == cells and results["cached"].all()
