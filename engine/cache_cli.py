@@ -121,7 +121,7 @@ def vacuum(
 def export(
     cache: Annotated[Path, typer.Argument(help="A cache file.")],
     target: Annotated[Path, typer.Argument(metavar="OUT", help="A .jsonl or .csv file.")],
-    model: Annotated[str | None, typer.Option("--model", help="Only this model id's entries.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model's entries: its `model` as the grid names it (as `cache stats` lists it), not its `id`.")] = None,
 ) -> None:
     """Export the cache's entries, ordered by key, as JSON lines or CSV."""
     from engine import cache_tools

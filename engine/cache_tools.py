@@ -202,7 +202,7 @@ def _entries(db: sqlite_utils.Database, model: str | None) -> Iterator[dict[str,
 
 
 def export(path: Path, target: Path, model: str | None = None) -> int:
-    """Write the cache's entries (all, or one model id's) to `target`, by key: `.jsonl` (one object per entry;
+    """Write the cache's entries (all, or one model's: the `model` column, the grid's model name) to `target`, by key: `.jsonl` (one object per entry;
     logprobs and option tokens as JSON values) or `.csv` (those as JSON text). The file appears whole or not at
     all. Returns the number of entries written."""
     target = Path(target)
