@@ -124,8 +124,10 @@ def _merge_one(db: sqlite_utils.Database, path: Path) -> MergedInput:
         entries = db.execute("SELECT count(*) FROM src.responses").fetchone()[0]
         db.execute("BEGIN IMMEDIATE")
         try:
-            overlap = db.execute("SELECT count(*) FROM src.responses s JOIN main.responses m ON m.key = s.key").fetchone()[0]
-            conflict_keys = [k for (k,) in db.execute(f"SELECT s.key FROM src.responses s JOIN main.responses m ON m.key = s.key WHERE {differs} ORDER BY s.key")]
+            joined = "FROM src.responses s JOIN main.responses m ON m.key = s.key"
+            overlap = db.execute(f"SELECT count(*) {joined}").fetchone()[0]
+            conflicts = db.execute(f"SELECT count(*) {joined} WHERE {differs}").fetchone()[0]
+            examples = [k for (k,) in db.execute(f"SELECT s.key {joined} WHERE {differs} ORDER BY s.key LIMIT {_CONFLICT_EXAMPLES}")]
             added = db.execute(f"INSERT OR IGNORE INTO main.responses ({columns}) SELECT {columns} FROM src.responses").rowcount
             errors_added = db.execute(
                 f"INSERT INTO main.errors ({_ERROR_COLUMNS}) SELECT {_ERROR_COLUMNS} FROM src.errors "
@@ -137,7 +139,7 @@ def _merge_one(db: sqlite_utils.Database, path: Path) -> MergedInput:
             raise
     finally:
         db.execute("DETACH DATABASE src")
-    return MergedInput(path, entries, added, overlap - len(conflict_keys), len(conflict_keys), conflict_keys[:_CONFLICT_EXAMPLES], errors_added)
+    return MergedInput(path, entries, added, overlap - conflicts, conflicts, examples, errors_added)
 
 
 def _file_bytes(path: Path) -> int:

@@ -52,7 +52,7 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
     shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's [run] cache.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     from engine import runner
