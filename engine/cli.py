@@ -91,9 +91,9 @@ def run(
 
         print_tables(out, display_tables(outcome.tables))
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
-    if part is not None:
+    if shard is not None:
         out.print(
-            f"shard {part.index}/{part.count} -> cache {config.cache_path}. When all {part.count} are done: "
+            f"shard {shard}: once every shard is complete, "
             "mtpa-engine cache merge MERGED.sqlite SHARD.sqlite..., then mtpa-engine run GRID --cache MERGED.sqlite (no calls) for the results and tables.",
             highlight=False,
         )

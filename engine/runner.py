@@ -88,7 +88,7 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     identities = {mid: p.identity() for mid, p in providers.items()}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
-    manifest["shard"] = shard.as_dict() if shard is not None else None  # `cells` above are this shard's
+    manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
     write_json(run_dir / "manifest.json", manifest)
     _write_personas(plan, run_dir)
     cache = ResponseCache(grid.cache_path)
@@ -105,6 +105,6 @@ def run(
     write_json(run_dir / "manifest.json", manifest)
     # A shard holds a hash-chosen part of the cells: Δ pairs persona and baseline cells that other shards may hold,
     # so its tables come from the full run on the merged cache.
-    partial = stats.interrupted or stats.budget_exhausted or shard is not None
+    partial = stats.interrupted or stats.budget_exhausted or plan.shard is not None
     tables = {} if partial else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
     return RunOutcome(run_dir, stats, tables)
