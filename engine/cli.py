@@ -28,6 +28,7 @@ from rich.table import Table  # noqa: E402
 
 from engine.config import GridError, load_grid  # noqa: E402
 from persona_builder.cli import app as personas_app  # noqa: E402
+from engine.cache_cli import app as cache_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -67,11 +68,13 @@ def run(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary as JSON here.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        outcome = _run_or_dry_run(grid, dry_run, progress, budget)
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
@@ -88,6 +91,12 @@ def run(
 
         print_tables(out, display_tables(outcome.tables))
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
+    if shard is not None:
+        out.print(
+            f"shard {shard}: once every shard is complete, "
+            "mtpa-engine cache merge MERGED.sqlite SHARD.sqlite..., then mtpa-engine run GRID --cache MERGED.sqlite (no calls) for the results and tables.",
+            highlight=False,
+        )
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
     if summary["errors"].get("quota"):
@@ -108,7 +117,7 @@ def run(
         raise typer.Exit(EXIT_BUDGET)
 
 
-def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None):
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
     from engine import runner
@@ -116,23 +125,25 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
     from engine.providers.base import PreflightError
     from engine.results import ResultsWriteError
     from engine.rundir import RunDirError
+    from engine.shard import Shard, locate
     from persona_builder import PersonaFileError
 
     try:
         if grid.is_dir():
             raise _fail(f"{grid}: is a folder, expected a grid .toml file")
-        config = load_grid(grid)
+        part = Shard.parse(shard) if shard is not None else None
+        config = locate(load_grid(grid), part, cache)
         if dry_run:
-            counts = runner.dry_run(config)
+            counts = runner.dry_run(config, part)
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
-            print_frame(out, frame, f"dry run: {config.path.name}")
+            print_frame(out, frame, f"dry run: {config.path.name}" + (f" (shard {part.index}/{part.count})" if part else ""))
             _print_power(config)
-            print_frame(out, _estimate_frame(config), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            print_frame(out, _estimate_frame(config, part), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
             return None
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
-        return runner.run(config, err, show_progress=progress, budget_usd=budget)
+        return runner.run(config, err, show_progress=progress, budget_usd=budget, shard=part)
     except (CacheWriteError, ResultsWriteError) as exc:
         raise _write_failed(str(exc)) from None
     except (RunDirError, CacheError) as exc:
@@ -153,12 +164,12 @@ def _write_failed(message: str) -> typer.Exit:
     return typer.Exit(EXIT_WRITE_FAILED)
 
 
-def _estimate_frame(config) -> pl.DataFrame:
+def _estimate_frame(config, shard=None) -> pl.DataFrame:
     from engine import runner
     from engine.cache import ResponseCache
     from engine.pricing import estimate
 
-    plan, providers = runner.prepare(config)
+    plan, providers = runner.prepare(config, shard)
     cache = ResponseCache(config.cache_path) if config.cache_path.exists() else None
     try:
         est = estimate(plan, providers, cache)
@@ -215,6 +226,7 @@ def report(
 
 
 app.add_typer(personas_app, name="personas", help="Build, inspect and summarise survey personas.")
+app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
 
 if __name__ == "__main__":
     app()

@@ -26,6 +26,7 @@ from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
 from engine.request import Decoding, Request, Response
+from engine.shard import Shard
 from persona_builder import Persona, load_personas, render
 
 
@@ -73,8 +74,10 @@ class Benchmark:
 
 
 class Plan:
-    def __init__(self, grid: GridConfig, personas: list[Persona], benchmarks: list[Benchmark]) -> None:
+    def __init__(self, grid: GridConfig, personas: list[Persona], benchmarks: list[Benchmark], shard: Shard | None = None) -> None:
         self.grid = grid
+        self.shard = shard  # None: the whole grid; else only the cells of this shard (engine.shard)
+        self._shard_counts: dict[str, int] = {}
         self.personas = personas
         self.benchmarks = benchmarks
         self._benchmarks = {b.config.label: b for b in benchmarks}
@@ -83,7 +86,7 @@ class Plan:
         self._tasks: dict[tuple[str, str], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
-    def from_grid(cls, grid: GridConfig) -> Plan:
+    def from_grid(cls, grid: GridConfig, shard: Shard | None = None) -> Plan:
         personas: list[Persona] = []
         if grid.personas is not None:
             personas = load_personas(grid.resolve(grid.personas.source))
@@ -109,7 +112,7 @@ class Plan:
                 rubric = load_rubric(b.rubric or kind.rubric, grid.root)
                 rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
             benchmarks.append(Benchmark(b, adapter, items, rubric))
-        return cls(grid, personas, benchmarks)
+        return cls(grid, personas, benchmarks, shard)
 
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
         return [None] if condition.format is None else list(self.personas)
@@ -120,6 +123,15 @@ class Plan:
         return len(bench.items) * len(self._personas_for(condition))
 
     def count(self, model: ModelConfig) -> int:
+        """Cells of `model` in this plan. A shard's are counted by walking its cells once (constant memory)."""
+        if self.shard is None:
+            return self._size(model)
+        if model.id not in self._shard_counts:
+            self._shard_counts[model.id] = sum(1 for _ in self.cells(model))
+        return self._shard_counts[model.id]
+
+    def _size(self, model: ModelConfig) -> int:
+        """Cells of `model` in the whole grid, counted arithmetically."""
         return sum(self._items(b, c) * model.samples for b in self.benchmarks for c in self.grid.conditions)
 
     def __len__(self) -> int:
@@ -130,12 +142,19 @@ class Plan:
             yield from self.cells(model)
 
     def cells(self, model: ModelConfig) -> Iterator[Cell]:
-        """One model's cells; each model has its own stream so that all models can run at once."""
+        """One model's cells (of this plan's shard); each model has its own stream so that all models can run at once.
+
+        `Cell.index` is the cell's position in the whole grid, shard or not.
+        """
+        cells, shard = self._all_cells(model), self.shard
+        return cells if shard is None else (c for c in cells if shard.holds(c.id))
+
+    def _all_cells(self, model: ModelConfig) -> Iterator[Cell]:
         index = 0
         for m in self.grid.models:
             if m.id == model.id:
                 break
-            index += self.count(m)
+            index += self._size(m)
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
                 for persona, item in self._pairs(bench, condition):

@@ -28,6 +28,7 @@ from engine.plan import Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
 from engine.results import ResultsWriter, ResultsWriteError, write_cause
+from engine.shard import Shard
 from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
 
 
@@ -38,16 +39,16 @@ class RunOutcome:
     tables: dict[str, pl.DataFrame]
 
 
-def prepare(grid: GridConfig) -> tuple[Plan, dict[str, Provider]]:
-    plan = Plan.from_grid(grid)
+def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[str, Provider]]:
+    plan = Plan.from_grid(grid, shard)
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
     return plan, providers
 
 
-def dry_run(grid: GridConfig) -> dict[str, tuple[int, int]]:
-    """Per model (cells, already cached). Reads the cache if it exists; writes nothing."""
-    plan, providers = prepare(grid)
+def dry_run(grid: GridConfig, shard: Shard | None = None) -> dict[str, tuple[int, int]]:
+    """Per model (cells, already cached), of the shard when one is given. Reads the cache if it exists; writes nothing."""
+    plan, providers = prepare(grid, shard)
     if not grid.cache_path.exists():
         return {m.id: (plan.count(m), 0) for m in grid.models}
     cache = ResponseCache(grid.cache_path)
@@ -104,11 +105,13 @@ def _check_models(plan: Plan, providers: dict[str, Provider], cache: ResponseCac
             raise exc
 
 
-def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
+def run(
+    grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None, shard: Shard | None = None
+) -> RunOutcome:
     """Raises RunDirError / CacheError (unusable path, another run holds the folder; nothing written),
     PreflightError, CacheError / ResultsWriteError (a write failed mid-run; the manifest says `failed`), and
     KeyboardInterrupt (the manifest, when written, says `interrupted`)."""
-    plan, providers = prepare(grid)
+    plan, providers = prepare(grid, shard)
     run_dir = grid.output_dir
     check_folder(run_dir, "output folder")
     check_folder(grid.cache_path.parent, "cache folder")
@@ -130,13 +133,16 @@ def _run_held(
     run_dir = grid.output_dir
     identities = {mid: p.identity() for mid, p in providers.items()}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
+    manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
     write_json(run_dir / "manifest.json", manifest)
     scheduler: Scheduler | None = None
     try:
         _write_personas(plan, run_dir)
         scheduler = Scheduler(plan, providers, cache, ResultsWriter(run_dir), budget_usd)
         stats = asyncio.run(_execute(scheduler, console, show_progress))
-        stopped = stats.interrupted or stats.budget_exhausted
+        # A shard holds a hash-chosen part of the cells: Δ pairs persona and baseline cells that other shards may hold,
+        # so its tables come from the full run on the merged cache.
+        stopped = stats.interrupted or stats.budget_exhausted or plan.shard is not None
         tables = {} if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
     except KeyboardInterrupt:
         _finish(run_dir, manifest, "interrupted", scheduler)
