@@ -15,9 +15,10 @@ from engine.report.build import run_tables
 from engine.cache import ResponseCache
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
-from engine.plan import Plan
+from engine.plan import Cell, Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
+from engine.providers.base import PreflightError
 from engine.results import ResultsWriter
 from engine.scheduler import RunStats, Scheduler, count_cached
 
@@ -78,8 +79,28 @@ async def _preflight(providers: dict[str, Provider]) -> None:
             raise result
 
 
+def _check_prompts(plan: Plan, providers: dict[str, Provider]) -> None:
+    """One request per model x condition through the provider's prompt check, before anything is written:
+    a chat template refusing the system role names the model and the condition's placement (issue 12 item 14)."""
+    persona = plan.personas[0] if plan.personas else None
+    for model in plan.grid.models:
+        for bench in plan.benchmarks[:1]:
+            for condition in plan.grid.conditions:
+                if not bench.items or (condition.format is not None and persona is None):
+                    continue
+                cell = Cell(0, model, bench.config.label, bench.items[0], condition, persona if condition.format else None, 0)
+                try:
+                    providers[model.id].check_request(plan.request(cell))
+                except PreflightError as exc:
+                    hint = ' (set placement = "user" on it to put the persona in the user turn)' if condition.placement == "system" and condition.format else ""
+                    raise PreflightError(
+                        f"model '{model.id}', condition '{condition.name}' (placement = \"{condition.placement}\"): {exc}{hint}"
+                    ) from None
+
+
 def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_usd: float | None = None) -> RunOutcome:
     plan, providers = prepare(grid)
+    _check_prompts(plan, providers)
     asyncio.run(_preflight(providers))
     run_dir = grid.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
