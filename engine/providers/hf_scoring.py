@@ -43,10 +43,10 @@ def _left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: str) -> tup
     return ids.to(device), mask.to(device)
 
 
-# A row joins a prefix group when it shares at least this many tokens with it and keeps at least half of the
-# group's shared prefix: fewer tokens save less than the extra forward call costs; a row that would halve the
-# prefix (another persona whose text starts alike) is better off in its own group.
+# A shared prefix shorter than this is not worth a cache: the bookkeeping costs more than the tokens saved.
 MIN_PREFIX = 8
+# What one more forward call costs, in tokens of compute, when choosing how to split rows into prefix groups.
+GROUP_COST = 8
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -61,23 +61,39 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def prefix_groups(rows: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[tuple[list[int], int]]:
     """Rows partitioned into (row indices, shared prefix length) groups, every row in exactly one group.
 
-    Rows are sorted by token ids, so rows sharing a prefix are neighbours. The prefix is the longest common
-    token prefix of the group's whole prompts (never pieces tokenized apart, so no token straddles the cut),
-    capped at `limits[i]` per row (default: its length - 1, so every row keeps a token to run). A prefix of 0
-    means no reuse: the rows run whole.
+    The prefix is the longest common token prefix of the group's whole prompts (never pieces tokenized
+    apart, so no token straddles the cut), capped at `limits[i]` per row (default: its length - 1, so every
+    row keeps a token to run); 0 means no reuse. Rows are sorted by token ids, so rows sharing a prefix are
+    neighbours, and cut into the runs that compute the fewest tokens (each run: its prefix once, every row's
+    suffix, GROUP_COST per call), an O(n²) dynamic programme over the batch. Groups come back in the order of
+    their last row, so the group that the next batch continues (plan order is persona-major) runs last and its
+    prefix stays in the PrefixStore.
     """
     cap = list(limits) if limits is not None else [len(r) - 1 for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: rows[i])
+    n = len(order)
+    adjacent = [0] + [common_prefix(rows[order[k - 1]], rows[order[k]]) for k in range(1, n)]
+    best = [0.0] + [float("inf")] * n  # best[j]: least cost of the first j sorted rows
+    cut: list[tuple[int, int]] = [(0, 0)] * (n + 1)  # (start of the last run, its prefix)
+    for j in range(1, n + 1):
+        last = order[j - 1]
+        shared, tokens = max(cap[last], 0), 0
+        for i in range(j, 0, -1):  # the run order[i-1 : j]
+            row = order[i - 1]
+            if i < j:
+                shared = min(shared, cap[row], adjacent[i])
+            tokens += len(rows[row])
+            used = shared if shared >= MIN_PREFIX else 0
+            cost = best[i - 1] + tokens - (j - i) * used + GROUP_COST
+            if cost < best[j]:
+                best[j], cut[j] = cost, (i - 1, used)
     groups: list[tuple[list[int], int]] = []
-    for i in sorted(range(len(rows)), key=lambda i: rows[i]):
-        if groups:
-            idxs, shared = groups[-1]
-            joined = min(shared, common_prefix(rows[idxs[-1]], rows[i]), cap[i])
-            if joined >= MIN_PREFIX and 2 * joined >= shared:
-                idxs.append(i)
-                groups[-1] = (idxs, joined)
-                continue
-        groups.append(([i], max(cap[i], 0)))
-    return [(idxs, shared if shared >= MIN_PREFIX else 0) for idxs, shared in groups]
+    j = n
+    while j:
+        i, used = cut[j]
+        groups.append((order[i:j], used))
+        j = i
+    return sorted(groups, key=lambda g: max(g[0]))
 
 
 class PrefixStore:
@@ -108,8 +124,8 @@ class PrefixStore:
             positions = torch.arange(held, len(ids), device=device)[None]
             past = _cache(model, [(k[:, :, :held], v[:, :, :held]) for k, v in self.kv], 1) if held else None
             with torch.inference_mode():
-                out = model(input_ids=rest, position_ids=positions, past_key_values=past, use_cache=True, logits_to_keep=1)
-            self.kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                out = model(input_ids=rest, position_ids=positions, use_cache=True, logits_to_keep=1, **_cache_arg(model, past))
+            self.kv = [(layer.keys, layer.values) for layer in _out_cache(out).layers]
             self.computed_tokens += len(ids) - held
         else:
             self.kv = [(k[:, :, : len(ids)], v[:, :, : len(ids)]) for k, v in self.kv]
@@ -122,6 +138,18 @@ def reusable(model: Any) -> bool:
     config = model.config.get_text_config(decoder=True)
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
     return kinds == {"full_attention"} and not getattr(config, "sliding_window", None)
+
+
+def _cache_arg(model: Any, cache: Any) -> dict[str, Any]:
+    """The forward() keyword for a KV cache: `cache` in newer transformers, `past_key_values` before it."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def _out_cache(out: Any) -> Any:
+    return out.cache if "cache" in out else out.past_key_values
 
 
 def _cache(model: Any, kv: Sequence[tuple[Any, Any]], batch: int) -> Any:
@@ -145,7 +173,7 @@ def _suffix_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, pad_id:
         # Padding sits between prefix and suffix: the mask hides it; positions count real tokens only.
         mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=device), mask], dim=1)
     positions = _positions(mask)[:, shared:]
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True, logits_to_keep=1)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **_cache_arg(model, past))
 
 
 def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -208,7 +236,7 @@ def greedy_tokens(
                     break
                 full = _decode_mask(rows, idxs, shared, width, step + 1, device)
                 position = (lengths + step)[:, None]
-                out = model(input_ids=picked[:, None], attention_mask=full, position_ids=position, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+                out = model(input_ids=picked[:, None], attention_mask=full, position_ids=position, use_cache=True, logits_to_keep=1, **_cache_arg(model, _out_cache(out)))
     return tokens, torch.log_softmax(torch.stack(first).float(), dim=-1)
 
 
@@ -350,8 +378,9 @@ def _score_pass(
         mask = allowed[:, None].to(device)
     else:  # eager and others add the mask to the scores
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None].to(device)
-    hidden = model.get_decoder()(
-        input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device), past_key_values=past, use_cache=past is not None
+    decoder = model.get_decoder()
+    hidden = decoder(
+        input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device), use_cache=past is not None, **_cache_arg(decoder, past)
     ).last_hidden_state
     picked = _target_logprobs(model, hidden[torch.tensor(rows_at), torch.tensor(cols_at)], torch.tensor(targets, device=device))
     sums = [[0.0] * len(unit.spans) for unit in units]
