@@ -21,6 +21,13 @@ from engine.providers.base import PreflightError
 from engine.providers.in_process import InProcessProvider
 from engine.request import Request, Response
 
+# OpenMP threads spin while they wait for each other. On a machine whose cores are shared (the 2-core box this
+# was measured on ran at load 17), a spinning thread holds a core its partner needs, and a 160-token forward
+# pass took 15-25 s on 2 threads against 2 s on 1 (bench/local_throughput.py); passive waiting gave 2 threads
+# the 1-thread time under load. libgomp reads this once, when torch loads, so it is set here, before the
+# first `import torch` of this module; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 class LocalProvider(InProcessProvider):
     name = "local"
