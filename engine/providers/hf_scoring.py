@@ -110,6 +110,7 @@ class PrefixStore:
         self.kv: list[tuple[Any, Any]] = []  # per layer: keys, values of shape (1, kv heads, len(ids), head dim)
         self.computed_tokens = 0  # prefix tokens run through the model
         self.reused_tokens = 0  # prefix tokens served from the store
+        self.suffix_tokens = 0  # tokens run after a prefix (or whole, in groups without one)
 
     def get(self, model: Any, ids: Sequence[int], device: str) -> list[tuple[Any, Any]]:
         """Per-layer (keys, values) of exactly `ids`, computing only what the held prefix lacks."""
@@ -165,6 +166,8 @@ def _suffix_pass(model: Any, rows: Sequence[Sequence[int]], shared: int, pad_id:
     import torch
 
     suffixes = [r[shared:] for r in rows]
+    if store is not None:
+        store.suffix_tokens += sum(map(len, suffixes))
     ids, mask = _left_padded(suffixes, pad_id, device)
     past = None
     if shared:
