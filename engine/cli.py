@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config import GridError, load_grid
-from persona_builder.cli import app as personas_app
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -153,7 +152,13 @@ def report(
     out.print(f"{len(written)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 
-app.add_typer(personas_app, name="personas", help="Build, inspect and summarise survey personas.")
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def personas(ctx: typer.Context) -> None:
+    """Build, inspect and summarise survey personas (mtpa-engine personas --help)."""
+    # Imported on use: the survey readers (pyreadstat, numpy) took ~0.8 s of every command's start-up.
+    from persona_builder.cli import app as personas_app
+
+    personas_app(ctx.args, prog_name="mtpa-engine personas")
 
 if __name__ == "__main__":
     app()
