@@ -124,7 +124,7 @@ def startup(args: argparse.Namespace) -> None:
         for i in range(args.startup):
             grid = write_grid(Path(tmp), base_url, 4, 2, 10, name=f"s{i}")  # a new cache each time: 10 calls
             before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], check=True, capture_output=True, env=env)
+            subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], check=True, capture_output=True, env=env, cwd=args.code)
             walls.append(time.perf_counter() - started)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
