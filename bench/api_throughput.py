@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--warm-cells", type=int, default=100_000, help="0: skip the warm rerun")
+    parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK's transports")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help="with --startup: the checkout whose engine runs")
     parser.add_argument("--startup", type=int, default=0, metavar="N", help="only time N end-to-end runs of a 10-call grid")
@@ -88,7 +89,7 @@ def main() -> None:
         # Best of three: the ceiling is what the bare client can do, not what a noisy moment allowed.
         ceiling = max(asyncio.run(bare_aiohttp(base_url, args.cells, max(args.concurrency))) for _ in range(3))
         print(f"server latency {args.latency * 1000:.0f} ms; bare aiohttp ceiling {ceiling:,.0f} calls/s (C={max(args.concurrency)})")
-        for transport in ("httpx", "aiohttp"):
+        for transport in ("httpx", "aiohttp")[: 0 if args.no_sdk else 2]:
             rate, cpu = asyncio.run(sdk_loop(base_url, 2000, 100, transport))
             print(f"openai SDK, {transport:7s} transport, C=100: {rate:8,.0f} calls/s, {cpu * 1000:.2f} ms CPU per call")
         # calls/s over the scheduler's wall time (summary wall_s); "total s" adds plan setup, manifest and analysis.

@@ -135,10 +135,15 @@ class PrefixStore:
 
 
 def reusable(model: Any) -> bool:
-    """Whether a prefix's KV cache can be cropped and shared: full attention on every layer, nothing recurrent."""
+    """Whether a prefix's KV cache can be cropped and shared: full attention on every layer, nothing recurrent,
+    and a transformers whose DynamicCache keeps per-layer tensors (`layers`, transformers >= 4.56); else every
+    prompt runs whole, as before."""
+    from transformers import DynamicCache
+
     config = model.config.get_text_config(decoder=True)
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-    return kinds == {"full_attention"} and not getattr(config, "sliding_window", None)
+    kinds = getattr(config, "layer_types", None)  # where given, it says which layers slide (Qwen2 sets a window it never uses)
+    full = set(kinds) == {"full_attention"} if kinds else not getattr(config, "sliding_window", None)
+    return full and hasattr(DynamicCache(), "layers")
 
 
 def _cache_arg(model: Any, cache: Any) -> dict[str, Any]:
