@@ -1,7 +1,7 @@
-"""Scoring without generation on a transformers causal LM: batched forward passes, no sampling.
+"""Forward passes on a transformers causal LM: scoring, and greedy decoding, with persona-prefix reuse.
 
-- `next_token_logprobs`: the distribution at the answer position (letter-logprob mode): one forward pass for
-  a whole batch of prompts, keeping only the last position's logits.
+- `next_token_logprobs`: the distribution at the answer position (letter-logprob mode): one forward pass per
+  prefix group of a batch, keeping only the last position's logits.
 - `option_logprobs`: the summed log-probability of each option after its prompt (likelihood mode), as lm-eval
   computes it, with the prompt computed once per question rather than once per option (see its docstring).
   Rows are sorted by length and packed into forward passes under token and mask budgets, and the LM head runs

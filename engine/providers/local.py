@@ -1,6 +1,9 @@
-"""Local generation and scoring with HF transformers on torch: batched, left-padded, one forward pass per batch.
+"""Local generation and scoring with HF transformers on torch: batched, left-padded, persona prefix computed once.
 
-letter-logprob and likelihood requests generate nothing: they go to engine.providers.hf_scoring.
+Each prompt is rendered alone first (a prompt the chat template refuses fails its own cell). letter-logprob
+and likelihood requests generate nothing, and greedy letter answers decode token by token, all in
+engine.providers.hf_scoring against a shared-prefix KV cache kept across batches; sampled answers go through
+generate().
 
 Chosen over llama.cpp for the embedded default after measuring (see README): our prompts are long and the
 answers a few tokens, so prefill dominates, and batched transformers prefill is faster on this CPU than
