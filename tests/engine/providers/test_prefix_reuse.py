@@ -200,9 +200,6 @@ def test_check_request_names_the_roles_the_template_refuses(no_system):
         no_system.check_request(_request(QUESTIONS[0], PERSONAS[0], "letter"))
 
 
-CASE = Path("/work/shared/cases/2026-11-29/system-role-batch-collateral")
-
-
 @pytest.mark.slow
 def test_run_refuses_a_grid_whose_template_rejects_the_system_placement(tmp_path):
     """The shared case as a test: exit 2 before anything is written, naming model, condition and placement."""
