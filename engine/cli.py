@@ -27,7 +27,6 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from engine.config import GridError, load_grid  # noqa: E402
-from persona_builder.cli import app as personas_app  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.
@@ -44,6 +43,19 @@ EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mi
 @app.callback()
 def main() -> None:
     """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
+    _use_uvloop()
+
+
+def _use_uvloop() -> None:
+    """uvloop's event loop where the optional `uvloop` extra is installed: at 1,000 concurrent API calls on 2
+    shared cores the engine made 1.1-1.9x the calls/s of asyncio's loop in three paired runs (bench/api_throughput.py --loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _fail(message: str) -> typer.Exit:
@@ -225,8 +237,16 @@ def report(
     out.print(f"{len(written)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 
-app.add_typer(personas_app, name="personas", help="Build, inspect and summarise survey personas.")
 app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def personas(ctx: typer.Context) -> None:
+    """Build, inspect and summarise survey personas (mtpa-engine personas --help)."""
+    # Imported on use: the survey readers (pyreadstat, numpy) took ~0.8 s of every command's start-up.
+    from persona_builder.cli import app as personas_app
+
+    personas_app(ctx.args, prog_name="mtpa-engine personas")
 
 if __name__ == "__main__":
     app()

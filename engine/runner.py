@@ -24,9 +24,10 @@ from engine.cache import ResponseCache
 from engine.rundir import check_folder, hold
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
-from engine.plan import Plan
+from engine.plan import Cell, Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
+from engine.providers.base import PreflightError
 from engine.results import ResultsWriter, ResultsWriteError, write_cause
 from engine.shard import Shard
 from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
@@ -93,6 +94,25 @@ async def _preflight(providers: dict[str, Provider]) -> dict[str, BaseException]
     return {mid: r for mid, r in zip(providers, results) if isinstance(r, BaseException)}
 
 
+def _check_prompts(plan: Plan, providers: dict[str, Provider]) -> None:
+    """One request per model x condition through the provider's prompt check, before anything is written:
+    a chat template refusing the system role names the model and the condition's placement (issue 12 item 14)."""
+    persona = plan.personas[0] if plan.personas else None
+    for model in plan.grid.models:
+        for bench in plan.benchmarks[:1]:
+            for condition in plan.grid.conditions:
+                if not bench.items or (condition.format is not None and persona is None):
+                    continue
+                cell = Cell(0, model, bench.config.label, bench.items[0], condition, persona if condition.format else None, 0)
+                try:
+                    providers[model.id].check_request(plan.request(cell))
+                except PreflightError as exc:
+                    hint = ' (set placement = "user" on it to put the persona in the user turn)' if condition.placement == "system" and condition.format else ""
+                    raise PreflightError(
+                        f"model '{model.id}', condition '{condition.name}' (placement = \"{condition.placement}\"): {exc}{hint}"
+                    ) from None
+
+
 def _check_models(plan: Plan, providers: dict[str, Provider], cache: ResponseCache | None) -> None:
     """Raise the first preflight failure of a model that has calls to make. Which models have is only worked
     out when one fails (a pass over every cell's key): a fully cached rerun then works offline or with an
@@ -118,6 +138,7 @@ def run(
     # An existing cache is opened (and so validated) now; a new one is created only once the preflight passed.
     cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
     try:
+        _check_prompts(plan, providers)
         _check_models(plan, providers, cache)
         with hold(run_dir):
             cache = cache or ResponseCache(grid.cache_path)

@@ -12,7 +12,6 @@ import csv
 from pathlib import Path
 
 import polars as pl
-import pyreadstat
 
 from persona_builder.persona import PersonaFileError
 
@@ -66,6 +65,8 @@ def header(path: Path) -> list[str]:
     """The column names of a survey file, raising PersonaFileError if it cannot be opened as its type."""
     if not path.is_file():
         raise PersonaFileError(f"{path}: file not found")
+    import pyreadstat  # on use: engine runs import this module (via sample.py) and never read survey files
+
     fmt = file_format(path)
     try:
         if fmt == "csv":
@@ -107,6 +108,8 @@ def _check_complete(path: Path, width: int) -> None:
 
 def read_columns(path: Path, columns: list[str]) -> pl.DataFrame:
     """The given file columns, CSV ones as text (harmonize.py checks they are numbers), others as read."""
+    import pyreadstat
+
     fmt = file_format(path)
     try:
         if fmt == "csv":

@@ -48,5 +48,10 @@ class Provider(ABC):
         """Check in seconds that the model can be called at all; raise PreflightError saying why not."""
         return None
 
+    def check_request(self, request: Request) -> None:  # noqa: B027 - optional hook
+        """Raise PreflightError if no request shaped like `request` can ever be answered (e.g. a chat template
+        that refuses its roles); called before the run with one request per condition, loads no weights."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         return None

@@ -1,6 +1,9 @@
-"""Local generation and scoring with HF transformers on torch: batched, left-padded, one forward pass per batch.
+"""Local generation and scoring with HF transformers on torch: batched, left-padded, persona prefix computed once.
 
-letter-logprob and likelihood requests generate nothing: they go to engine.providers.hf_scoring.
+Each prompt is rendered alone first (a prompt the chat template refuses fails its own cell). letter-logprob
+and likelihood requests generate nothing, and greedy letter answers decode token by token, all in
+engine.providers.hf_scoring against a shared-prefix KV cache kept across batches; sampled answers go through
+generate().
 
 Chosen over llama.cpp for the embedded default after measuring (see README): our prompts are long and the
 answers a few tokens, so prefill dominates, and batched transformers prefill is faster on this CPU than
@@ -17,8 +20,16 @@ from typing import Any
 
 from engine.config import ModelConfig
 from engine.providers import hf_scoring, weights
+from engine.providers.base import PreflightError
 from engine.providers.in_process import InProcessProvider
 from engine.request import Request, Response
+
+# OpenMP threads spin while they wait for each other. On a machine whose cores are shared (the 2-core box this
+# was measured on ran at load 17), a spinning thread holds a core its partner needs, and a 160-token forward
+# pass took 15-25 s on 2 threads against 2 s on 1 (bench/local_throughput.py); passive waiting gave 2 threads
+# the 1-thread time under load. libgomp reads this once, when torch loads, so it is set here, before the
+# first `import torch` of this module; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class LocalProvider(InProcessProvider):
@@ -31,36 +42,48 @@ class LocalProvider(InProcessProvider):
         self._device: str | None = None
         self._load_lock = threading.Lock()
         self._letter_ids: dict[str, int] = {}
+        # Persona-prefix reuse (hf_scoring); None turns it off, for comparing against full-prompt passes.
+        self._prefixes: hf_scoring.PrefixStore | None = hf_scoring.PrefixStore()
 
     # -- loading -----------------------------------------------------------------------------------
 
+    def _load_tokenizer(self) -> Any:
+        """The tokenizer alone (seconds, no weights): what rendering and checking prompts need."""
+        with self._load_lock:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()  # our own progress bar is the one a user watches
+                tok = AutoTokenizer.from_pretrained(str(self._folder()), **self._revision())
+                tok.padding_side = "left"  # decoder-only batching: prompts end where generation starts
+                if tok.pad_token is None:
+                    tok.pad_token = tok.eos_token
+                self._tokenizer = tok
+            return self._tokenizer
+
+    def _folder(self) -> Any:
+        src = self._source
+        return weights.gguf_checkpoint(src, self.config.dtype) if src.kind == "gguf" else src.location
+
+    def _revision(self) -> dict[str, str]:
+        src = self._source
+        return {"revision": src.revision} if src.kind != "gguf" and src.revision else {}
+
     def _load(self) -> None:
+        self._load_tokenizer()
         with self._load_lock:
             if self._model is not None:
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            from transformers import AutoModelForCausalLM
 
-            hf_logging.disable_progress_bar()  # our own progress bar is the one a user watches
             torch.set_num_threads(os.cpu_count() or 1)
             device = self.config.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             dtype = getattr(torch, self.config.dtype)
-            src = self._source
-            if src.kind == "gguf":
-                folder = weights.gguf_checkpoint(src, self.config.dtype)
-                tok = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-            else:
-                kwargs = {"revision": src.revision} if src.revision else {}
-                tok = AutoTokenizer.from_pretrained(src.location, **kwargs)
-                model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
-            tok.padding_side = "left"  # decoder-only batching: prompts end where generation starts
-            if tok.pad_token is None:
-                tok.pad_token = tok.eos_token
-            self._tokenizer = tok
+            model = AutoModelForCausalLM.from_pretrained(str(self._folder()), dtype=dtype, **self._revision())
             self._model = model.to(device).eval()
             self._device = device
 
@@ -71,69 +94,105 @@ class LocalProvider(InProcessProvider):
         tid = self._letter_ids[letter]
         return None if tid < 0 else tid
 
+    # -- checking ----------------------------------------------------------------------------------
+
+    def check_request(self, request: Request) -> None:
+        """Render `request` through the model's chat template (tokenizer only, no weights); PreflightError if it refuses."""
+        try:
+            self._prompt(request)
+        except Exception as exc:  # a Jinja TemplateError, or whatever the template raises
+            roles = "+".join(role for role, _ in request.messages)
+            raise PreflightError(f"the chat template of '{self.config.model}' cannot render a {roles} prompt: {exc}") from None
+
     # -- generation --------------------------------------------------------------------------------
 
     def _run_batch(self, batch: list[Request]) -> list[Response]:
         self._load()
-        import torch
-
-        tok, model = self._tokenizer, self._model
         started = time.perf_counter()
+        out: list[Response | None] = [None] * len(batch)
+        # Rendered one by one, before any batching: a prompt the chat template refuses fails its own cell only.
+        prompts: dict[int, str] = {}
+        for i, req in enumerate(batch):
+            try:
+                prompts[i] = self._prompt(req)
+            except Exception as exc:
+                out[i] = Response.failed("bad_request", f"chat template: {type(exc).__name__}: {exc}")
         # Requests in one batch share mode and decoding in practice (one benchmark, one model config); group anyway.
         groups: dict[Any, list[int]] = {}
-        for i, req in enumerate(batch):
-            groups.setdefault((req.mode, req.decoding), []).append(i)
-        out: list[Response | None] = [None] * len(batch)
+        for i in prompts:
+            groups.setdefault((batch[i].mode, batch[i].decoding), []).append(i)
         for (mode, decoding), idxs in groups.items():
+            reqs, texts = [batch[i] for i in idxs], [prompts[i] for i in idxs]
             if mode in ("letter-logprob", "likelihood"):  # scored in forward passes, nothing generated
-                scored = self._score([batch[i] for i in idxs], mode, started)
-                for i, response in zip(idxs, scored):
-                    out[i] = response
-                continue
-            prompts = [self._prompt(batch[i]) for i in idxs]
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
-            sample = decoding.temperature > 0
-            if sample:
-                seed = hashlib.sha256("".join(p for p in prompts).encode()).digest()
-                torch.manual_seed(int.from_bytes(seed[:8], "little") + batch[idxs[0]].sample)
-            with torch.inference_mode():
-                gen = model.generate(
-                    **enc,
-                    max_new_tokens=decoding.max_tokens,
-                    do_sample=sample,
-                    temperature=decoding.temperature if sample else None,
-                    top_p=decoding.top_p if sample else None,
-                    top_k=None,
-                    pad_token_id=tok.pad_token_id,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                )
-            first = torch.log_softmax(gen.logits[0].float(), dim=-1)  # next-token logprobs at the answer position
-            new_tokens = gen.sequences[:, enc["input_ids"].shape[1] :]
-            elapsed = time.perf_counter() - started
-            for row, i in enumerate(idxs):
-                req = batch[i]
-                toks = new_tokens[row]
-                n_new = int((toks != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(toks)
-                letter_lp = None
-                if req.want_logprobs and req.letters:
-                    letter_lp = {
-                        letter: float(first[row, tid]) for letter in req.letters if (tid := self._letter_token(letter)) is not None
-                    }
-                out[i] = Response(
-                    text=tok.decode(toks, skip_special_tokens=True),
-                    letter_logprobs=letter_lp,
-                    prompt_tokens=int(enc["attention_mask"][row].sum()),
-                    completion_tokens=n_new,
-                    latency_s=elapsed,
-                )
-        return [r for r in out if r is not None]
+                responses = self._score(reqs, texts, mode, started)
+            elif decoding.temperature > 0:
+                responses = self._sampled(reqs, texts, decoding, started)
+            else:
+                responses = self._greedy(reqs, texts, decoding, started)
+            for i, response in zip(idxs, responses):
+                out[i] = response
+        return [r if r is not None else Response.failed("exception", "no output") for r in out]
 
-    def _score(self, batch: list[Request], mode: str, started: float) -> list[Response]:
-        tok, prompts = self._tokenizer, [self._prompt(r) for r in batch]
-        prompt_tokens = [len(tok.encode(p, add_special_tokens=False)) for p in prompts]
+    def _letters(self, req: Request, logprobs: Any, row: int) -> dict[str, float] | None:
+        if not (req.want_logprobs and req.letters):
+            return None
+        return {letter: float(logprobs[row, tid]) for letter in req.letters if (tid := self._letter_token(letter)) is not None}
+
+    def _greedy(self, batch: list[Request], prompts: list[str], decoding: Any, started: float) -> list[Response]:
+        tok = self._tokenizer
+        rows = hf_scoring.encode(tok, prompts)
+        tokens, first = hf_scoring.greedy_tokens(self._model, rows, decoding.max_tokens, tok.pad_token_id, self._device, self._prefixes)
+        elapsed = time.perf_counter() - started
+        return [
+            Response(
+                text=tok.decode(new, skip_special_tokens=True),
+                letter_logprobs=self._letters(req, first, row),
+                prompt_tokens=len(ids),
+                completion_tokens=sum(t != tok.pad_token_id for t in new),  # as generate() pads: the pad/EOS uncounted
+                latency_s=elapsed,
+            )
+            for row, (req, ids, new) in enumerate(zip(batch, rows, tokens))
+        ]
+
+    def _sampled(self, batch: list[Request], prompts: list[str], decoding: Any, started: float) -> list[Response]:
+        """Sampled answers through generate(), unchanged: its random stream is what makes a seeded sample repeat."""
+        import torch
+
+        tok = self._tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._device)
+        seed = hashlib.sha256("".join(p for p in prompts).encode()).digest()
+        torch.manual_seed(int.from_bytes(seed[:8], "little") + batch[0].sample)
+        with torch.inference_mode():
+            gen = self._model.generate(
+                **enc,
+                max_new_tokens=decoding.max_tokens,
+                do_sample=True,
+                temperature=decoding.temperature,
+                top_p=decoding.top_p,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+        first = torch.log_softmax(gen.logits[0].float(), dim=-1)  # next-token logprobs at the answer position
+        new_tokens = gen.sequences[:, enc["input_ids"].shape[1] :]
+        elapsed = time.perf_counter() - started
+        return [
+            Response(
+                text=tok.decode(new_tokens[row], skip_special_tokens=True),
+                letter_logprobs=self._letters(req, first, row),
+                prompt_tokens=int(enc["attention_mask"][row].sum()),
+                completion_tokens=int((new_tokens[row] != tok.pad_token_id).sum()),
+                latency_s=elapsed,
+            )
+            for row, req in enumerate(batch)
+        ]
+
+    def _score(self, batch: list[Request], prompts: list[str], mode: str, started: float) -> list[Response]:
+        tok = self._tokenizer
+        prompt_tokens = [len(ids) for ids in hf_scoring.encode(tok, prompts)]
         if mode == "letter-logprob":
-            logprobs = hf_scoring.next_token_logprobs(self._model, tok, prompts, self._device)
+            logprobs = hf_scoring.next_token_logprobs(self._model, tok, prompts, self._device, self._prefixes)
             elapsed = time.perf_counter() - started
             return [
                 Response(
@@ -146,7 +205,9 @@ class LocalProvider(InProcessProvider):
                 )
                 for row, (req, n) in enumerate(zip(batch, prompt_tokens))
             ]
-        scores = hf_scoring.option_logprobs(self._model, tok, [(p, req.continuations) for p, req in zip(prompts, batch)], self._device)
+        scores = hf_scoring.option_logprobs(
+            self._model, tok, [(p, req.continuations) for p, req in zip(prompts, batch)], self._device, self._prefixes
+        )
         elapsed = time.perf_counter() - started
         return [
             Response(
@@ -160,4 +221,4 @@ class LocalProvider(InProcessProvider):
         ]
 
     def _prompt(self, req: Request) -> str:
-        return weights.chat_prompt(self._tokenizer, req.messages)
+        return weights.chat_prompt(self._load_tokenizer(), req.messages)

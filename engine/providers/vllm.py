@@ -119,7 +119,11 @@ class VllmProvider(InProcessProvider):
         jobs: list[tuple[int, _Job]] = []
         prompt_len: dict[int, int] = {}
         for i, req in enumerate(batch):
-            prompt = weights.chat_prompt(self._tokenizer, req.messages)
+            try:  # rendered one by one: a prompt the chat template refuses fails its own cell only
+                prompt = weights.chat_prompt(self._tokenizer, req.messages)
+            except Exception as exc:
+                out[i] = Response.failed("bad_request", f"chat template: {type(exc).__name__}: {exc}")
+                continue
             ids = self._tokenizer.encode(prompt, add_special_tokens=False)
             prompt_len[i] = len(ids)
             mine = self._jobs(req, prompt, ids)
