@@ -68,6 +68,7 @@ def biased_and_unknown(rec: dict[str, Any]) -> tuple[int | None, int | None]:
 class BBQ(MultipleChoice):
     name: ClassVar[str] = "bbq"
     options: ClassVar[tuple[str, ...]] = ("categories", "hf_dataset", "split")
+    letter_meta: ClassVar[tuple[str, ...]] = ("biased", "unknown")  # they follow their options across orders
 
     def __init__(
         self,

@@ -50,6 +50,8 @@ class BenchmarkConfig:
     mode: str = "letter"  # letter | letter-logprob | likelihood | judge (each adapter declares which it supports)
     rubric: str | None = None  # judge mode: a built-in rubric name or a rubric TOML file (default: the adapter's)
     max_tokens: int | None = None  # answer length for this benchmark (default: the model's; judge mode: 256)
+    # Option orders per question: 1 (the seeded shuffle), "cyclic" (every cyclic shift) or N seeded permutations.
+    orders: int | str = 1
     # Adapter options; each adapter declares the ones it reads (bench_adapters: `options`).
     task: str | None = None  # truthfulqa: mc1 | mc2
     categories: tuple[str, ...] = ()  # bbq: categories; crows_pairs: bias types (default: all)
@@ -201,6 +203,14 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) > 1:  # e.g. `orders`: an integer or a string; take the first type the value is
+            for arg in args:
+                tried: list[str] = []
+                converted = _convert(value, arg, where, tried)
+                if not tried:
+                    return converted
+            problems.append(f"{where}: expected {' or '.join(_describe(a) for a in args)}, got {value!r}")
+            return None
         return _convert(value, args[0], where, problems)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
@@ -282,6 +292,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.max_tokens: expected a positive integer")
         if b.id is not None and not b.id.strip():
             problems.append(f"{where}.id: expected a non-empty name")
+        _check_orders(b, adapter, where, problems)
         _check_rubric(grid, b, adapter, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
@@ -355,6 +366,24 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
 
 
+def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
+    from bench_adapters import JUDGE
+    from bench_adapters.choice import CYCLIC
+
+    if b.orders == 1:
+        return
+    if isinstance(b.orders, str) and b.orders != CYCLIC:
+        problems.append(f'{where}.orders: expected a positive integer or "{CYCLIC}", got \'{b.orders}\'')
+    elif isinstance(b.orders, int) and b.orders < 1:
+        problems.append(f'{where}.orders: expected a positive integer or "{CYCLIC}", got {b.orders}')
+    elif b.mode == "likelihood":
+        problems.append(f"{where}.orders: likelihood mode scores each option's text on its own, so option order never enters it; leave orders at 1")
+    elif b.mode == JUDGE:
+        problems.append(f'{where}.orders: mode "judge" shows no options to reorder; leave orders at 1')
+    elif adapter is not None and not hasattr(adapter, "ordered"):
+        problems.append(f"{where}.orders: {b.name} has no lettered options to reorder; leave orders at 1")
+
+
 def _check_judge(grid: GridConfig, problems: list[str]) -> None:
     from bench_adapters import JUDGE
     from bench_adapters.rubric import JUDGE_MODES
@@ -393,7 +422,7 @@ def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.vllm.gpu_memory_utilization: expected a number in (0, 1]")
 
 
-_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens")
+_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders")
 _ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in _ENGINE_KEYS)
 
 

@@ -4,6 +4,9 @@ Cells are generated on demand and never stored, so a ten-million-cell grid plans
 a model and condition, cells are persona-major so prompts sharing a persona preamble arrive together
 (prefix caches hit, and the persona is rendered once per run of cells rather than once per cell).
 
+A benchmark with `orders` > 1 shows each question in several option orders; each order is its own cell (and
+cache entry), and the report averages a question's orders into its position-debiased score.
+
 A cell of a benchmark in judge mode takes two requests: the model's free-text answer, then the judge's verdict
 on it (`judge_request`), built once the answer exists; both are ordinary cached requests.
 """
@@ -32,13 +35,25 @@ class Cell:
     condition: ConditionConfig
     persona: Persona | None
     sample: int
+    order: int = 0  # which option order of the item (0: the seeded shuffle every grid has)
+    perm: tuple[int, ...] | None = None  # order > 0: perm[j] = the order-0 index of the option shown j-th
 
     @property
     def id(self) -> str:
-        """Stable across runs and machines: derived from the cell's coordinates, not its position."""
+        """Stable across runs and machines: derived from the cell's coordinates, not its position. The order
+        enters only when it is > 0, so grids without `orders` keep the ids they always had."""
         pid = self.persona.id if self.persona else "-"
         raw = f"{self.model.id}\x1f{self.benchmark}\x1f{self.item.id}\x1f{self.condition.name}\x1f{pid}\x1f{self.sample}"
+        if self.order:
+            raw += f"\x1f{self.order}"
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+    def option(self, letter: str | None) -> int | None:
+        """The chosen option as its index in the item's order 0 (comparable across orders); None without one."""
+        if letter is None or letter not in self.item.letters:
+            return None
+        shown = self.item.letters.index(letter)
+        return self.perm[shown] if self.perm is not None else shown
 
 
 # Judge mode: a free-text answer needs room; a model's max_tokens is sized for one letter.
@@ -51,6 +66,21 @@ class Benchmark:
     adapter: Adapter
     items: tuple[Item, ...]
     rubric: Rubric | None = None  # judge mode only
+    # Per item: its presentation orders (item, permutation of order 0); (item, None) alone when `orders` = 1.
+    variants: tuple[tuple[tuple[Item, tuple[int, ...] | None], ...], ...] = ()
+
+    @classmethod
+    def with_orders(cls, config: BenchmarkConfig, adapter: Adapter, items: tuple[Item, ...], rubric: Rubric | None = None) -> Benchmark:
+        if config.orders == 1:
+            variants = tuple(((item, None),) for item in items)
+        else:
+            variants = tuple(tuple((shown, perm) for shown, perm in adapter.ordered(item, config.orders)) for item in items)
+        return cls(config, adapter, items, rubric, variants)
+
+    @property
+    def cells_per_persona(self) -> int:
+        """Question × order cells one persona (or the baseline) answers, per sample."""
+        return sum(len(v) for v in self.variants)
 
     @property
     def max_tokens(self) -> int | None:
@@ -65,7 +95,7 @@ class Plan:
         self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
-        self._tasks: dict[tuple[str, str], str] = {}  # benchmark items are few; prompts are built once each
+        self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
     def from_grid(cls, grid: GridConfig) -> Plan:
@@ -86,7 +116,7 @@ class Plan:
             if b.mode == JUDGE:
                 rubric = load_rubric(b.rubric or kind.rubric, grid.root)
                 rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
-            benchmarks.append(Benchmark(b, adapter, items, rubric))
+            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
         return cls(grid, personas, benchmarks)
 
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
@@ -94,7 +124,7 @@ class Plan:
 
     def count(self, model: ModelConfig) -> int:
         return sum(
-            len(b.items) * len(self._personas_for(c)) * model.samples for b in self.benchmarks for c in self.grid.conditions
+            b.cells_per_persona * len(self._personas_for(c)) * model.samples for b in self.benchmarks for c in self.grid.conditions
         )
 
     def __len__(self) -> int:
@@ -114,10 +144,11 @@ class Plan:
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
                 for persona in self._personas_for(condition):
-                    for item in bench.items:
-                        for sample in range(model.samples):
-                            yield Cell(index, model, bench.config.label, item, condition, persona, sample)
-                            index += 1
+                    for variants in bench.variants:
+                        for order, (item, perm) in enumerate(variants):
+                            for sample in range(model.samples):
+                                yield Cell(index, model, bench.config.label, item, condition, persona, sample, order, perm)
+                                index += 1
 
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
@@ -140,14 +171,14 @@ class Plan:
     def _decoding(model: ModelConfig, max_tokens: int | None = None) -> Decoding:
         return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
 
-    def _task(self, benchmark: str, item: Item) -> str:
-        key = (benchmark, item.id)
+    def _task(self, benchmark: str, item: Item, order: int) -> str:
+        key = (benchmark, item.id, order)
         if key not in self._tasks:
             self._tasks[key] = self.adapter(benchmark).task_prompt(item)
         return self._tasks[key]
 
     def request(self, cell: Cell) -> Request:
-        task = self._task(cell.benchmark, cell.item)
+        task = self._task(cell.benchmark, cell.item, cell.order)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
         if cell.persona is None or cond.format is None:
