@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 
 from engine.report.build import run_tables
+from engine.report.position import warnings as position_warnings
 from engine.cache import ResponseCache
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
@@ -27,6 +28,7 @@ class RunOutcome:
     run_dir: Path
     stats: RunStats
     tables: dict[str, pl.DataFrame]
+    warnings: list[str] = field(default_factory=list)  # position bias (engine.report.position), for the summary
 
 
 def prepare(grid: GridConfig) -> tuple[Plan, dict[str, Provider]]:
@@ -100,4 +102,4 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_u
     )
     write_json(run_dir / "manifest.json", manifest)
     tables = {} if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
-    return RunOutcome(run_dir, stats, tables)
+    return RunOutcome(run_dir, stats, tables, position_warnings(tables.get("position_bias")))
