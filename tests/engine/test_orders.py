@@ -143,3 +143,32 @@ def test_bad_orders_are_one_clear_grid_error(tmp_path, orders, extra, message):
     with pytest.raises(GridError) as exc:
         _grid(tmp_path, orders, bbq=extra or 'mode = "letter"')
     assert any(p.endswith(message) for p in exc.value.problems), exc.value.problems
+
+
+def test_every_order_of_a_normad_item_is_scored_by_its_own_positions(tmp_path):
+    from bench_adapters.normad import NormAd
+    from tests.bench_adapters.helpers import text
+    from tests.bench_adapters.test_normad import write_fixture
+
+    adapter = NormAd(path=write_fixture(tmp_path / "normad.csv"), mode="letter")
+    sara = next(i for i in adapter.load() if i.meta["label"] == "yes")
+    for item, perm in adapter.ordered(sara, "cyclic"):
+        yes = item.letters[item.options.index("Yes")]
+        assert item.letters[item.gold] == yes and "Answer Yes, No or Neither." in adapter.task_prompt(item)
+        for reply in (yes, "Yes, it is polite."):  # the letter, or the word wherever the order put it
+            scored = adapter.score(item, text(reply))
+            assert (scored.answer, scored.correct) == (yes, 1.0)
+        assert perm[item.options.index("Yes")] == 0  # "Yes" is option 0 of the first order
+
+
+def test_dataset_adapter_keeps_its_order_first_and_permutes_after(tmp_path):
+    from bench_adapters.generic import Dataset
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "2+2?", "opts": ["3", "4", "5", "6"], "a": 1}\n')
+    adapter = Dataset(path=data, mode="letter-logprob", question_field="q", options_field="opts", gold_field="a")
+    (item,) = adapter.load()
+    variants = adapter.ordered(item, 3)
+    assert variants[0] == (item, (0, 1, 2, 3)) and len(variants) == 3
+    for shown, perm in variants:
+        assert shown.options == tuple(item.options[i] for i in perm) and shown.options[shown.gold] == "4"
