@@ -84,13 +84,12 @@ def chi2_answers_vs_gold(answers: list[int], golds: list[int]) -> tuple[float | 
 def position_bias(rows: pl.LazyFrame) -> pl.DataFrame:
     """One row per model × benchmark × condition × position with `cells`, `answered` and `gold` (counts),
     `answer_share` and `gold_share` (of the family's cells) and, repeated on every row of a family, `invalid`
-    (share), `chi2`, `df`, `p` and `orders` (the most option orders any question had). Only scored multiple-
+    (share), `chi2`, `df`, `p`, and `orders_min` and `orders` (the fewest and most option orders a question had). Only scored multiple-
     choice cells count: `status == ok` and a gold letter (free-text judged cells have none)."""
     ok = rows.filter((pl.col("status") == "ok") & pl.col("gold").is_not_null())
-    cells = ok.group_by(FAMILY).agg(
-        pl.len().alias("cells"),
-        pl.col("invalid").cast(pl.Float64).mean().alias("invalid"),
-        (pl.col("order").max().fill_null(0) + 1).alias("orders"),
+    per_item = ok.group_by(*FAMILY, "item_id").agg((pl.col("order").max().fill_null(0) + 1).alias("orders"))
+    cells = ok.group_by(FAMILY).agg(pl.len().alias("cells"), pl.col("invalid").cast(pl.Float64).mean().alias("invalid")).join(
+        per_item.group_by(FAMILY).agg(pl.col("orders").min().alias("orders_min"), pl.col("orders").max()), on=list(FAMILY)
     )
     valid = ok.filter(pl.col("answer").is_not_null())
     answered = valid.group_by(*FAMILY, pl.col("answer").alias("position")).agg(pl.len().alias("answered"))
@@ -116,7 +115,7 @@ def position_bias(rows: pl.LazyFrame) -> pl.DataFrame:
         tests.append({**{k: family[k][0] for k in FAMILY}, "chi2": stat, "df": df, "p": p})
     test_frame = pl.DataFrame(tests, schema={**{k: pl.String for k in FAMILY}, "chi2": pl.Float64, "df": pl.Int64, "p": pl.Float64})
     table = table.join(test_frame, on=list(FAMILY), how="left").drop("gold_valid")
-    columns = [*FAMILY, "position", "cells", "answered", "gold", "answer_share", "gold_share", "invalid", "chi2", "df", "p", "orders"]
+    columns = [*FAMILY, "position", "cells", "answered", "gold", "answer_share", "gold_share", "invalid", "chi2", "df", "p", "orders_min", "orders"]
     return table.select(columns).sort(*FAMILY, pl.col("position").str.len_chars(), "position")
 
 
@@ -143,8 +142,9 @@ def warnings(table: pl.DataFrame | None) -> list[str]:
             text = f"model {r['model']} answered position {r['position']} in {pct}% of {where}"
         else:
             text = f"model {r['model']}'s answer positions differ from the gold's in {where}: most often {r['position']} ({pct}%), χ² = {r['chi2']:.1f}, df {r['df']}, p = {r['p']:.1g}"
-        if r["orders"] > 1:
-            text += f"; the scores average each question over its {r['orders']} option orders, so they do not reward the preference"
+        if r["orders_min"] > 1:
+            span = str(r["orders"]) if r["orders_min"] == r["orders"] else f"{r['orders_min']}–{r['orders']}"
+            text += f"; the scores average each question over its {span} option orders, so they do not reward the preference"
         else:
             text += '; scores mostly reflect option order (set the benchmark\'s orders = "cyclic" to average it out)'
         out.append(text)
@@ -166,7 +166,7 @@ def display(table: pl.DataFrame) -> pl.DataFrame:
             "invalid": f"{100 * r['invalid']:.0f}%",
             "χ² (df)": "–" if r["chi2"] is None else f"{r['chi2']:.1f} ({r['df']})",
             "p": "–" if r["p"] is None else f"{r['p']:.2g}",
-            "orders": str(r["orders"]),
+            "orders": str(r["orders"]) if r["orders_min"] == r["orders"] else f"{r['orders_min']}–{r['orders']}",
             "flag": "⚠" if tuple(r[k] for k in FAMILY) in marks else "",
         })
     return pl.DataFrame(rows)
