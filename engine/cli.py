@@ -82,7 +82,7 @@ def run(
     if outcome.tables:
         from engine.report.tables import display_tables, print_tables
 
-        print_tables(out, display_tables(outcome.tables))
+        print_tables(out, display_tables(outcome.tables, score=outcome.score))
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
     for warning in outcome.warnings:
         out.print(f"[bold yellow]warning:[/] position bias: {warning}", highlight=False, soft_wrap=True)
@@ -137,7 +137,7 @@ def report(
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     min_size: Annotated[int, typer.Option(min=1, help="Subgroups with fewer personas are flagged (never hidden).")] = 30,
-    score: Annotated[str, typer.Option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option).")] = "primary",
+    score: Annotated[str | None, typer.Option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
     """Persona-effect report: Δ with paired-bootstrap CIs by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""

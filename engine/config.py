@@ -32,6 +32,7 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs/{name}"  # relative to the grid file; {name} is substituted
     cache: str = "cache.sqlite"  # relative to the grid file
+    score: str = "primary"  # what the run's tables (and `report` by default) compute Δ on: primary | p_gold
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
 
     if grid.run.seed < 0:
         problems.append("run.seed: expected a non-negative integer")
+    if grid.run.score not in ("primary", "p_gold"):
+        problems.append(f"run.score: expected primary or p_gold, got '{grid.run.score}'")
     personas = grid.personas
     if personas is not None:
         if not grid.resolve(personas.source).is_file():

@@ -12,7 +12,6 @@ import polars as pl
 from rich.console import Console
 
 from engine.report.build import run_tables
-from engine.report.position import warnings as position_warnings
 from engine.cache import ResponseCache
 from engine.config import GridConfig
 from engine.manifest import build_manifest, write_json
@@ -29,6 +28,7 @@ class RunOutcome:
     stats: RunStats
     tables: dict[str, pl.DataFrame]
     warnings: list[str] = field(default_factory=list)  # position bias (engine.report.position), for the summary
+    score: str = "primary"  # what the tables' Δ is on (the grid's [run] score, or primary when the run has no p_gold)
 
 
 def prepare(grid: GridConfig) -> tuple[Plan, dict[str, Provider]]:
@@ -101,5 +101,7 @@ def run(grid: GridConfig, console: Console, show_progress: bool = True, budget_u
         summary=stats.summary(),
     )
     write_json(run_dir / "manifest.json", manifest)
-    tables = {} if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
-    return RunOutcome(run_dir, stats, tables, position_warnings(tables.get("position_bias")))
+    report = None if stats.interrupted or stats.budget_exhausted else run_tables(run_dir, grid.baseline.name if grid.baseline else None, grid.run.score)
+    if report is None:
+        return RunOutcome(run_dir, stats, {})
+    return RunOutcome(run_dir, stats, report.tables, report.warnings, report.run.score)

@@ -115,14 +115,19 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     return written
 
 
-def run_tables(run_dir: Path, baseline: str | None) -> dict[str, pl.DataFrame]:
-    """The tables a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition (on the
-    primary score and, where the run has it, on p_gold), country and sex, with intervals, and the position-bias
-    diagnostic. `mtpa-engine report` gives the rest."""
-    run = open_run(run_dir, baseline)
+def run_tables(run_dir: Path, baseline: str | None, score: str = "primary") -> Report | None:
+    """The report a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition (on
+    `score` and, where the run has p_gold, on the other score), country and sex, with intervals, and the
+    position-bias diagnostic; None when no call succeeded. `mtpa-engine report` gives the rest."""
+    try:
+        run = open_run(run_dir, baseline, score)
+    except ReportError:
+        if score == "primary":
+            raise
+        run = open_run(run_dir, baseline, "primary")  # no p_gold anywhere in this run: the tables say which score they show
     if run.results.filter(pl.col("status") == "ok").select(pl.len()).collect().item() == 0:
-        return {}  # every call failed: nothing to score, and the run's error summary says why
+        return None  # every call failed: nothing to score, and the run's error summary says why
     specs = tuple(s for s in RUN_TABLES_BY if set(s) <= set(run.traits))
     report = build_report(run, ReportOptions(by=specs, extras=False))
     write_tables(report, Path(run_dir) / "analysis", parquet=False)
-    return report.tables
+    return report

@@ -63,13 +63,14 @@ class Run:
         return [c for c in self.conditions.values() if c.name != self.baseline]
 
 
-def open_run(run_dir: Path, baseline: str | None = None, score: str = "primary") -> Run:
-    """Raises ReportError for a directory without results, an unknown baseline, or `score = "p_gold"` on a run
-    without any p_gold."""
+def open_run(run_dir: Path, baseline: str | None = None, score: str | None = None) -> Run:
+    """`score` None: the grid's `[run] score` (from the manifest), else primary. Raises ReportError for a
+    directory without results, an unknown baseline, or `score = "p_gold"` on a run without any p_gold."""
     run_dir = Path(run_dir)
     if not list((run_dir / "results").glob("*.parquet")):
         raise ReportError(f"{run_dir}: no results ({results_glob(run_dir)} matches nothing); is this a run directory?")
     manifest = _manifest(run_dir)
+    score = score or manifest.get("config", {}).get("run", {}).get("score") or "primary"
     rows = read_results(run_dir)
     results, notes = scored(rows, score, run_dir)
     present = rows.select(pl.col("condition").unique()).collect()["condition"].to_list()

@@ -25,7 +25,7 @@ def test_example_grid_runs_on_the_embedded_model_and_reports_delta(tmp_path):
     cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
-    assert "delta by condition" in proc.stdout and "Table 2b · the same on p_gold" in proc.stdout
+    assert "Table 2 · persona effect per model on p_gold" in proc.stdout and "Table 2b · the same on the primary score" in proc.stdout
     results = pl.read_parquet(tmp_path / "runs" / "example" / "results" / "*.parquet")
     options = results.filter(pl.col("condition") == "baseline").group_by("item_id").agg(pl.len())["len"].sort().to_list()
     assert options == [3, 8]  # every cyclic order of a 3- and an 8-option question
@@ -41,9 +41,9 @@ def test_example_grid_runs_on_the_embedded_model_and_reports_delta(tmp_path):
     paired = items.filter(pl.col("condition") == "prose").join(
         items.filter(pl.col("condition") == "baseline").select("item_id", pl.col("correct").alias("b"), pl.col("p_gold").alias("bp")), on="item_id"
     )
-    assert delta["delta"][0] == pytest.approx((paired["correct"] - paired["b"]).mean())
-    delta_p = pl.read_csv(tmp_path / "runs" / "example" / "analysis" / "delta_by_condition_p_gold.csv")
-    assert delta_p["delta"][0] == pytest.approx((paired["p_gold"] - paired["bp"]).mean())
+    assert delta["delta"][0] == pytest.approx((paired["p_gold"] - paired["bp"]).mean())  # [run] score = "p_gold"
+    accuracy = pl.read_csv(tmp_path / "runs" / "example" / "analysis" / "delta_by_condition_primary.csv")
+    assert accuracy["delta"][0] == pytest.approx((paired["correct"] - paired["b"]).mean())
     # a model that prefers a letter is named in the warning, which says the debiased scores do not reward it
     for warning in summary["warnings"]:
         assert warning.startswith("model smollm2 ") and "the scores average each question over its 3–8 option orders" in warning

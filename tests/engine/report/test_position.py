@@ -149,3 +149,22 @@ def test_report_cli_score_p_gold_prints_both_scores_and_the_warning_everywhere(r
     assert "Position bias, m · b" in html and "model m answered position A in 80%" in html
     bad = subprocess.run([*cmd[:5], "--score", "mass"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--score mass: expected one of primary, p_gold" in " ".join(bad.stderr.split())
+
+
+def test_the_grids_run_score_is_the_reports_default_and_a_flag_overrides_it(run_dir):
+    import orjson
+
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    manifest["config"]["run"] = {"score": "p_gold"}
+    (run_dir / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert open_run(run_dir).score == "p_gold" and open_run(run_dir, score="primary").score == "primary"
+
+
+def test_run_score_is_validated(tmp_path):
+    from engine.config import GridError, load_grid
+    from tests.conftest import write_grid
+
+    grid = write_grid(tmp_path, base_url="http://127.0.0.1:1/v1")
+    grid.write_text(grid.read_text().replace('seed = 0\n', 'seed = 0\nscore = "mass"\n', 1))
+    with pytest.raises(GridError, match=r"run\.score: expected primary or p_gold, got 'mass'"):
+        load_grid(grid)
