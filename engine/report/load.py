@@ -92,8 +92,8 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
 def scored(rows: pl.LazyFrame, score: str, run_dir: Path) -> tuple[pl.LazyFrame, tuple[str, ...]]:
     """Per-order rows → (rows with `value`, orders collapsed when there are several; notes on what was left out).
 
-    p_gold: scored rows without a p_gold (a backend that gave no letter logprobs) are left out and counted in a
-    note, never read as 0."""
+    p_gold: scored rows without a p_gold (a backend that gave no letter logprobs) are left out (status
+    "no_p_gold", so a question missing one order's p_gold is left out whole) and counted in a note, never read as 0."""
     if score not in SCORES:
         raise ReportError(f"--score {score}: expected one of {', '.join(SCORES)}")
     notes: tuple[str, ...] = ()
@@ -106,7 +106,8 @@ def scored(rows: pl.LazyFrame, score: str, run_dir: Path) -> tuple[pl.LazyFrame,
             )
         if counts["missing"]:
             notes = (f"--score p_gold: {counts['missing']:,} of {counts['ok']:,} scored rows have no p_gold and are left out",)
-        rows = rows.filter((pl.col("status") != "ok") | pl.col("p_gold").is_not_null())
+        lacking = (pl.col("status") == "ok") & pl.col("p_gold").is_null()
+        rows = rows.with_columns(pl.when(lacking).then(pl.lit("no_p_gold")).otherwise(pl.col("status")).alias("status"))
     value = pl.coalesce("score", "correct") if score == "primary" else pl.col("p_gold")
     rows = rows.with_columns(value.cast(pl.Float64).alias("value"))
     several = rows.select(pl.col("order").max()).collect().item()

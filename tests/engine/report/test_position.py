@@ -168,3 +168,13 @@ def test_run_score_is_validated(tmp_path):
     grid.write_text(grid.read_text().replace('seed = 0\n', 'seed = 0\nscore = "mass"\n', 1))
     with pytest.raises(GridError, match=r"run\.score: expected primary or p_gold, got 'mass'"):
         load_grid(grid)
+
+
+def test_score_p_gold_leaves_out_a_question_missing_one_orders_p_gold_and_says_so(tmp_path):
+    personas = pl.DataFrame({"persona_id": ["p1"]})
+    frame = _frame().with_columns(pl.when((pl.col("item_id") == "q1") & (pl.col("order") == 2)).then(None).otherwise(pl.col("p_gold")).alias("p_gold"))
+    run = open_run(write_run(tmp_path / "run", frame, personas, [BASELINE, condition("prose")]), score="p_gold")
+    assert run.notes == ("--score p_gold: 2 of 10 scored rows have no p_gold and are left out",)
+    report = build_report(run, ReportOptions(by=(), settings=Settings(resamples=50)))
+    delta = report.tables["delta_by_condition"].row(0, named=True)  # q2 alone: baseline .7, persona .6
+    assert (delta["n"], delta["baseline"], delta["persona"]) == (1, pytest.approx(0.7), pytest.approx(0.6))
