@@ -20,7 +20,7 @@ def test_example_grid_runs_on_the_embedded_model_and_reports_delta(tmp_path):
     shutil.copy(REPO / "examples" / "personas.jsonl", tmp_path / "personas.jsonl")
     grid = (REPO / "examples" / "grid.toml").read_text()
     grid = grid.replace('"../runs/{name}"', '"runs/{name}"').replace('"../cache.sqlite"', '"cache.sqlite"')
-    grid = grid.replace("limit = 5", "limit = 2").replace("limit = 6", "limit = 2")  # 2 personas, 2 questions
+    grid = grid.replace("limit = 4", "limit = 2")  # 2 personas, 2 questions
     (tmp_path / "grid.toml").write_text(grid)
     cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
