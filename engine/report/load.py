@@ -127,8 +127,8 @@ def _debiased(rows: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("value", "correct", "score", "p_gold").mean(),
         pl.col("invalid").cast(pl.Float64).mean(),
         pl.col("option").sort_by("order").cast(pl.String).fill_null("-").str.join(",").alias("answer"),
-        pl.col("error_kind").drop_nulls().first(),
-        pl.col("meta").first(),
+        pl.col("error_kind", "error").drop_nulls().first(),
+        pl.col("gold", "meta").first(),
         pl.len().alias("orders"),
     )
 
