@@ -81,6 +81,11 @@ class Adapter(Protocol):
 
     def score(self, item: Item, output: Output) -> Score: ...
 
+    def ordered(self, item: Item, orders: int | str) -> tuple[tuple[Item, tuple[int, ...]], ...]:
+        """Multiple-choice adapters: the item in every presentation order (grid key `orders`), each with its
+        permutation of the first order; only called when `orders` asks for more than one."""
+        ...
+
     @classmethod
     def metrics(cls, rows: pl.DataFrame) -> pl.DataFrame:
         """The benchmark's aggregate metrics from its result rows (one benchmark, any models and conditions)."""

@@ -88,6 +88,7 @@ def _checked(rec: dict[str, Any], at: str) -> dict[str, Any]:
 class BBQ(MultipleChoice):
     name: ClassVar[str] = "bbq"
     options: ClassVar[tuple[str, ...]] = ("categories", "hf_dataset", "split")
+    letter_meta: ClassVar[tuple[str, ...]] = ("biased", "unknown")  # they follow their options across orders
 
     def __init__(
         self,

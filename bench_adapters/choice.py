@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,51 @@ def permuted(options: Sequence[str], seed: int, item_id: str) -> tuple[tuple[str
     order = list(range(len(options)))
     random.Random(f"{seed}:{item_id}").shuffle(order)
     return tuple(options[i] for i in order), order
+
+
+CYCLIC = "cyclic"
+
+
+def option_orders(n: int, orders: int | str, seed: int, item_id: str) -> tuple[tuple[int, ...], ...]:
+    """The presentation orders of one item with n options, as permutations of its first order.
+
+    order[k][j] is the index (into the item's first, seeded-shuffle order) of the option shown j-th in order k;
+    order 0 is always the identity, so `orders = 1` is exactly the single seeded shuffle. "cyclic": the n cyclic
+    shifts (order k shows option (j + k) mod n at position j), so every option appears once at every position.
+    An integer N: N distinct seeded permutations (fewer when n! < N), drawn from a per-item stream.
+    """
+    identity = tuple(range(n))
+    if orders == CYCLIC:
+        return tuple(tuple((j + k) % n for j in range(n)) for k in range(n))
+    wanted = min(int(orders), math.factorial(n))
+    rng = random.Random(f"{seed}:{item_id}:orders")
+    chosen = [identity]
+    while len(chosen) < wanted:
+        perm = tuple(rng.sample(identity, n))
+        if perm not in chosen:
+            chosen.append(perm)
+    return tuple(chosen)
+
+
+def reorder(item: Item, perm: Sequence[int], letter_meta: Sequence[str] = ()) -> Item:
+    """The item with its options shown in `perm` order (perm[j] = current index of the option shown j-th).
+
+    Gold, the true options and the `letter_meta` fields (metadata naming an option by its letter, e.g. BBQ's
+    biased and unknown answers) follow their options, so every order is scored by the same rule.
+    """
+    where = {old: new for new, old in enumerate(perm)}
+    letters = item.letters
+    meta = dict(item.meta)
+    for name in letter_meta:
+        if meta.get(name):
+            meta[name] = letters[where[letters.index(meta[name])]]
+    return dataclasses.replace(
+        item,
+        options=tuple(item.options[i] for i in perm),
+        gold=where[item.gold],
+        true=tuple(sorted(where[i] for i in item.true)),
+        meta=meta,
+    )
 
 
 def letter_prompt(question: str, options: tuple[str, ...]) -> str:
@@ -103,6 +149,7 @@ class MultipleChoice:
     options: ClassVar[tuple[str, ...]] = ()
     default_path: ClassVar[Path | None] = None
     rubric: ClassVar[str | None] = None  # judge mode: the built-in rubric used when the grid names none
+    letter_meta: ClassVar[tuple[str, ...]] = ()  # meta fields that name an option by its letter (follow reordering)
 
     def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter") -> None:
         if mode not in self.modes:
@@ -129,6 +176,11 @@ class MultipleChoice:
 
     def continuations(self, item: Item) -> tuple[str, ...]:
         return item.options
+
+    def ordered(self, item: Item, orders: int | str) -> tuple[tuple[Item, tuple[int, ...]], ...]:
+        """Every presentation order of an item (grid key `orders`) with its permutation; the first is the item."""
+        perms = option_orders(len(item.options), orders, self.seed, item.id)
+        return tuple((item if k == 0 else reorder(item, perm, self.letter_meta), perm) for k, perm in enumerate(perms))
 
     def score(self, item: Item, output: Output) -> Score:
         if self.mode == "letter":

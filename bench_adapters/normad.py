@@ -77,6 +77,6 @@ class NormAd(MultipleChoice):
         if self.mode == "letter" and scored.invalid and output.text and (word := _WORD.match(output.text)):
             # A plain "Yes" / "no." / "Neither, because ..." is the natural reply here: its leading word names
             # the option. Anything else stays invalid (upstream defaulted to neutral; we never default).
-            letter = item.letters[ANSWERS.index(word.group(1).capitalize())]
+            letter = item.letters[item.options.index(word.group(1).capitalize())]  # wherever `orders` put it
             return letter_score(item, letter, output.letter_logprobs)
         return scored

@@ -95,13 +95,14 @@ def run(
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manifest has its last word: printing it takes milliseconds
     summary = outcome.stats.summary()
+    summary["warnings"] = outcome.warnings
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     if outcome.tables:
         from engine.report.tables import display_tables, print_tables
 
-        print_tables(out, display_tables(outcome.tables))
+        print_tables(out, display_tables(outcome.tables, score=outcome.score))
         out.print(f"full tables: {outcome.run_dir / 'analysis'}/*.csv; all analyses: mtpa-engine report {outcome.run_dir}", highlight=False)
     if shard is not None:
         out.print(
@@ -109,6 +110,8 @@ def run(
             "mtpa-engine cache merge MERGED.sqlite SHARD.sqlite..., then mtpa-engine run GRID --cache MERGED.sqlite (no calls) for the results and tables.",
             highlight=False,
         )
+    for warning in outcome.warnings:
+        out.print(f"[bold yellow]warning:[/] position bias: {escape(warning)}", highlight=False, soft_wrap=True)
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
     if summary["errors"].get("quota"):
@@ -218,6 +221,7 @@ def report(
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     min_size: Annotated[int, typer.Option(min=1, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")] = 30,
+    score: Annotated[str | None, typer.Option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
@@ -228,12 +232,14 @@ def report(
 
     try:
         options = ReportOptions(by=parse_by(by) if by else None, settings=Settings(resamples=bootstrap, seed=seed, min_size=min_size))
-        result = build_report(open_run(run_dir, baseline), options)
+        result = build_report(open_run(run_dir, baseline, score), options)
     except ReportError as exc:
         raise _fail(str(exc)) from None
     target = out_dir or run_dir / "report"
     written = write_report(result, target)
     print_tables(out, report_tables(result))
+    for line in (*(f"position bias: {w}" for w in result.warnings), *result.run.notes):
+        out.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     out.print(f"{len(written)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 

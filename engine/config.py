@@ -34,6 +34,7 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs/{name}"  # relative to the grid file; {name} is substituted
     cache: str = "cache.sqlite"  # relative to the grid file
+    score: str = "primary"  # what the run's tables (and `report` by default) compute Δ on: primary | p_gold
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class BenchmarkConfig:
     mode: str = "letter"  # letter | letter-logprob | likelihood | judge (each adapter declares which it supports)
     rubric: str | None = None  # judge mode: a built-in rubric name or a rubric TOML file (default: the adapter's)
     max_tokens: int | None = None  # answer length for this benchmark (default: the model's; judge mode: 256)
+    # Option orders per question: 1 (the seeded shuffle), "cyclic" (every cyclic shift) or N seeded permutations.
+    orders: int | str = 1
     # Adapter options; each adapter declares the ones it reads (bench_adapters: `options`).
     task: str | None = None  # truthfulqa: mc1 | mc2
     categories: tuple[str, ...] = ()  # bbq: categories; crows_pairs: bias types (default: all)
@@ -305,6 +308,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
     _check_name("run.name", grid.run.name, problems)
     if grid.run.seed < 0:
         problems.append("run.seed: expected a non-negative integer")
+    if grid.run.score not in ("primary", "p_gold"):
+        problems.append(f"run.score: expected primary or p_gold, got '{grid.run.score}'")
     personas = grid.personas
     if personas is not None:
         if not grid.resolve(personas.source).is_file():
@@ -334,6 +339,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.seed: expected a non-negative integer")
         if b.id is not None:
             _check_name(f"{where}.id", b.id, problems)
+        _check_orders(b, adapter, where, problems)
         _check_rubric(grid, b, adapter, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
@@ -418,6 +424,24 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
 
 
+def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
+    from bench_adapters import JUDGE
+    from bench_adapters.choice import CYCLIC
+
+    if b.orders == 1:
+        return
+    if isinstance(b.orders, str) and b.orders != CYCLIC:
+        problems.append(f'{where}.orders: expected a positive integer or "{CYCLIC}", got \'{b.orders}\'')
+    elif isinstance(b.orders, int) and b.orders < 1:
+        problems.append(f'{where}.orders: expected a positive integer or "{CYCLIC}", got {b.orders}')
+    elif b.mode == "likelihood":
+        problems.append(f"{where}.orders: likelihood mode scores each option's text on its own, so option order never enters it; leave orders at 1")
+    elif b.mode == JUDGE:
+        problems.append(f'{where}.orders: mode "judge" shows no options to reorder; leave orders at 1')
+    elif adapter is not None and not hasattr(adapter, "ordered"):
+        problems.append(f"{where}.orders: {b.name} has no lettered options to reorder; leave orders at 1")
+
+
 def _check_judge(grid: GridConfig, problems: list[str]) -> None:
     from bench_adapters import JUDGE
     from bench_adapters.rubric import JUDGE_MODES
@@ -456,7 +480,7 @@ def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.vllm.gpu_memory_utilization: expected a number in (0, 1]")
 
 
-_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens")
+_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders")
 _ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in _ENGINE_KEYS)
 
 

@@ -8,6 +8,9 @@ A benchmark whose items come from the personas themselves (`per_persona`, trait 
 persona only with its own items, in every condition (the baseline records whose answer is predicted but shows
 no persona), and renders the persona without the traits the item hides (its target).
 
+A benchmark with `orders` > 1 shows each question in several option orders; each order is its own cell (and
+cache entry), and the report averages a question's orders into its position-debiased score.
+
 A cell of a benchmark in judge mode takes two requests: the model's free-text answer, then the judge's verdict
 on it (`judge_request`), built once the answer exists; both are ordinary cached requests.
 """
@@ -39,13 +42,25 @@ class Cell:
     condition: ConditionConfig
     persona: Persona | None
     sample: int
+    order: int = 0  # which option order of the item (0: the seeded shuffle every grid has)
+    perm: tuple[int, ...] | None = None  # order > 0: perm[j] = the order-0 index of the option shown j-th
 
     @property
     def id(self) -> str:
-        """Stable across runs and machines: derived from the cell's coordinates, not its position."""
+        """Stable across runs and machines: derived from the cell's coordinates, not its position. The order
+        enters only when it is > 0, so grids without `orders` keep the ids they always had."""
         pid = self.persona.id if self.persona else "-"
         raw = f"{self.model.id}\x1f{self.benchmark}\x1f{self.item.id}\x1f{self.condition.name}\x1f{pid}\x1f{self.sample}"
+        if self.order:
+            raw += f"\x1f{self.order}"
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+    def option(self, letter: str | None) -> int | None:
+        """The chosen option as its index in the item's order 0 (comparable across orders); None without one."""
+        if letter is None or letter not in self.item.letters:
+            return None
+        shown = self.item.letters.index(letter)
+        return self.perm[shown] if self.perm is not None else shown
 
 
 # Judge mode: a free-text answer needs room; a model's max_tokens is sized for one letter.
@@ -58,6 +73,21 @@ class Benchmark:
     adapter: Adapter
     items: tuple[Item, ...]
     rubric: Rubric | None = None  # judge mode only
+    # Per item: its presentation orders (item, permutation of order 0); (item, None) alone when `orders` = 1.
+    variants: tuple[tuple[tuple[Item, tuple[int, ...] | None], ...], ...] = ()
+
+    @classmethod
+    def with_orders(cls, config: BenchmarkConfig, adapter: Adapter, items: tuple[Item, ...], rubric: Rubric | None = None) -> Benchmark:
+        if config.orders == 1:
+            variants = tuple(((item, None),) for item in items)
+        else:
+            variants = tuple(tuple((shown, perm) for shown, perm in adapter.ordered(item, config.orders)) for item in items)
+        return cls(config, adapter, items, rubric, variants)
+
+    @property
+    def cells_per_persona(self) -> int:
+        """Question × order cells one persona (or the baseline) answers, per sample."""
+        return sum(len(v) for v in self.variants)
 
     @property
     def max_tokens(self) -> int | None:
@@ -83,7 +113,7 @@ class Plan:
         self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
-        self._tasks: dict[tuple[str, str], str] = {}  # benchmark items are few; prompts are built once each
+        self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
     def from_grid(cls, grid: GridConfig, shard: Shard | None = None) -> Plan:
@@ -111,7 +141,7 @@ class Plan:
             if b.mode == JUDGE:
                 rubric = load_rubric(b.rubric or kind.rubric, grid.root)
                 rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
-            benchmarks.append(Benchmark(b, adapter, items, rubric))
+            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
         return cls(grid, personas, benchmarks, shard)
 
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
@@ -120,7 +150,7 @@ class Plan:
     def _items(self, bench: Benchmark, condition: ConditionConfig) -> int:
         if bench.per_persona:
             return bench.persona_items.count
-        return len(bench.items) * len(self._personas_for(condition))
+        return bench.cells_per_persona * len(self._personas_for(condition))
 
     def count(self, model: ModelConfig) -> int:
         """Cells of `model` in this plan. A shard's are counted by walking its cells once (constant memory)."""
@@ -157,21 +187,23 @@ class Plan:
             index += self._size(m)
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
-                for persona, item in self._pairs(bench, condition):
+                for persona, item, order, perm in self._pairs(bench, condition):
                     for sample in range(model.samples):
-                        yield Cell(index, model, bench.config.label, item, condition, persona, sample)
+                        yield Cell(index, model, bench.config.label, item, condition, persona, sample, order, perm)
                         index += 1
 
-    def _pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item]]:
-        """(persona, item) in plan order: persona-major; a per-persona benchmark's items go with their persona only."""
+    def _pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item, int, tuple[int, ...] | None]]:
+        """(persona, item, order, permutation) in plan order: persona-major; a per-persona benchmark's items go
+        with their persona only (one order: their scale keeps the survey's order)."""
         if bench.per_persona:
             for persona in self.personas:
                 for item in bench.persona_items.items_for(persona):
-                    yield persona, item
+                    yield persona, item, 0, None
             return
         for persona in self._personas_for(condition):
-            for item in bench.items:
-                yield persona, item
+            for variants in bench.variants:
+                for order, (item, perm) in enumerate(variants):
+                    yield persona, item, order, perm
 
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
@@ -194,16 +226,16 @@ class Plan:
     def _decoding(model: ModelConfig, max_tokens: int | None = None) -> Decoding:
         return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
 
-    def _task(self, benchmark: str, item: Item) -> str:
+    def _task(self, benchmark: str, item: Item, order: int) -> str:
         if self._benchmarks[benchmark].per_persona:  # one prompt per persona × target: memoising would grow with the grid
             return self.adapter(benchmark).task_prompt(item)
-        key = (benchmark, item.id)
+        key = (benchmark, item.id, order)
         if key not in self._tasks:
             self._tasks[key] = self.adapter(benchmark).task_prompt(item)
         return self._tasks[key]
 
     def request(self, cell: Cell) -> Request:
-        task = self._task(cell.benchmark, cell.item)
+        task = self._task(cell.benchmark, cell.item, cell.order)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
         bench = self._benchmarks[cell.benchmark]

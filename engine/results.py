@@ -43,6 +43,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "meta": pl.String(),  # JSON of the item's slicing metadata (category, BBQ context and biased letter, ...)
     "judge_key": pl.String(),  # judge mode: the cache key of the judge's verdict on `response`
     "verdict": pl.String(),  # judge mode: the judge's raw text (its level letter is `answer`)
+    "order": pl.Int32(),  # the item's option order (grid key `orders`); 0: the seeded shuffle
+    "option": pl.Int32(),  # the chosen option as its index in order 0, comparable across orders; null without an answer
 }
 COLUMNS = tuple(SCHEMA)
 

@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +38,8 @@ class RunOutcome:
     run_dir: Path
     stats: RunStats
     tables: dict[str, pl.DataFrame]
+    warnings: list[str] = field(default_factory=list)  # position bias (engine.report.position), for the summary
+    score: str = "primary"  # what the tables' Δ is on (the grid's [run] score, or primary when the run has no p_gold)
 
 
 def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[str, Provider]]:
@@ -164,7 +166,7 @@ def _run_held(
         # A shard holds a hash-chosen part of the cells: Δ pairs persona and baseline cells that other shards may hold,
         # so its tables come from the full run on the merged cache.
         stopped = stats.interrupted or stats.budget_exhausted or plan.shard is not None
-        tables = {} if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None)
+        report = None if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None, grid.run.score)
     except KeyboardInterrupt:
         _finish(run_dir, manifest, "interrupted", scheduler)
         raise
@@ -172,7 +174,9 @@ def _run_held(
         _finish(run_dir, manifest, "failed", scheduler, error=str(exc))
         raise
     _finish(run_dir, manifest, "interrupted" if stats.interrupted else "budget_exhausted" if stats.budget_exhausted else "complete", scheduler)
-    return RunOutcome(run_dir, stats, tables)
+    if report is None:
+        return RunOutcome(run_dir, stats, {})
+    return RunOutcome(run_dir, stats, report.tables, report.warnings, report.run.score)
 
 
 def _finish(run_dir: Path, manifest: dict, status: str, scheduler: Scheduler | None, error: str | None = None) -> None:

@@ -351,6 +351,8 @@ class Scheduler:
                 orjson.dumps(item.meta).decode() if item.meta else None,
                 judged[0] if judged else None,
                 verdict.text if verdict is not None else None,
+                cell.order,
+                None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
             )
         )
         self.stats.cells_done += 1

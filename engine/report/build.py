@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from bench_adapters.metrics import benchmark_metrics
-from engine.report import effects
+from engine.report import effects, position
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
 from engine.report.load import ReportError, Run, open_run
 from engine.report.traits import traits_tables
@@ -33,6 +33,11 @@ class Report:
 
     def effect(self, spec: Spec = OVERALL) -> pl.DataFrame | None:
         return self.tables.get(effect_name(spec))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Position-bias warnings, one sentence per flagged model × benchmark × condition."""
+        return position.warnings(self.tables.get("position_bias"))
 
 
 def spec_name(spec: Spec) -> str:
@@ -59,8 +64,19 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
     tables = {"scores_by_condition": effects.scores(run, index)}
     for spec, table in effects.persona_effect(run, index, (OVERALL, *specs)).items():
         tables[effect_name(spec)] = table
-    # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition.
-    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(run.results, run.adapters).items() if not t.is_empty()})
+    other = _other_score(run)
+    if other is not None:  # accuracy and p_gold side by side: Δ on the score not chosen, overall
+        table = effects.persona_effect(other, index, (OVERALL,)).get(OVERALL)
+        if table is not None and not table.is_empty():
+            tables[f"{effect_name(OVERALL)}_{other.score}"] = table
+    rows = run.rows if run.rows is not None else run.results
+    tables["position_bias"] = position.position_bias(rows)  # always: a warning needs no option to be asked for
+    consistency = position.order_consistency(rows, index)
+    if not consistency.is_empty():
+        tables["order_consistency"] = consistency
+    # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition,
+    # from the per-order rows: with several orders each order's answer counts (letters match that order's meta).
+    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(rows, run.adapters).items() if not t.is_empty()})
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),
@@ -81,6 +97,14 @@ def errors_only(run: Run) -> pl.DataFrame:
         .sort("model", "benchmark", "condition", "error_kind", nulls_last=True)
         .collect()
     )
+
+
+def _other_score(run: Run) -> Run | None:
+    """The run rescored on the score not chosen, when the run has p_gold at all (else None)."""
+    rows = run.rows if run.rows is not None else run.results
+    if rows.filter(pl.col("status") == "ok").select(pl.col("p_gold").is_not_null().any()).collect().item() is not True:
+        return None
+    return run.rescored("p_gold" if run.score == "primary" else "primary")
 
 
 def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Path]:
@@ -106,13 +130,19 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     return written
 
 
-def run_tables(run_dir: Path, baseline: str | None) -> dict[str, pl.DataFrame]:
-    """The tables a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition,
-    country and sex, with intervals. `mtpa-engine report` gives the rest."""
-    run = open_run(run_dir, baseline)
+def run_tables(run_dir: Path, baseline: str | None, score: str = "primary") -> Report | None:
+    """The report a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition (on
+    `score` and, where the run has p_gold, on the other score), country and sex, with intervals, and the
+    position-bias diagnostic; None when no call succeeded. `mtpa-engine report` gives the rest."""
+    try:
+        run = open_run(run_dir, baseline, score)
+    except ReportError:
+        if score == "primary":
+            raise
+        run = open_run(run_dir, baseline, "primary")  # no p_gold anywhere in this run: the tables say which score they show
     if run.results.filter(pl.col("status") == "ok").select(pl.len()).collect().item() == 0:
-        return {}  # every call failed: nothing to score, and the run's error summary says why
+        return None  # every call failed: nothing to score, and the run's error summary says why
     specs = tuple(s for s in RUN_TABLES_BY if set(s) <= set(run.traits))
     report = build_report(run, ReportOptions(by=specs, extras=False))
     write_tables(report, Path(run_dir) / "analysis", parquet=False)
-    return report.tables
+    return report

@@ -11,14 +11,14 @@ import polars as pl
 from engine.report import svg
 from engine.report.build import Report
 from engine.report.effects import interval_note
-from engine.report.tables import SIGNIFICANT_Q, primary_condition, report_tables
+from engine.report.tables import SCORE_NAMES, SIGNIFICANT_Q, primary_condition, report_tables
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 p.note{color:#555;max-width:900px} figure{margin:12px 0 20px} svg{max-width:100%;height:auto}
 table{border-collapse:collapse;margin:8px 0 18px;font-size:12.5px} th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
+th{background:#f5f5f5} td:first-child,th:first-child{text-align:left} ul.warn{color:#8a4b00;background:#fff6e5;padding:8px 8px 8px 28px}
 """
 
 
@@ -60,6 +60,7 @@ def _figures(report: Report, primary: str | None) -> list[str]:
     heat_spec = next((s for s in report.specs if s == ("country",)), report.specs[0] if report.specs else None)
     if heat_spec is not None and report.effect(heat_spec) is not None:
         figures.append(_heatmap(report.effect(heat_spec).filter(pl.col("condition") == primary), heat_spec, primary))
+    figures += _position_bars(report.tables.get("position_bias"))
     ablation = report.tables.get("trait_ablation")
     if ablation is not None:
         keys = ["model", "benchmark"] if ablation["benchmark"].n_unique() > 1 else ["model"]
@@ -82,6 +83,25 @@ def _country_bars(table: pl.DataFrame, primary: str | None) -> list[str]:
             marker[model] = [rows[c]["baseline"] if c in rows else None for c in countries]
         labels = [c + (" †" if any(p.faint for p in (s[i] for s in series.values())) else "") for i, c in enumerate(countries)]
         out.append(svg.bars(labels, series, f"{bench}: persona score by country, condition {primary} (95% CI; tick = paired baseline)", marker))
+    return out
+
+
+def _position_bars(table: pl.DataFrame | None) -> list[str]:
+    """Per model × benchmark: each condition's share of answers at every option position, and the gold's."""
+    if table is None or table.is_empty():
+        return []
+    out = []
+    for part in table.partition_by(["model", "benchmark"], maintain_order=True):
+        positions = sorted(set(part["position"]), key=lambda p: (len(p), p))
+        series: dict[str, list[svg.Point]] = {}
+        for cond in part["condition"].unique(maintain_order=True):
+            share = {r["position"]: r["answer_share"] for r in part.filter(pl.col("condition") == cond).iter_rows(named=True)}
+            series[f"answers · {cond}"] = [svg.Point(p, share.get(p, 0.0)) for p in positions]
+        first = part.filter(pl.col("condition") == part["condition"][0])
+        gold = {r["position"]: r["gold_share"] for r in first.iter_rows(named=True)}
+        series["gold"] = [svg.Point(p, gold.get(p, 0.0)) for p in positions]
+        title = f"Position bias, {part['model'][0]} · {part['benchmark'][0]}: share of cells answered at each option position, and the gold's share"
+        out.append(svg.bars(positions, series, title))
     return out
 
 
@@ -129,9 +149,14 @@ def render_html(report: Report) -> str:
     note = (
         f"Δ = score(persona) − score(baseline <code>{escape(str(report.run.baseline))}</code>), paired on model × benchmark × question × sample. "
         f"{escape(interval_note(s))} * = q &lt; 0.05; † = fewer than {s.min_size} personas (shown, not hidden). "
-        "Invalid answers score 0 and are reported as their own rate; errored calls are not scored."
+        "Invalid answers score 0 and are reported as their own rate; errored calls are not scored. "
+        f"Scores are {escape(SCORE_NAMES[report.run.score])}; a question shown in several option orders scores the mean over its orders."
     )
-    parts = [f"<h1>Persona-effect report: {escape(report.run.name)}</h1>", f'<p class="note">{note}</p>', "<h2>Charts</h2>"]
+    parts = [f"<h1>Persona-effect report: {escape(report.run.name)}</h1>", f'<p class="note">{note}</p>']
+    if report.warnings or report.run.notes:
+        items = "".join(f"<li>{escape(w)}</li>" for w in (*(f"position bias: {w}" for w in report.warnings), *report.run.notes))
+        parts.append(f'<h2>Warnings</h2><ul class="warn">{items}</ul>')
+    parts.append("<h2>Charts</h2>")
     parts += [f"<figure>{fig}</figure>" for fig in _figures(report, primary)]
     for title, frame in report_tables(report):
         parts += [f"<h2>{escape(title)}</h2>", _table_html(frame)]

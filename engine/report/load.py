@@ -1,8 +1,16 @@
 """A run directory as the report sees it: lazy results with one `value` column to score, the personas'
-trait columns (plus age band and region derived when the file lacks them), and the grid's conditions."""
+trait columns (plus age band and region derived when the file lacks them), and the grid's conditions.
+
+`value` is the benchmark's primary score (`score` where a row has one, else `correct`) or, with
+`--score p_gold`, the probability on the correct option(s). When a grid showed questions in several option
+orders (`orders`), `results` holds one row per model × benchmark × condition × persona × question × sample:
+the orders collapsed into the position-debiased score (their mean), so every analysis, Δ included, is paired on
+debiased item scores; `rows` keeps the per-order rows for the position diagnostic and the benchmarks' metrics.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +20,8 @@ import polars as pl
 from engine.results import read_results, results_glob
 
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
+SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
+UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
 
 
 class ReportError(ValueError):
@@ -30,11 +40,19 @@ class Condition:
 class Run:
     dir: Path
     name: str
-    results: pl.LazyFrame  # the results plus `value`: `score` where the row has one, else `correct`
+    results: pl.LazyFrame  # the results plus `value`, option orders collapsed into item rows (see above)
     personas: pl.DataFrame  # persona_id + one String column per trait
     conditions: dict[str, Condition]
     baseline: str | None
     adapters: dict[str, str]  # benchmark as results name it (its grid id) -> the adapter that scored it
+    rows: pl.LazyFrame | None = None  # the per-order result rows (== results when no question had two orders)
+    score: str = "primary"  # what `value` holds: one of SCORES
+    notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
+
+    def rescored(self, score: str) -> Run:
+        """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
+        results, notes = scored(self.rows if self.rows is not None else self.results, score, self.dir)
+        return dataclasses.replace(self, results=results, score=score, notes=notes)
 
     @property
     def traits(self) -> list[str]:
@@ -45,15 +63,17 @@ class Run:
         return [c for c in self.conditions.values() if c.name != self.baseline]
 
 
-def open_run(run_dir: Path, baseline: str | None = None) -> Run:
+def open_run(run_dir: Path, baseline: str | None = None, score: str | None = None) -> Run:
+    """`score` None: the grid's `[run] score` (from the manifest), else primary. Raises ReportError for a
+    directory without results, an unknown baseline, or `score = "p_gold"` on a run without any p_gold."""
     run_dir = Path(run_dir)
     if not list((run_dir / "results").glob("*.parquet")):
         raise ReportError(f"{run_dir}: no results ({results_glob(run_dir)} matches nothing); is this a run directory?")
     manifest = _manifest(run_dir)
-    results = read_results(run_dir)
-    value = pl.coalesce("score", "correct")
-    results = results.with_columns(value.cast(pl.Float64).alias("value"))
-    present = results.select(pl.col("condition").unique()).collect()["condition"].to_list()
+    score = score or manifest.get("config", {}).get("run", {}).get("score") or "primary"
+    rows = read_results(run_dir)
+    results, notes = scored(rows, score, run_dir)
+    present = rows.select(pl.col("condition").unique()).collect()["condition"].to_list()
     conditions = _conditions(manifest, present)
     return Run(
         dir=run_dir,
@@ -63,6 +83,53 @@ def open_run(run_dir: Path, baseline: str | None = None) -> Run:
         conditions=conditions,
         baseline=_baseline(conditions, baseline, run_dir),
         adapters={b.get("id") or b["name"]: b["name"] for b in manifest.get("config", {}).get("benchmarks", [])},
+        rows=rows,
+        score=score,
+        notes=notes,
+    )
+
+
+def scored(rows: pl.LazyFrame, score: str, run_dir: Path) -> tuple[pl.LazyFrame, tuple[str, ...]]:
+    """Per-order rows → (rows with `value`, orders collapsed when there are several; notes on what was left out).
+
+    p_gold: scored rows without a p_gold (a backend that gave no letter logprobs) are left out (status
+    "no_p_gold", so a question missing one order's p_gold is left out whole) and counted in a note, never read as 0."""
+    if score not in SCORES:
+        raise ReportError(f"--score {score}: expected one of {', '.join(SCORES)}")
+    notes: tuple[str, ...] = ()
+    if score == "p_gold":
+        counts = rows.filter(pl.col("status") == "ok").select(pl.len().alias("ok"), pl.col("p_gold").null_count().alias("missing")).collect().row(0, named=True)
+        if counts["ok"] and counts["missing"] == counts["ok"]:
+            raise ReportError(
+                f"{run_dir}: --score p_gold: no result has a p_gold (it needs letter logprobs: mode letter-logprob, or letter mode "
+                "with a backend that returns logprobs)"
+            )
+        if counts["missing"]:
+            notes = (f"--score p_gold: {counts['missing']:,} of {counts['ok']:,} scored rows have no p_gold and are left out",)
+        lacking = (pl.col("status") == "ok") & pl.col("p_gold").is_null()
+        rows = rows.with_columns(pl.when(lacking).then(pl.lit("no_p_gold")).otherwise(pl.col("status")).alias("status"))
+    value = pl.coalesce("score", "correct") if score == "primary" else pl.col("p_gold")
+    rows = rows.with_columns(value.cast(pl.Float64).alias("value"))
+    several = rows.select(pl.col("order").max()).collect().item()
+    return (_debiased(rows) if several else rows), notes
+
+
+def _debiased(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per question as one persona saw it, its option orders collapsed: value, correct, score, p_gold
+    and invalid (a share) are the means over the orders (the position-debiased score); `answer` lists the chosen
+    options in order-0 terms, order by order ("-" for none), so answers agree only if every order agrees. The
+    unit is `ok` only when every order is: a missing order would let position back into the mean."""
+    ok = pl.col("status") == "ok"
+    return rows.group_by(UNIT, maintain_order=True).agg(
+        pl.col("cell").min(),
+        pl.col("cell_id").first(),
+        pl.when(ok.all()).then(pl.lit("ok")).otherwise(pl.lit("error")).alias("status"),
+        pl.col("value", "correct", "score", "p_gold").mean(),
+        pl.col("invalid").cast(pl.Float64).mean(),
+        pl.col("option").sort_by("order").cast(pl.String).fill_null("-").str.join(",").alias("answer"),
+        pl.col("error_kind", "error").drop_nulls().first(),
+        pl.col("gold", "meta").first(),
+        pl.len().alias("orders"),
     )
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.report.build import Report
 
 SIGNIFICANT_Q = 0.05
+SCORE_NAMES = {"primary": "the primary score (accuracy; TruthfulQA MC2: the true options' mass)", "p_gold": "p_gold (probability on the correct option)"}
 
 
 def _num(x: float | None, signed: bool = False) -> str:
@@ -51,12 +52,20 @@ def primary_condition(tables: dict[str, pl.DataFrame], preferred: list[str]) -> 
     return next((c for c in preferred if c in present), present[0])
 
 
-def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, model: str | None = None) -> list[tuple[str, pl.DataFrame]]:
+def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, model: str | None = None, score: str = "primary") -> list[tuple[str, pl.DataFrame]]:
+    """The printed tables; `score` names what delta_by_condition is on (the other score's Δ, when the run has
+    it, follows as Table 2b)."""
+    from engine.report.position import display as position_display
+
     primary = primary or primary_condition(tables, [])
     shown: list[tuple[str, pl.DataFrame]] = []
     effect = tables.get("delta_by_condition")
     if effect is not None and not effect.is_empty():
-        shown.append(("Table 2 · persona effect per model: baseline vs persona vs Δ (delta by condition)", _effect_table(effect)))
+        shown.append((f"Table 2 · persona effect per model on {SCORE_NAMES[score]}: baseline vs persona vs Δ (delta by condition)", _effect_table(effect)))
+        for other in SCORE_NAMES:
+            table = tables.get(f"delta_by_condition_{other}")
+            if other != score and table is not None:
+                shown.append((f"Table 2b · the same on {SCORE_NAMES[other]} (delta by condition_{other})", _effect_table(table)))
     elif "scores_by_condition" in tables:
         shown.append(("Scores by condition (no baseline and persona pair to compare in this run)", _scores_table(tables["scores_by_condition"])))
     for trait, label in (("country", "Table 3"), ("sex", "Table 4")):
@@ -76,7 +85,18 @@ def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, 
         shown.append(("Answer agreement across persona render formats", _format_table(tables["format_agreement"])))
     if "errors" in tables:  # build_report's errors-only report: no call was answered
         shown.append(("No call was answered: errors by model, benchmark, condition and kind", tables["errors"]))
+    if "order_consistency" in tables:
+        shown.append(("Order consistency: share of questions answered with the same option content in every option order", _order_table(tables["order_consistency"])))
+    bias = tables.get("position_bias")
+    if bias is not None and not bias.is_empty():
+        shown.append(("Position bias: answers and gold by option position, χ² test of answers against gold (⚠: see warnings)", position_display(bias)))
     return shown
+
+
+def _order_table(table: pl.DataFrame) -> pl.DataFrame:
+    rows = [{"model": r["model"], "benchmark": r["benchmark"], "condition": r["condition"], "units": str(r["n"]),
+             "orders": _num(r["orders"]), "consistency": ci(r, "consistency")} for r in table.iter_rows(named=True)]
+    return _drop_benchmark(pl.DataFrame(rows), table)
 
 
 def _single_benchmark(frame: pl.DataFrame) -> bool:
@@ -203,7 +223,7 @@ def markdown_table(frame: pl.DataFrame) -> str:
 
 def report_tables(report: Report) -> list[tuple[str, pl.DataFrame]]:
     full = [c.name for c in report.run.persona_conditions if c.traits == "all"]
-    return display_tables(report.tables, primary_condition(report.tables, full))
+    return display_tables(report.tables, primary_condition(report.tables, full), score=report.run.score)
 
 
 def render_markdown(report: Report) -> str:
@@ -214,9 +234,12 @@ def render_markdown(report: Report) -> str:
         f"Δ = score(persona) − score(baseline `{report.run.baseline}`), paired on model × benchmark × question × sample. "
         f"{interval_note(s)} `*`: q < 0.05. "
         f"`†`: fewer than {s.min_size} personas (shown, not hidden). Invalid answers score 0; their rates are reported beside "
-        "the scores (baseline → persona). Errored calls are not scored.",
+        "the scores (baseline → persona). Errored calls are not scored. "
+        f"Scores are {SCORE_NAMES[report.run.score]}; a question shown in several option orders scores the mean over its orders.",
         "",
     ]
+    if report.warnings or report.run.notes:
+        lines += ["## Warnings", "", *(f"- position bias: {w}" for w in report.warnings), *(f"- {n}" for n in report.run.notes), ""]
     for title, frame in report_tables(report):
         lines += [f"## {title}", "", markdown_table(frame), ""]
     lines += ["## Files", "", *(f"- `{name}.csv`, `{name}.parquet`" for name in report.tables), "- `report.html`", ""]
