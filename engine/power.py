@@ -46,7 +46,7 @@ MIN_CACHED = 30
 REFERENCE_DELTA = 0.05  # the power column: how often a Δ of this size would be found
 
 
-def standard_error(variance: float, questions: int, personas: int, samples: int = 1, orders: int = 1) -> float:
+def standard_error(variance: float, questions: int, personas: int, samples: int = 1, orders: float = 1) -> float:
     """SE of Δ̂ (score units) under independent answers of score variance `variance`; counts must be ≥ 1."""
     return math.sqrt(variance / (questions * samples * orders) * (1.0 + 1.0 / personas))
 
@@ -99,22 +99,32 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
     return Variance(float(pl.Series(scores, dtype=pl.Float64).var(ddof=0)), len(scores))
 
 
-def power_table(plan: Plan, providers: dict[str, Provider], cache: ResponseCache | None, orders: int = 1) -> pl.DataFrame:
+def power_table(plan: Plan, providers: dict[str, Provider], cache: ResponseCache | None) -> pl.DataFrame:
     """One row per model × benchmark × persona condition (none without a baseline or personas): the counts,
-    σ² and its source, the minimum detectable Δ (MDE) and the power to find a Δ of `REFERENCE_DELTA`."""
+    σ² and its source, the minimum detectable Δ (MDE) and the power to find a Δ of `REFERENCE_DELTA`.
+    O is a benchmark's mean number of option orders per question (cyclic orders differ with the option count).
+    A per-persona benchmark (trait inference) pairs each persona × target item with its own baseline answer, so
+    its Q is the number of items and P is 1."""
     rows = []
     grid = plan.grid
     if grid.baseline is None or not plan.personas:
         return pl.DataFrame()
     for model in grid.models:
         for bench in plan.benchmarks:
+            if bench.per_persona:
+                questions, personas, orders = bench.persona_items.count, 1, 1.0
+            else:
+                questions, personas = len(bench.items), len(plan.personas)
+                orders = bench.cells_per_persona / questions if questions else 1.0
+            if not questions:
+                continue
             variance = cached_variance(plan, model, providers[model.id], bench, cache)
-            se = standard_error(variance.value, len(bench.items), len(plan.personas), model.samples, orders)
+            se = standard_error(variance.value, questions, personas, model.samples, orders)
             for condition in grid.conditions:
                 if condition.format is None:
                     continue
                 rows.append(
-                    (model.id, bench.config.label, condition.name, len(bench.items), len(plan.personas), model.samples, orders,
+                    (model.id, bench.config.label, condition.name, questions, personas, model.samples, round(orders, 2),
                      variance.value, variance.source, minimum_detectable(se), power(REFERENCE_DELTA, se))
                 )
     schema = ["model", "benchmark", "condition", "questions", "personas", "samples", "orders", "σ²", "σ² from", "MDE", f"P(find {REFERENCE_DELTA})"]
