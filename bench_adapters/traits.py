@@ -157,10 +157,16 @@ class Traits:
             chosen = tuple(k for k in scaled if self.targets_spec == "all" or seen[k] == self.targets_spec)
             if not chosen:
                 raise ValueError(f"traits: targets '{self.targets_spec}': no such trait has an answer scale (available: {available})")
-            return tuple(k for k in chosen if k not in self.withhold)
+            kept = tuple(k for k in chosen if k not in self.withhold)
+            if not kept:
+                raise ValueError(f"traits: targets '{self.targets_spec}': every such trait is withheld ({', '.join(chosen)})")
+            return kept
         missing = [k for k in self.targets_spec if k not in scaled]
         if missing:
             raise ValueError(f"traits: targets: no answer scale for {', '.join(map(repr, missing))} in the persona file (available: {available})")
+        both = [k for k in self.targets_spec if k in self.withhold]
+        if both:
+            raise ValueError(f"traits: {', '.join(map(repr, both))} is both a target and withheld (a withheld trait is hidden with every target, never a target itself)")
         return tuple(dict.fromkeys(self.targets_spec))
 
     def _split(self, personas: Sequence[Persona]) -> set[int]:

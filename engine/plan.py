@@ -103,6 +103,22 @@ class Benchmark:
         return cast(PersonaItems, self.adapter)
 
 
+def _check_condition_traits(grid: GridConfig, personas: list[Persona]) -> None:
+    """A condition's `-TRAIT` / `+TRAIT` must name a trait the personas have: a typo would silently remove nothing."""
+    known = {k for p in personas for k in p.traits}
+    problems = []
+    for i, c in enumerate(grid.conditions):
+        if c.format is None:
+            continue
+        base, *asked = c.traits.split("+")
+        named = ([base[1:]] if base.startswith("-") else []) + asked
+        unknown = [k for k in named if k not in known]
+        if unknown:
+            problems.append(f"{grid.path}: conditions[{i}].traits: no persona has trait {', '.join(map(repr, unknown))} (traits: {', '.join(sorted(known))})")
+    if problems:
+        raise GridError(problems)
+
+
 class Plan:
     def __init__(self, grid: GridConfig, personas: list[Persona], benchmarks: list[Benchmark], shard: Shard | None = None) -> None:
         self.grid = grid
@@ -124,6 +140,7 @@ class Plan:
             if limit is not None and limit < len(personas):
                 keep = sorted(random.Random(grid.run.seed).sample(range(len(personas)), limit))
                 personas = [personas[i] for i in keep]
+        _check_condition_traits(grid, personas)
         benchmarks = []
         for i, b in enumerate(grid.benchmarks):
             kind = ADAPTERS[b.name]

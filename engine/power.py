@@ -19,7 +19,8 @@ question difficulty), so it is a first look, not a guarantee.
 
 σ² comes from the cache when an earlier run answered cells of this grid: the variance (ddof 0) of the scores of
 up to `SAMPLE_CELLS` cached answers of the model × benchmark (every condition, the first `SAMPLE_PERSONAS`
-personas, every question and sample), scored by the benchmark's adapter as a run scores them; at least
+personas, every question, option order and sample), scored by the benchmark's adapter as a run scores them
+(on `p_gold` when the grid's `[run] score` is p_gold); at least
 `MIN_CACHED` are needed. Otherwise σ² = `DEFAULT_VARIANCE` = 0.25, the largest variance a score in [0, 1] can
 have, so the default never overstates power. Judged benchmarks always use the default (a verdict is needed
 to score an answer).
@@ -84,8 +85,14 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
     cells = []
     for condition in plan.grid.conditions:
         for persona in [None] if condition.format is None else plan.personas[:SAMPLE_PERSONAS]:
-            cells += [Cell(0, model, label, item, condition, persona, s) for item in bench.items for s in range(model.samples)]
+            cells += [
+                Cell(0, model, label, item, condition, persona, s, order, perm)
+                for variants in bench.variants
+                for order, (item, perm) in enumerate(variants)
+                for s in range(model.samples)
+            ]
     cells = cells[:SAMPLE_CELLS]
+    p_gold = plan.grid.run.score == "p_gold"
     identity = provider.identity()
     keys = [cache_key(model.provider, identity, plan.request(c)) for c in cells]
     found = cache.lookup(keys)
@@ -93,7 +100,11 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
     for cell, key in zip(cells, keys):
         if key in found:
             score = plan.score(cell, found[key].as_response())
-            scores.append(score.score if score.score is not None else score.correct)
+            if p_gold:  # the grid's Δ is on p_gold ([run] score): its variance is what matters
+                if score.p_gold is not None:
+                    scores.append(score.p_gold)
+            else:
+                scores.append(score.score if score.score is not None else score.correct)
     if len(scores) < MIN_CACHED:
         return Variance(DEFAULT_VARIANCE, 0)
     return Variance(float(pl.Series(scores, dtype=pl.Float64).var(ddof=0)), len(scores))

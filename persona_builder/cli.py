@@ -5,6 +5,7 @@ Mounted into the main CLI as `mtpa-engine personas ...`; also runnable as `pytho
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -132,7 +133,7 @@ def stats_cmd(directory: Annotated[Path, typer.Argument(help="A build output fol
         order = {b: i for i, b in enumerate(dict.fromkeys(catalog.age_band(a) for a in range(0, 130)))}
         counts = Counter(bands)
         print("age band: " + ", ".join(f"{b} {counts[b]} ({counts[b] / total:.1%})" for b in sorted(counts, key=order.get)))
-        print(f"age: min {ages[0]}, median {ages[len(ages) // 2]}, max {ages[-1]}")
+        print(f"age: min {ages[0]}, median {statistics.median(ages):g}, max {ages[-1]}")
     years = Counter(y for p in personas if (y := p.answer("year")))
     if years:
         print("year: " + ", ".join(f"{y} {c}" for y, c in sorted(years.items())))

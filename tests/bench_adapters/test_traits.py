@@ -135,6 +135,7 @@ def test_existing_benchmarks_render_the_persona_as_before(tmp_path):
         ('targets = ["happiness", "trust"]', "no answer scale for 'trust' in the persona file (available: religion, happiness, death_penalty)"),
         ('withhold = ["shoe_size"]', "withhold: no persona has trait 'shoe_size'"),
         ("shots = 9", "shots = 9 but the train split has fewer respondents for:"),
+        ('targets = ["happiness"]\nwithhold = ["happiness"]', "'happiness' is both a target and withheld"),
     ],
 )
 def test_bad_targets_are_grid_errors_listing_what_is_available(tmp_path, benchmark, expected):

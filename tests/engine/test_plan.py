@@ -3,7 +3,9 @@ from __future__ import annotations
 import itertools
 import tracemalloc
 
-from engine.config import load_grid
+import pytest
+
+from engine.config import GridError, load_grid
 from engine.plan import Plan
 from persona_builder import Persona, Trait
 from tests.conftest import write_grid
@@ -46,3 +48,10 @@ def test_ten_million_cell_grid_plans_lazily(tmp_path):
     assert consumed == 200_000
     assert next(cells).index == 200_000
     assert peak < 50 * 1024 * 1024, "planning must not materialise the grid"
+
+
+def test_a_condition_naming_a_trait_no_persona_has_is_a_grid_error(tmp_path):
+    conditions = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "minus"\nformat = "prose"\ntraits = "-nosuch"\n'
+    with pytest.raises(GridError) as err:
+        _plan(tmp_path, conditions=conditions)
+    assert str(err.value).count("\n") == 0 and "conditions[1].traits: no persona has trait 'nosuch' (traits: " in str(err.value)
