@@ -149,12 +149,11 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         part = Shard.parse(shard) if shard is not None else None
         config = locate(load_grid(grid), part, cache)
         if dry_run:
-            counts = runner.dry_run(config, part)
-            rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
-            frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
-            print_frame(out, frame, f"dry run: {config.path.name}" + (f" (shard {part.index}/{part.count})" if part else ""))
-            _print_power(config)
-            print_frame(out, _estimate_frame(config, part), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            from engine.dryrun import dry_run as plan_dry_run
+
+            title = config.path.name + (f" (shard {part.index}/{part.count})" if part else "")
+            for heading, frame in plan_dry_run(config, part).tables(title):
+                print_frame(out, frame, heading)
             return None
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
@@ -177,32 +176,6 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
 def _write_failed(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}; the run stopped, every answer committed before is kept: fix that (e.g. free space) and rerun to resume.", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_WRITE_FAILED)
-
-
-def _estimate_frame(config, shard=None) -> pl.DataFrame:
-    from engine import runner
-    from engine.cache import ResponseCache
-    from engine.pricing import estimate
-
-    plan, providers = runner.prepare(config, shard)
-    cache = ResponseCache(config.cache_path) if config.cache_path.exists() else None
-    try:
-        est = estimate(plan, providers, cache)
-    finally:
-        if cache is not None:
-            cache.close()
-    rows = [(mid, e.calls, e.input_tokens, e.output_tokens, e.usd) for mid, e in est.items()]
-    known = [e.usd for e in est.values() if e.usd is not None]
-    rows.append(("total", sum(e.calls for e in est.values()), sum(e.input_tokens for e in est.values()), sum(e.output_tokens for e in est.values()), sum(known) if known else None))
-    return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd"], orient="row")
-
-
-def _print_power(config) -> None:
-    from engine.power import REFERENCE_DELTA, dry_run_power
-
-    frame = dry_run_power(config)
-    if not frame.is_empty():
-        print_frame(out, frame, f"power: MDE = the Δ found with 80% power at α = 0.05; P(find {REFERENCE_DELTA}) = power at Δ = {REFERENCE_DELTA}")
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:

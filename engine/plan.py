@@ -222,6 +222,42 @@ class Plan:
                 for order, (item, perm) in enumerate(variants):
                     yield persona, item, order, perm
 
+    def part_counts(self, model: ModelConfig) -> dict[tuple[str, str], int]:
+        """Cells of `model` per (benchmark label, condition name), in plan order: arithmetic for the whole grid,
+        one walk over the cells (constant memory) for a shard."""
+        if self.shard is None:
+            return {(b.config.label, c.name): self._items(b, c) * model.samples for b in self.benchmarks for c in self.grid.conditions}
+        counts = {(b.config.label, c.name): 0 for b in self.benchmarks for c in self.grid.conditions}
+        for cell in self.cells(model):
+            counts[cell.benchmark, cell.condition.name] += 1
+        return counts
+
+    def sample_cells(self, model: ModelConfig, bench: Benchmark, condition: ConditionConfig, k: int, rng: random.Random) -> list[Cell]:
+        """Up to k cells of one benchmark × condition of `model`, drawn by `rng` from the whole grid (a shard's
+        cells are a hash-chosen part of it, alike in their prompts), without enumerating the rest: all of them
+        when there are k or fewer. Sample 0 only (the sample index never changes a prompt); `Cell.index` is 0.
+        A per-persona benchmark walks its personas in a shuffled order and takes their items until it has k."""
+        label = bench.config.label
+        if bench.per_persona:
+            order = list(range(len(self.personas)))
+            rng.shuffle(order)
+            drawn: list[Cell] = []
+            for i in order:
+                persona = self.personas[i]
+                drawn += (Cell(0, model, label, item, condition, persona, 0) for item in bench.persona_items.items_for(persona))
+                if len(drawn) >= k:
+                    break
+            return drawn[:k]
+        flat = [(item, order, perm) for variants in bench.variants for order, (item, perm) in enumerate(variants)]
+        personas = self._personas_for(condition)
+        total = len(flat) * len(personas)
+        picks = range(total) if total <= k else sorted(rng.sample(range(total), k))
+        cells = []
+        for n in picks:
+            item, order, perm = flat[n % len(flat)]
+            cells.append(Cell(0, model, label, item, condition, personas[n // len(flat)], 0, order, perm))
+        return cells
+
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
 

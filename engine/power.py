@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from engine.cache import ResponseCache, cache_key
-from engine.config import GridConfig, ModelConfig
+from engine.config import ModelConfig
 from engine.plan import Benchmark, Cell, Plan
 from engine.providers import Provider
 
@@ -140,16 +140,3 @@ def power_table(plan: Plan, providers: dict[str, Provider], cache: ResponseCache
                 )
     schema = ["model", "benchmark", "condition", "questions", "personas", "samples", "orders", "σ²", "σ² from", "MDE", f"P(find {REFERENCE_DELTA})"]
     return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def dry_run_power(grid: GridConfig) -> pl.DataFrame:
-    """`power_table` for a grid, reading its cache if it exists; writes nothing."""
-    from engine.runner import prepare
-
-    plan, providers = prepare(grid)
-    cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
-    try:
-        return power_table(plan, providers, cache)
-    finally:
-        if cache is not None:
-            cache.close()

@@ -1,4 +1,4 @@
-"""What calls cost: a price table per model, cost of a run, and the dry-run estimate before spending.
+"""What calls cost: a price table per model and the cost of a call (the dry run's estimate: engine.dryrun).
 
 Prices are list prices in USD per million tokens (input, output) as published by the providers in 2025;
 they change, so every model can override them in grid.toml (`input_price`, `output_price`). A model name
@@ -7,15 +7,7 @@ matches its longest table prefix, so dated snapshots ("gpt-4o-2024-08-06") price
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
-from engine.cache import Cached, ResponseCache, cache_key
 from engine.config import ModelConfig
-from engine.limits import estimate_prompt_tokens
-from engine.plan import Plan
-from engine.providers.base import Provider
-from engine.request import Request
 
 PRICES: dict[str, tuple[float, float]] = {
     # openai
@@ -67,73 +59,3 @@ def call_cost(price: tuple[float, float] | None, prompt_tokens: int | None, comp
     if price is None:
         return 0.0
     return ((prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]) / 1e6
-
-
-@dataclass(frozen=True)
-class Estimate:
-    calls: int
-    input_tokens: int
-    output_tokens: int  # an upper bound: max_tokens per call
-    usd: float | None  # None: no price known for this model
-
-
-def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache | None) -> dict[str, Estimate]:
-    """Per model (and the judge): the distinct calls not yet cached, their estimated tokens and cost. Calls nothing.
-
-    The judge's calls depend on answers not yet given: an uncached answer counts as one verdict call whose
-    answer is max_tokens long (an upper bound); a cached answer counts only if its verdict is not cached."""
-    out = {}
-    judge = plan.grid.judge.model if plan.grid.judge is not None else None
-    judge_identity = providers[judge.id].identity() if judge is not None else None
-    verdicts = _Tally()
-    for model in plan.grid.models:
-        identity = providers[model.id].identity()
-        answers = _Tally()
-        cells = plan.cells(model)
-        while chunk := [c for _, c in zip(range(2048), cells)]:
-            requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
-            requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
-            keys = list(requests)
-            # Answers' texts only where a judge will read them; key presence is enough for the rest.
-            if cache is None:
-                known: Mapping[str, Cached | None] = {}
-            else:
-                known = cache.lookup(keys) if judge is not None else dict.fromkeys(cache.contains_keys(keys))
-            judged: dict[str, Request] = {}  # verdicts on cached answers, looked up together below
-            for key, (cell, request) in requests.items():
-                answers.add(key, request, cached=key in known)
-                if judge is None or not plan.judged(cell.benchmark):
-                    continue
-                hit = known.get(key)
-                if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
-                    verdicts.add(f"answer:{key}", plan.judge_request(cell, "x" * (4 * request.decoding.max_tokens)), cached=False)
-                else:
-                    verdict = plan.judge_request(cell, hit.text or "")
-                    judged[cache_key(judge.provider, judge_identity, verdict)] = verdict
-            found = cache.contains_keys(list(judged)) if judged and cache is not None else set()
-            for vkey, verdict in judged.items():
-                verdicts.add(vkey, verdict, cached=vkey in found)
-        out[model.id] = answers.estimate(model)
-    if judge is not None:
-        out[judge.id] = verdicts.estimate(judge)
-    return out
-
-
-class _Tally:
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.calls, self.tokens_in, self.tokens_out = 0, 0.0, 0
-
-    def add(self, key: str, request: Request, cached: bool) -> None:
-        if key in self.seen:
-            return
-        self.seen.add(key)
-        if not cached:
-            self.calls += 1
-            self.tokens_in += estimate_prompt_tokens(request)
-            self.tokens_out += request.decoding.max_tokens
-
-    def estimate(self, model: ModelConfig) -> Estimate:
-        price = price_for(model)
-        usd = None if price is None else call_cost(price, round(self.tokens_in), self.tokens_out)
-        return Estimate(self.calls, round(self.tokens_in), self.tokens_out, usd)

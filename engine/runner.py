@@ -30,7 +30,7 @@ from engine.providers import Provider, create_provider
 from engine.providers.base import PreflightError
 from engine.results import ResultsWriter, ResultsWriteError, write_cause
 from engine.shard import Shard
-from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
+from engine.scheduler import RunStats, Scheduler, models_to_call
 
 
 @dataclass
@@ -47,18 +47,6 @@ def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[st
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
     return plan, providers
-
-
-def dry_run(grid: GridConfig, shard: Shard | None = None) -> dict[str, tuple[int, int]]:
-    """Per model (cells, already cached), of the shard when one is given. Reads the cache if it exists; writes nothing."""
-    plan, providers = prepare(grid, shard)
-    if not grid.cache_path.exists():
-        return {m.id: (plan.count(m), 0) for m in grid.models}
-    cache = ResponseCache(grid.cache_path)
-    try:
-        return count_cached(plan, providers, cache)
-    finally:
-        cache.close()
 
 
 def _write_personas(plan: Plan, run_dir: Path) -> None:

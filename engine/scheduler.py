@@ -365,21 +365,6 @@ class Scheduler:
                 self._fresh.pop(key, None)
 
 
-def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> dict[str, tuple[int, int]]:
-    """Per model: (cells, cells already answered in the cache), without calling anything."""
-    out = {}
-    for model in plan.grid.models:
-        identity = providers[model.id].identity()
-        total = cached = 0
-        for chunk in _chunks(plan.cells(model), 2048):
-            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
-            total += len(chunk)
-            found = cache.contains_keys(keys)
-            cached += sum(1 for k in keys if k in found)
-        out[model.id] = (total, cached)
-    return out
-
-
 def models_to_call(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> set[str]:
     """Ids of the models (and judge) with at least one call the cache cannot answer: the ones to preflight.
 
