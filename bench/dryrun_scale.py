@@ -150,7 +150,8 @@ def main() -> None:
             print(f"traits: {args.traits_personas:,} synthetic GSS-shaped personas × {args.value_traits} value traits, baseline + prose "
                   f"(file {size:.0f} MB, written in {time.perf_counter() - start:.1f} s)")
             wall, peak, proc = _timed([sys.executable, "-c", PLAN, str(grid)])
-            print(f"{'traits plan':>14}: {proc.stdout.strip() or proc.stderr[-500:]}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target: seconds, flat)", flush=True)
+            shown = proc.stdout.split("@@")[0].strip() or proc.stderr[-500:]
+            print(f"{'traits plan':>14}: {shown}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target: seconds, flat)", flush=True)
             _dry_run(grid, "traits", "seconds, flat")
 
 

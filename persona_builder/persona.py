@@ -67,7 +67,10 @@ def _trait_record(t: Trait) -> dict:
     return record
 
 
-def _parse_record(raw: object, where: str) -> Persona:
+def _parse_record(raw: object, where: str, known: dict[tuple, Trait] | None = None) -> Persona:
+    """One persona from its record. `known` interns traits across the records of one file: respondents share
+    most (question, answer, scale) triples, so a 50,000-persona file holds a few thousand Trait objects rather
+    than 1.3 M, and a trait seen before is neither checked nor built again."""
     if not isinstance(raw, dict):
         raise PersonaFileError(f"{where}: expected a JSON object with id, source, traits")
     for key in ("id", "source", "traits"):
@@ -81,20 +84,39 @@ def _parse_record(raw: object, where: str) -> Persona:
             raise PersonaFileError(f"{where}: 'traits' is a string but not valid JSON ({exc})") from None
     if not isinstance(traits_raw, dict):
         raise PersonaFileError(f"{where}: 'traits' must be an object of trait -> {{question, answer, category}}")
+    known = {} if known is None else known
     traits: dict[str, Trait] = {}
     for name, t in traits_raw.items():
-        if not isinstance(t, dict) or not {"question", "answer", "category"} <= t.keys():
-            raise PersonaFileError(f"{where}: trait '{name}' must have question, answer and category")
-        if t["answer"] is None:
-            continue  # missing answers are simply absent from the persona
-        scale = t.get("scale") or ()
-        if not isinstance(scale, (list, tuple)) or not all(isinstance(x, str) for x in scale):
-            raise PersonaFileError(f"{where}: trait '{name}': 'scale' must be a list of answer labels")
-        ordinal = t.get("ordinal")
-        if ordinal is not None and not isinstance(ordinal, bool):
-            raise PersonaFileError(f"{where}: trait '{name}': 'ordinal' must be true or false")
-        traits[name] = Trait(str(t["question"]), str(t["answer"]), str(t["category"]), tuple(scale), ordinal)
+        try:
+            scale, ordinal = t.get("scale"), t.get("ordinal")
+            # type(ordinal): 1 == True would otherwise find a checked `true` and skip the check that rejects 1
+            seen = (name, t["question"], t["answer"], t["category"], tuple(scale) if type(scale) is list else scale, ordinal, type(ordinal))
+            trait = known.get(seen)
+        except (AttributeError, KeyError, TypeError):  # not a mapping, a key missing, an unhashable value: checked below
+            seen, trait = None, None
+        if trait is None:
+            trait = _parse_trait(name, t, where)
+            if trait is None:
+                continue  # missing answers are simply absent from the persona
+            if seen is not None:
+                known[seen] = trait
+        traits[name] = trait
     return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits)
+
+
+def _parse_trait(name: str, t: object, where: str) -> Trait | None:
+    """One trait record, checked; None for a missing answer."""
+    if not isinstance(t, dict) or not {"question", "answer", "category"} <= t.keys():
+        raise PersonaFileError(f"{where}: trait '{name}' must have question, answer and category")
+    if t["answer"] is None:
+        return None
+    scale = t.get("scale") or ()
+    if not isinstance(scale, (list, tuple)) or not all(isinstance(x, str) for x in scale):
+        raise PersonaFileError(f"{where}: trait '{name}': 'scale' must be a list of answer labels")
+    ordinal = t.get("ordinal")
+    if ordinal is not None and not isinstance(ordinal, bool):
+        raise PersonaFileError(f"{where}: trait '{name}': 'ordinal' must be true or false")
+    return Trait(str(t["question"]), str(t["answer"]), str(t["category"]), tuple(scale), ordinal)
 
 
 def iter_personas(path: Path) -> Iterator[Persona]:
@@ -105,6 +127,7 @@ def iter_personas(path: Path) -> Iterator[Persona]:
     if path.suffix == ".parquet":
         yield from _iter_parquet(path)
         return
+    known: dict[tuple, Trait] = {}
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -113,7 +136,7 @@ def iter_personas(path: Path) -> Iterator[Persona]:
                 raw = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise PersonaFileError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-            yield _parse_record(raw, f"{path}:{lineno}")
+            yield _parse_record(raw, f"{path}:{lineno}", known)
 
 
 def _iter_parquet(path: Path) -> Iterator[Persona]:
@@ -124,9 +147,10 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
         meta = pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise PersonaFileError(f"{path}: not a readable Parquet file ({exc})") from None
+    known: dict[tuple, Trait] = {}
     if "traits" in frame.columns or TRAITS_METADATA not in meta:
         for i, row in enumerate(frame.iter_rows(named=True)):
-            yield _parse_record(row, f"{path}: row {i + 1}")
+            yield _parse_record(row, f"{path}: row {i + 1}", known)
         return
     schema = orjson.loads(meta[TRAITS_METADATA])
     keys = [k for k in schema if k in frame.columns]
@@ -138,7 +162,7 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
                 "ordinal": _per_source(schema[k].get("ordinal"), row["source"])}
             for k in keys
         }
-        yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
+        yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}", known)
 
 
 def _per_source(value: object, source: str) -> object:

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from engine.config import load_grid
-from engine.power import DEFAULT_VARIANCE, dry_run_power, minimum_detectable, power, standard_error
+from engine.dryrun import dry_run
+from engine.power import DEFAULT_VARIANCE, minimum_detectable, power, standard_error
 from tests.conftest import write_grid
 
 
@@ -35,7 +36,7 @@ def test_personas_samples_and_orders_enter_the_standard_error():
 
 def test_dry_run_uses_the_default_then_the_variance_of_cached_answers(tmp_path, openai_server):
     grid = write_grid(tmp_path, base_url=openai_server.base_url, personas=8, questions=6)
-    before = dry_run_power(load_grid(grid)).row(0, named=True)
+    before = dry_run(load_grid(grid)).power.row(0, named=True)
     assert (before["questions"], before["personas"], before["samples"], before["orders"]) == (6, 8, 1, 1)
     assert before["σ²"] == DEFAULT_VARIANCE and before["σ² from"] == "default"
     assert before["MDE"] == pytest.approx(minimum_detectable(math.sqrt(0.25 / 6 * (1 + 1 / 8))))
@@ -44,7 +45,7 @@ def test_dry_run_uses_the_default_then_the_variance_of_cached_answers(tmp_path, 
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     scores = pl.read_parquet(tmp_path / "out" / "t" / "results" / "*.parquet")["correct"]
-    after = dry_run_power(load_grid(grid)).row(0, named=True)
+    after = dry_run(load_grid(grid)).power.row(0, named=True)
     assert after["σ² from"] == f"cache n={scores.len()}" and scores.len() == 6 + 8 * 6
     assert after["σ²"] == pytest.approx(scores.var(ddof=0), abs=1e-12)
 
