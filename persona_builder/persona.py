@@ -152,17 +152,24 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
         for i, row in enumerate(frame.iter_rows(named=True)):
             yield _parse_record(row, f"{path}: row {i + 1}", known)
         return
+    # Columnar: a trait is built and checked once per (key, source, answer), then shared by every row that has it.
     schema = orjson.loads(meta[TRAITS_METADATA])
     keys = [k for k in schema if k in frame.columns]
-    for i, row in enumerate(frame.select("id", "source", *keys).iter_rows(named=True)):
-        traits = {
-            k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
-                "answer": row[k], "category": schema[k]["category"],
-                "scale": schema[k].get("scales", {}).get(row["source"], ()),
-                "ordinal": _per_source(schema[k].get("ordinal"), row["source"])}
-            for k in keys
-        }
-        yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}", known)
+    ids, sources = frame["id"].to_list(), frame["source"].to_list()
+    columns = [(k, frame[k].to_list()) for k in keys]
+    made: dict[tuple[str, object, object], Trait | None] = {}
+    for i, (pid, source) in enumerate(zip(ids, sources)):
+        traits: dict[str, Trait] = {}
+        for k, answers in columns:
+            answer = answers[i]
+            if (k, source, answer) not in made:
+                record = {"question": schema[k]["questions"].get(source, schema[k]["question"]), "answer": answer,
+                          "category": schema[k]["category"], "scale": schema[k].get("scales", {}).get(source, ()),
+                          "ordinal": _per_source(schema[k].get("ordinal"), source)}
+                made[k, source, answer] = _parse_trait(k, record, f"{path}: row {i + 1}")
+            if (trait := made[k, source, answer]) is not None:
+                traits[k] = trait
+        yield Persona(id=str(pid), source=str(source), traits=traits)
 
 
 def _per_source(value: object, source: str) -> object:

@@ -143,6 +143,9 @@ CASES = [
     Case("persona-source-nul", "personas.source: a path cannot contain a NUL character", edit=sub('source = "personas.jsonl"', 'source = "p\\u0000.jsonl"')),
     # --- item 8: messages
     Case("judge-table-name-kept", 'judge: no benchmark has mode = "judge"; remove [judge]', edit=lambda g: g + '\n[judge]\n[judge.model]\nid = "j"\nprovider = "openai"\nmodel = "test"\nbase_url = "http://127.0.0.1:9/v1"\n'),
+    # a trait identical to a checked one but for `ordinal = 1` (1 == True): interning must not skip its check
+    Case("persona-ordinal-one-after-true", "personas.jsonl:2: trait 'sex': 'ordinal' must be true or false", files={"personas.jsonl": jsonl(*(
+        {**PERSONA, "id": f"p{i}", "traits": {"sex": {**PERSONA["traits"]["sex"], "scale": ["Female", "Male"], "ordinal": o}}} for i, o in ((1, True), (2, 1))))}),
     Case("persona-traits-bad-json", "personas.jsonl:1: 'traits' is a string but not valid JSON", files={"personas.jsonl": jsonl({**PERSONA, "traits": "{not json"})}),
     Case("base-url-no-scheme", "models[0].base_url: expected an http(s) URL with a host", edit=sub('base_url = "http://127.0.0.1:9/v1"', 'base_url = "127.0.0.1:9/v1"')),
     Case("base-url-bad-port", "models[0].base_url: not a valid URL", edit=sub('base_url = "http://127.0.0.1:9/v1"', 'base_url = "http://127.0.0.1:99999/v1"')),
