@@ -61,7 +61,27 @@ def write_personas(path: Path, n: int, value_traits: int | None = None, seed: in
             fh.write(orjson.dumps({"id": f"syn-{i:06d}", "source": "GSS", "traits": traits}) + b"\n")
 
 
-def write_grid(folder: Path, benchmark: str) -> Path:
+def write_parquet(jsonl: Path, parquet: Path) -> None:
+    """The same personas in the build's Parquet layout (persona_builder.build): one answer column per trait,
+    questions, categories, scales and ordinal flags in the file metadata."""
+    import polars as pl
+
+    from persona_builder.persona import TRAITS_METADATA
+
+    records = [orjson.loads(line) for line in jsonl.read_bytes().splitlines()]
+    first = records[0]["traits"]
+    meta = {
+        k: {"category": t["category"], "question": t["question"], "questions": {"GSS": t["question"]},
+            **({"scales": {"GSS": t["scale"]}, "ordinal": {"GSS": t["ordinal"]}} if t.get("scale") else {})}
+        for k, t in first.items()
+    }
+    columns = {"id": [r["id"] for r in records], "source": [r["source"] for r in records]}
+    columns |= {k: [r["traits"][k]["answer"] for r in records] for k in first}
+    del records
+    pl.DataFrame(columns).write_parquet(parquet, metadata={TRAITS_METADATA: orjson.dumps(meta).decode()})
+
+
+def write_grid(folder: Path, benchmark: str, personas: str = "personas.jsonl") -> Path:
     grid = folder / "grid.toml"
     grid.write_text(
         textwrap.dedent(
@@ -72,7 +92,7 @@ def write_grid(folder: Path, benchmark: str) -> Path:
             cache = "cache.sqlite"
 
             [personas]
-            source = "personas.jsonl"
+            source = "{personas}"
 
             {benchmark}
 
@@ -146,13 +166,16 @@ def main() -> None:
             start = time.perf_counter()
             write_personas(folder / "personas.jsonl", args.traits_personas, args.value_traits)
             size = (folder / "personas.jsonl").stat().st_size / 1e6
-            grid = write_grid(folder, '[[benchmarks]]\nname = "traits"\ntargets = "values"')
+            write_parquet(folder / "personas.jsonl", folder / "personas.parquet")
             print(f"traits: {args.traits_personas:,} synthetic GSS-shaped personas × {args.value_traits} value traits, baseline + prose "
-                  f"(file {size:.0f} MB, written in {time.perf_counter() - start:.1f} s)")
-            wall, peak, proc = _timed([sys.executable, "-c", PLAN, str(grid)])
-            shown = proc.stdout.split("@@")[0].strip() or proc.stderr[-500:]
-            print(f"{'traits plan':>14}: {shown}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target: seconds, flat)", flush=True)
-            _dry_run(grid, "traits", "seconds, flat")
+                  f"(JSONL {size:.0f} MB, Parquet {(folder / 'personas.parquet').stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - start:.1f} s)")
+            for source in ("personas.parquet", "personas.jsonl"):
+                kind = source.split(".")[1]
+                grid = write_grid(folder, '[[benchmarks]]\nname = "traits"\ntargets = "values"', source)
+                wall, peak, proc = _timed([sys.executable, "-c", PLAN, str(grid)])
+                shown = proc.stdout.split("@@")[0].strip() or proc.stderr[-500:]
+                print(f"{'plan ' + kind:>14}: {shown}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target: seconds, flat)", flush=True)
+                _dry_run(grid, "dry-run " + kind, "seconds, flat")
 
 
 if __name__ == "__main__":

@@ -112,18 +112,24 @@ class Traits:
         self._train = self._split(personas) if self.shots else set()
         strata: Counter[tuple[str, str, str]] = Counter()
         scales: set[tuple[str, tuple[str, ...]]] = set()  # (target, scale) of the test items: each needs a shot pool
+        usable: dict[int, bool] = {}  # by id(trait): persona files share Trait objects (persona.py), checked once each
         for i, p in enumerate(personas):
-            train, stratum = i in self._train, _stratum(p)
+            train, (country, sex) = i in self._train, _stratum(p)
             for key in self.targets:
                 t = p.traits.get(key)
-                if t is None or not _usable(t):
+                if t is None:
                     continue
-                if t.answer not in t.scale:
-                    raise ValueError(f"traits: persona '{p.id}': trait '{key}': answer '{t.answer}' is not on its scale ({', '.join(t.scale)})")
+                ok = usable.get(id(t))
+                if ok is None:
+                    ok = usable[id(t)] = _usable(t)
+                    if ok and t.answer not in t.scale:
+                        raise ValueError(f"traits: persona '{p.id}': trait '{key}': answer '{t.answer}' is not on its scale ({', '.join(t.scale)})")
+                if not ok:
+                    continue
                 if train:
                     self._pools.setdefault((key, t.scale), []).append(i)
                 else:
-                    strata[(key, *stratum)] += 1
+                    strata[key, country, sex] += 1
                     scales.add((key, t.scale))
         if not strata:
             raise ValueError(f"traits: no test persona answered any of the targets ({', '.join(self.targets)})")
@@ -141,9 +147,11 @@ class Traits:
         scaled: dict[str, None] = {}
         for p in personas:
             for key, t in p.traits.items():
+                if key in scaled:  # seen and scaled already: nothing more to learn from this trait
+                    continue
                 seen.setdefault(key, t.category)
                 if _usable(t):
-                    scaled.setdefault(key, None)
+                    scaled[key] = None
         if not scaled:
             raise ValueError(
                 "traits: the persona file has no answer scales (each trait's `scale` and `ordinal`); "

@@ -155,21 +155,26 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
     # Columnar: a trait is built and checked once per (key, source, answer), then shared by every row that has it.
     schema = orjson.loads(meta[TRAITS_METADATA])
     keys = [k for k in schema if k in frame.columns]
-    ids, sources = frame["id"].to_list(), frame["source"].to_list()
-    columns = [(k, frame[k].to_list()) for k in keys]
-    made: dict[tuple[str, object, object], Trait | None] = {}
-    for i, (pid, source) in enumerate(zip(ids, sources)):
-        traits: dict[str, Trait] = {}
-        for k, answers in columns:
-            answer = answers[i]
-            if (k, source, answer) not in made:
-                record = {"question": schema[k]["questions"].get(source, schema[k]["question"]), "answer": answer,
-                          "category": schema[k]["category"], "scale": schema[k].get("scales", {}).get(source, ()),
-                          "ordinal": _per_source(schema[k].get("ordinal"), source)}
-                made[k, source, answer] = _parse_trait(k, record, f"{path}: row {i + 1}")
-            if (trait := made[k, source, answer]) is not None:
-                traits[k] = trait
+    sources = frame["source"].to_list()
+    traits_by_key = [_column_traits(path, k, schema[k], sources, frame[k].to_list()) for k in keys]
+    gaps = frame.select(pl.any_horizontal(pl.col(keys).is_null()) if keys else pl.lit(False))[:, 0].to_list()  # rows missing an answer
+    for pid, source, gap, *row in zip(frame["id"].to_list(), sources, gaps, *traits_by_key):
+        traits = {k: t for k, t in zip(keys, row) if t is not None} if gap else dict(zip(keys, row))
         yield Persona(id=str(pid), source=str(source), traits=traits)
+
+
+def _column_traits(path: Path, key: str, spec: dict, sources: list, answers: list) -> list[Trait | None]:
+    """One trait column as Trait objects (None for a missing answer), each distinct (source, answer) checked once."""
+    made: dict[tuple[object, object], Trait | None] = dict.fromkeys(zip(sources, answers))  # distinct, in row order
+    for source, answer in made:
+        record = {"question": spec["questions"].get(source, spec["question"]), "answer": answer, "category": spec["category"],
+                  "scale": spec.get("scales", {}).get(source, ()), "ordinal": _per_source(spec.get("ordinal"), source)}
+        try:
+            made[source, answer] = _parse_trait(key, record, "")
+        except PersonaFileError as exc:  # name the first row holding it
+            row = next(i for i, pair in enumerate(zip(sources, answers), 1) if pair == (source, answer))
+            raise PersonaFileError(f"{path}: row {row}{exc}") from None
+    return list(map(made.__getitem__, zip(sources, answers)))
 
 
 def _per_source(value: object, source: str) -> object:
