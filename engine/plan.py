@@ -30,7 +30,8 @@ from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
-from persona_builder import Persona, load_personas, render
+from persona_builder import Persona, load_personas
+from persona_builder.render import PersonaText
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,8 @@ class Plan:
         self.benchmarks = benchmarks
         self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
-        self._render = lru_cache(maxsize=4096)(self._render_uncached)
+        # A persona is rendered once per format × subset; each item cuts its hidden traits out of that (trait inference).
+        self._text = lru_cache(maxsize=1024)(self._text_uncached)
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
@@ -271,8 +273,8 @@ class Plan:
     def judged(self, benchmark: str) -> bool:
         return self._benchmarks[benchmark].rubric is not None
 
-    def _render_uncached(self, persona_id: str, fmt: str, traits: str, hidden: frozenset[str] = frozenset()) -> str:
-        return render(self._by_id[persona_id], fmt, traits, hidden)
+    def _text_uncached(self, persona_id: str, fmt: str, traits: str) -> PersonaText:
+        return PersonaText(self._by_id[persona_id], fmt, traits)
 
     @staticmethod
     @lru_cache(maxsize=64)
@@ -297,7 +299,7 @@ class Plan:
         else:
             # a per-persona item never shows the trait it asks for
             hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
-            persona_text = self._render(cell.persona.id, cond.format, cond.traits, hidden)
+            persona_text = self._text(cell.persona.id, cond.format, cond.traits).without(hidden)
             if cond.placement == "system":
                 messages = (("system", persona_text), ("user", task))
             else:

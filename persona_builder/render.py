@@ -8,7 +8,8 @@ catalog does not know, falls back to a quoted question-and-answer sentence.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -105,15 +106,32 @@ def _who(phraser: _Phraser, traits: dict[str, Trait], keys: set[str]) -> str:
     return f"{article} {age}-year-old {noun}"
 
 
-def _prose(persona: Persona, traits: dict[str, Trait]) -> str:
+# A persona's text in parts: a head (prose: the opening sentence; bullets and JSON: the instruction), then one
+# piece per further trait as (key, category, text; JSON: (label, answer)), and the traits the head or every piece
+# depends on (`fixed`): hiding one of those re-renders from scratch, any other is cut out of the parts.
+_Piece = tuple[str, str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    head: str
+    pieces: tuple[_Piece, ...]
+    fixed: frozenset[str]
+
+
+def _prose_parts(persona: Persona, traits: dict[str, Trait]) -> _Parts:
     phraser = _Phraser(persona, traits)
-    intro = [phraser.clause(k, t) for k, t in traits.items() if phraser.is_intro(k, t)]
+    intro = {k: phraser.clause(k, t) for k, t in traits.items() if phraser.is_intro(k, t)}
     told = _who_keys(traits)
-    opening = f"You are answering as {', '.join([_who(phraser, traits, told), *intro])}."
-    rest = [(k, t) for k, t in traits.items() if k not in told and not phraser.is_intro(k, t)]
-    paragraphs: list[list[str]] = [[opening]]
-    for i, category in enumerate(dict.fromkeys(t.category for _, t in rest)):
-        sentences = [_sentence(phraser, k, t) for k, t in rest if t.category == category]
+    opening = f"You are answering as {', '.join([_who(phraser, traits, told), *intro.values()])}."  # type: ignore[list-item]
+    pieces = tuple((k, t.category, _sentence(phraser, k, t)) for k, t in traits.items() if k not in told and k not in intro)
+    return _Parts(opening, pieces, frozenset({"country", *told, *intro}))  # the country phrases other answers ({country})
+
+
+def _prose_join(parts: _Parts, pieces: Sequence[_Piece]) -> str:
+    paragraphs: list[list[str]] = [[parts.head]]
+    for i, category in enumerate(dict.fromkeys(c for _, c, _ in pieces)):
+        sentences = [str(text) for _, c, text in pieces if c == category]
         if i == 0 and category == "demographic":
             paragraphs[0] += sentences
         else:
@@ -122,32 +140,55 @@ def _prose(persona: Persona, traits: dict[str, Trait]) -> str:
     return "\n\n".join(" ".join(p) for p in paragraphs)
 
 
-def _bullets(persona: Persona, traits: dict[str, Trait]) -> str:
+def _bullets_parts(persona: Persona, traits: dict[str, Trait]) -> _Parts:
     phraser = _Phraser(persona, traits)
-    return "\n".join(
-        [f"You are answering as the survey respondent described below. {_PREAMBLE}"]
-        + [f"- {phraser.label(k, t)}: {phraser.shown(k, t.answer)}" for k, t in traits.items()]
-    )
+    pieces = tuple((k, t.category, f"- {phraser.label(k, t)}: {phraser.shown(k, t.answer)}") for k, t in traits.items())
+    return _Parts(f"You are answering as the survey respondent described below. {_PREAMBLE}", pieces, frozenset())
 
 
-def _json(persona: Persona, traits: dict[str, Trait]) -> str:
+def _bullets_join(parts: _Parts, pieces: Sequence[_Piece]) -> str:
+    return "\n".join([parts.head, *(str(text) for _, _, text in pieces)])
+
+
+def _json_parts(persona: Persona, traits: dict[str, Trait]) -> _Parts:
     phraser = _Phraser(persona, traits)
-    body = {
-        "instruction": f"You are answering as the survey respondent described in 'respondent'. {_PREAMBLE}",
-        "respondent": {phraser.label(k, t): phraser.shown(k, t.answer) for k, t in traits.items()},
-    }
-    return orjson.dumps(body).decode()
+    pieces = tuple((k, t.category, (phraser.label(k, t), phraser.shown(k, t.answer))) for k, t in traits.items())
+    return _Parts(f"You are answering as the survey respondent described in 'respondent'. {_PREAMBLE}", pieces, frozenset())
 
 
-_RENDERERS = {"prose": _prose, "bullets": _bullets, "json": _json}
+def _json_join(parts: _Parts, pieces: Sequence[_Piece]) -> str:
+    return orjson.dumps({"instruction": parts.head, "respondent": dict(text for _, _, text in pieces)}).decode()  # type: ignore[misc]
+
+
+_FORMATTERS = {"prose": (_prose_parts, _prose_join), "bullets": (_bullets_parts, _bullets_join), "json": (_json_parts, _json_join)}
+
+
+class PersonaText:
+    """One persona rendered once in one format and trait subset; `without(hidden)` is exactly
+    `render(persona, fmt, subset, hidden)`, cut from the parts rendered once rather than rendered again (trait
+    inference hides a different target in each of a persona's items). Raises ValueError for an unknown format."""
+
+    def __init__(self, persona: Persona, fmt: str = "prose", subset: str = "all") -> None:
+        if fmt not in _FORMATTERS:
+            raise ValueError(f"unknown persona format '{fmt}', expected one of {', '.join(FORMATS)}")
+        self._persona = persona
+        self._traits = select_traits(persona, subset)
+        self._make, self._join = _FORMATTERS[fmt]
+        self._parts = self._make(persona, self._traits)
+        self.text = self._join(self._parts, self._parts.pieces)  # nothing hidden
+
+    def without(self, hidden: Collection[str] = ()) -> str:
+        if not hidden:
+            return self.text
+        if self._parts.fixed.isdisjoint(hidden):
+            return self._join(self._parts, [p for p in self._parts.pieces if p[0] not in hidden])
+        parts = self._make(self._persona, {k: t for k, t in self._traits.items() if k not in hidden})
+        return self._join(parts, parts.pieces)
 
 
 def render(persona: Persona, fmt: str = "prose", subset: str = "all", exclude: Collection[str] = ()) -> str:
     """The persona as text; `exclude` names traits never shown whatever the subset (trait inference hides its target)."""
-    if fmt not in _RENDERERS:
-        raise ValueError(f"unknown persona format '{fmt}', expected one of {', '.join(FORMATS)}")
-    traits = select_traits(persona, subset)
-    return _RENDERERS[fmt](persona, {k: t for k, t in traits.items() if k not in exclude} if exclude else traits)
+    return PersonaText(persona, fmt, subset).without(exclude)
 
 
 def trait_lines(persona: Persona, exclude: Collection[str] = ()) -> list[str]:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import orjson
 import pytest
 
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import Persona, Trait, load_personas
-from persona_builder.render import FORMATS, render, select_traits
+from persona_builder.render import FORMATS, PersonaText, render, select_traits
 
 CATALOG = load_catalog()
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "personas.jsonl"
 LEAKS = re.compile(r"(^|\s)-\d|don.t know|no answer|not asked|missing|inapplicable|\bQ\d+\b", re.IGNORECASE)
 
 
@@ -96,3 +98,18 @@ def test_categorical_answers_come_from_the_catalog(built):
             else:
                 assert trait.answer in spec.answers(survey)
         assert persona.answer("sex") in ("Female", "Male")
+
+
+def test_a_persona_rendered_once_gives_every_hidden_set_byte_for_byte():
+    """PersonaText cuts hidden traits out of one render (trait inference: one per persona, not per item); the
+    slow definition is the persona without those traits, rendered whole. Hiding a trait the opening states
+    (age, sex, an intro clause) or the country other answers quote takes the re-render path: covered too."""
+    people = [*load_personas(EXAMPLE)[:20], _wvs()]
+    for person in people:
+        keys = list(person.traits)
+        for fmt in FORMATS:
+            for subset in ("all", "values", "demographic", f"-{keys[-1]}", "all+year"):
+                once = PersonaText(person, fmt, subset)
+                for hidden in [(), ("country",), ("age", "sex"), (keys[-1], keys[-2]), *((k,) for k in keys)]:
+                    slow = Persona(person.id, person.source, {k: t for k, t in person.traits.items() if k not in hidden})
+                    assert once.without(frozenset(hidden)) == render(slow, fmt, subset) == render(person, fmt, subset, hidden), (fmt, subset, hidden)
