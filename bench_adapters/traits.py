@@ -96,6 +96,7 @@ class Traits:
         self._chosen: set[tuple[int, str]] | None = None  # None: every test item
         self._pools: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         self._scale_json: dict[tuple[str, ...], str] = {}  # a scale's JSON for the items' meta, written once
+        self._shapes: dict[tuple[str, int], tuple[Trait, tuple[dict[str, str], int] | None]] = {}  # items_for's memo
         self.count = 0
 
     # --- binding to the run's personas -------------------------------------------------------------------
@@ -222,13 +223,25 @@ class Traits:
         i = self._index.get(persona.id)
         if i is None or i in self._train:
             return
+        chosen, shapes = self._chosen, self._shapes
         for key in self.targets:
             t = persona.traits.get(key)
-            if t is None or not _usable(t) or (self._chosen is not None and (i, key) not in self._chosen):
+            if t is None or (chosen is not None and (i, key) not in chosen):
                 continue
-            scale = self._scale_json.get(t.scale) or self._scale_json.setdefault(t.scale, orjson.dumps(t.scale).decode())
-            meta = {"target": key, "ordinal": "true" if t.ordinal else "false", "scale": scale}
-            yield Item(f"{persona.id}:{key}", t.question, t.scale, t.scale.index(t.answer), meta)
+            # Persona files share Trait objects (persona.py): an item's meta and gold are worked out once per
+            # trait object, and the stored trait guards against a reused id.
+            known = shapes.get((key, id(t)))
+            if known is None or known[0] is not t:
+                known = shapes[key, id(t)] = (t, self._shape(key, t))
+            if (shape := known[1]) is not None:
+                yield Item(f"{persona.id}:{key}", t.question, t.scale, shape[1], shape[0])
+
+    def _shape(self, key: str, t: Trait) -> tuple[dict[str, str], int] | None:
+        """(meta, gold index) of an item asking `key` of a respondent with trait t; None when t is no target."""
+        if not _usable(t):
+            return None
+        scale = self._scale_json.get(t.scale) or self._scale_json.setdefault(t.scale, orjson.dumps(t.scale).decode())
+        return {"target": key, "ordinal": "true" if t.ordinal else "false", "scale": scale}, t.scale.index(t.answer)
 
     def items(self) -> Iterator[Item]:
         for p in self._personas:
