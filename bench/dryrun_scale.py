@@ -116,7 +116,7 @@ def write_grid(folder: Path, benchmark: str, personas: str = "personas.jsonl") -
     return grid
 
 
-def _timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+def timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
     """Wall s and peak RSS MB of one child (RUSAGE_CHILDREN is the max over children reaped so far: each call
     runs in a fresh grandchild so the figure is this command's own)."""
     probe = (
@@ -132,7 +132,7 @@ def _timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
 
 
 def _dry_run(grid: Path, label: str, target: str) -> None:
-    wall, peak, proc = _timed([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"])
+    wall, peak, proc = timed([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"])
     print(f"{label:>14}: `mtpa-engine run --dry-run` exit {proc.returncode}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target {target})", flush=True)
     if proc.returncode:
         print(proc.stderr[-2000:])
@@ -172,7 +172,7 @@ def main() -> None:
             for source in ("personas.parquet", "personas.jsonl"):
                 kind = source.split(".")[1]
                 grid = write_grid(folder, '[[benchmarks]]\nname = "traits"\ntargets = "values"', source)
-                wall, peak, proc = _timed([sys.executable, "-c", PLAN, str(grid)])
+                wall, peak, proc = timed([sys.executable, "-c", PLAN, str(grid)])
                 shown = proc.stdout.split("@@")[0].strip() or proc.stderr[-500:]
                 print(f"{'plan ' + kind:>14}: {shown}  wall {wall:6.1f} s  peak RSS {peak:5.0f} MB  (target: seconds, flat)", flush=True)
                 _dry_run(grid, "dry-run " + kind, "seconds, flat")

@@ -1,12 +1,13 @@
 """Bench: plan and dry-run trait inference over 50,000 personas × 23 value traits (1.15 M items per condition).
 
-    python bench/traits_plan.py [--personas 50000 --traits 23 --conditions 2] [--sample N] [--dry-run]
+    python bench/traits_plan.py [--personas 50000 --traits 23 --conditions 2] [--sample N] [--no-dry-run]
 
 Writes synthetic personas with answer scales (60 countries, 4-10 point scales) to a temporary folder, then in
 fresh child processes (so each peak RSS is that phase's own): (1) load the grid and plan (read the personas,
-resolve targets, count items), (2) enumerate every cell, (3) build the request and cache key (what a dry run
-and a run do per cell) of the first --sample cells (default: all), (4) with --dry-run, `mtpa-engine run
---dry-run` whole. Prints wall seconds and peak RSS of each, and µs per cell.
+resolve targets, count items), (2) enumerate every cell, (3) build the request and cache key (what
+a run does per cell) of the first --sample cells (default: all), (4) `mtpa-engine run --dry-run` whole (no
+cache file: it counts the cells and renders a sample, engine.dryrun). Prints wall seconds and peak RSS of each,
+and µs per cell. bench/dryrun_scale.py does the same on GSS-shaped personas, in Parquet and JSONL.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--traits", type=int, default=23)
     parser.add_argument("--conditions", type=int, default=2, help="baseline + (conditions - 1) prose conditions")
     parser.add_argument("--sample", type=int, default=None, help="requests phase: only the first SAMPLE cells")
-    parser.add_argument("--dry-run", action="store_true", help="also time `mtpa-engine run --dry-run` (every cell's request)")
+    parser.add_argument("--no-dry-run", action="store_true", help="skip timing `mtpa-engine run --dry-run`")
     parser.add_argument("--child", nargs=2, metavar=("GRID", "PHASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -114,17 +115,12 @@ def main() -> None:
         for phase in PHASES:
             sample = ["--sample", str(args.sample)] if args.sample else []
             subprocess.run([sys.executable, __file__, "--child", str(grid), phase, *sample], check=True, cwd=ROOT)
-        if not args.dry_run:
+        if args.no_dry_run:
             return
-        start = time.perf_counter()
-        proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"],
-            capture_output=True, text=True, cwd=ROOT,
-        )
-        wall = time.perf_counter() - start
-        peak = int(proc.stderr.strip().splitlines()[-1]) / 1024 if proc.returncode == 0 else float("nan")
-        print(f"{'dry-run':>10}: `mtpa-engine run --dry-run` exit {proc.returncode}  wall {wall:7.1f} s  peak RSS {peak:6.0f} MB")
+        from bench.dryrun_scale import timed
 
+        wall, peak, proc = timed([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"])
+        print(f"{'dry-run':>10}: `mtpa-engine run --dry-run` exit {proc.returncode}  wall {wall:7.1f} s  peak RSS {peak:6.0f} MB  (no cache file: counted, 64 prompts rendered per part)")
 
 if __name__ == "__main__":
     main()
