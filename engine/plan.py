@@ -6,7 +6,11 @@ a model and condition, cells are persona-major so prompts sharing a persona prea
 
 A benchmark whose items come from the personas themselves (`per_persona`, trait inference) pairs each
 persona only with its own items, in every condition (the baseline records whose answer is predicted but shows
-no persona), and renders the persona without the traits the item hides (its target).
+no persona), and renders the persona without the traits the item hides (its target): cut out of the persona's
+one rendering per format and subset (persona_builder.render.PersonaText), not rendered again per item.
+
+The dry run (engine.dryrun) counts cells per benchmark × condition (`part_counts`) and renders a seeded sample
+of them (`sample_cells`) rather than every cell.
 
 A benchmark with `orders` > 1 shows each question in several option orders; each order is its own cell (and
 cache entry), and the report averages a question's orders into its position-debiased score.

@@ -194,3 +194,24 @@ def test_a_persona_placed_in_the_user_turn_hides_the_target_too(tmp_path):
         assert role == "user" and task.startswith(cell.item.question)
         assert "happ" not in persona_text.lower(), "neither the question nor the answer (Very/Pretty/Not too happy)"
         assert persona_text.count("\n- ") >= 3, "the rest of the persona is shown"
+
+
+# Cell ids and cache keys of a traits grid in every persona format, with shots and a withheld trait: sha256 over
+# "cell_id key\n" of its 92 cells, computed with main @ 4ce1bf3 (before the persona was rendered once per persona
+# and its items cut from it, and before the readers shared Trait objects): those must change nothing.
+MAIN_TRAITS_DIGEST = "cb39932ed44e0aca8128a39848681c098f46cd602ff010775a1b22fef977c361"
+
+
+def test_rendering_each_persona_once_keeps_mains_cell_ids_and_cache_keys(tmp_path):
+    import hashlib
+
+    from engine.cache import cache_key
+    from engine.runner import prepare
+
+    conditions = ('[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "prose"\nformat = "prose"\n\n'
+                  '[[conditions]]\nname = "bullets"\nformat = "bullets"\nplacement = "user"\n\n[[conditions]]\nname = "json"\nformat = "json"\n')
+    plan, providers = prepare(load_grid(write_traits_grid(tmp_path, URL, 'targets = "all"\nwithhold = ["age"]\nshots = 1', conditions)))
+    model = plan.grid.models[0]
+    identity = providers[model.id].identity()
+    digest = hashlib.sha256(b"".join(f"{c.id} {cache_key(model.provider, identity, plan.request(c))}\n".encode() for c in plan))
+    assert (len(plan), digest.hexdigest()) == (92, MAIN_TRAITS_DIGEST)
