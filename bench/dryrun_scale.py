@@ -1,13 +1,14 @@
 """Bench: `mtpa-engine run --dry-run` at scale, with no cache file (issues 14 and 15).
 
-    python bench/dryrun_scale.py [--grid tqa|traits|both] [--personas N] [--questions Q] [--traits-personas N]
+    python bench/dryrun_scale.py [--grid tqa|traits|both] [--personas N] [--questions Q] [--keyed] [--traits-personas N]
 
 Two grids, each built in a temporary folder and dry-run in a fresh child process (`python -m engine.cli run
 GRID --dry-run`), whose wall seconds and peak RSS (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss of that child)
 are printed beside the targets:
 
 - tqa: 20,000 personas × 500 TruthfulQA questions, baseline + prose: 500 + 20,000 × 500 = 10,000,500 cells.
-  Target (issue 14): ≤ 30 s and ≤ 400 MB.
+  Target (issue 14): ≤ 30 s and ≤ 400 MB. With --keyed, again against a cache holding one answer of no cell:
+  the dry run then keys and looks up every cell (the path a grid with a cache takes).
 - traits: 50,000 personas × 23 value traits (trait inference, 1.15 M items per condition), baseline + prose.
   The plan alone (load the grid, read the personas, bind the traits) is timed in its own child too.
   Target (issue 15): plan and dry run "in seconds" with flat memory.
@@ -140,6 +141,16 @@ def _dry_run(grid: Path, label: str, target: str) -> None:
         print(textwrap.indent("\n".join(line for line in proc.stdout.splitlines() if not line.startswith("@@ ")), " " * 16))
 
 
+def _one_answer_cache(path: Path) -> None:
+    """A cache holding one answer of no cell of the grid: the dry run then keys and looks up every cell."""
+    from engine.cache import ResponseCache
+    from engine.request import Response
+
+    cache = ResponseCache(path)
+    cache.write([("0" * 64, "openai", "other", Response(text="A"))])
+    cache.close()
+
+
 PLAN = "import sys; from engine.config import load_grid; from engine.plan import Plan; p = Plan.from_grid(load_grid(sys.argv[1])); print(f'{len(p):,} cells')"
 
 
@@ -148,6 +159,7 @@ def main() -> None:
     parser.add_argument("--grid", choices=("tqa", "traits", "both"), default="both")
     parser.add_argument("--personas", type=int, default=20_000, help="tqa grid: personas")
     parser.add_argument("--questions", type=int, default=500, help="tqa grid: TruthfulQA questions")
+    parser.add_argument("--keyed", action="store_true", help="tqa grid: also dry-run against a cache with one unrelated answer (every cell keyed)")
     parser.add_argument("--traits-personas", type=int, default=50_000)
     parser.add_argument("--value-traits", type=int, default=23)
     args = parser.parse_args()
@@ -160,6 +172,9 @@ def main() -> None:
             cells = args.questions * (args.personas + 1)
             print(f"tqa: {args.personas:,} synthetic GSS-shaped personas × {args.questions} questions, baseline + prose = {cells:,} cells")
             _dry_run(grid, "tqa", "≤ 30 s, ≤ 400 MB")
+            if args.keyed:
+                _one_answer_cache(folder / "cache.sqlite")
+                _dry_run(grid, "tqa keyed", "every cell keyed once: flat memory")
     if args.grid in ("traits", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -168,7 +183,7 @@ def main() -> None:
             size = (folder / "personas.jsonl").stat().st_size / 1e6
             write_parquet(folder / "personas.jsonl", folder / "personas.parquet")
             print(f"traits: {args.traits_personas:,} synthetic GSS-shaped personas × {args.value_traits} value traits, baseline + prose "
-                  f"(JSONL {size:.0f} MB, Parquet {(folder / 'personas.parquet').stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - start:.1f} s)")
+                  f"(JSONL {size:.0f} MB, Parquet {(folder / 'personas.parquet').stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - start:.1f} s)")
             for source in ("personas.parquet", "personas.jsonl"):
                 kind = source.split(".")[1]
                 grid = write_grid(folder, '[[benchmarks]]\nname = "traits"\ntargets = "values"', source)
