@@ -44,6 +44,7 @@ from engine.power import REFERENCE_DELTA, power_table
 from engine.pricing import call_cost, price_for
 from engine.providers import Provider
 from engine.request import Request
+from engine.runner import prepare
 from engine.shard import Shard
 
 SAMPLE_PROMPTS = 64  # rendered prompts per benchmark × condition × model when nothing is cached
@@ -112,9 +113,7 @@ def dry_run(grid: GridConfig, shard: Shard | None = None) -> DryRun:
     """The dry run of `grid` (of one shard when given): builds the plan once, reads the cache when it exists and
     holds responses, calls nothing and writes nothing. Raises what planning raises (GridError, PersonaFileError,
     ValueError from an adapter) and CacheError for an unreadable cache file."""
-    from engine.runner import prepare  # the plan and providers exactly as a run builds them
-
-    plan, providers = prepare(grid, shard)
+    plan, providers = prepare(grid, shard)  # exactly as a run builds them
     cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
     try:
         if cache is None or cache.count() == 0:
