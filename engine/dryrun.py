@@ -213,6 +213,7 @@ def _chunks(cells: Iterator[Cell]) -> Iterator[list[Cell]]:
 def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> list[ModelDryRun]:
     """A cache with responses: every cell keyed and looked up once (module docstring)."""
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
+    judge_identity = providers[judge.id].identity() if judge is not None else None
     pending, verdicts = _Calls(), _Calls()  # verdicts on answers still to come (by answer key); on cached answers (by verdict key)
     rows = []
     for model in plan.grid.models:
@@ -234,12 +235,12 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
                     calls.add(key, request)
                 if not is_judged:
                     continue
-                assert judge is not None
+                assert judge is not None and judge_identity is not None
                 if hit is None:
                     pending.add(key, plan.judge_request(cell, _unknown_answer(request)))
                 else:
                     verdict = plan.judge_request(cell, hit.text or "")
-                    asked[cache_key(judge.provider, providers[judge.id].identity(), verdict)] = verdict
+                    asked[cache_key(judge.provider, judge_identity, verdict)] = verdict
             have = cache.contains_keys(list(asked)) if asked else set()
             for vkey, verdict in asked.items():
                 if vkey not in have:
