@@ -226,7 +226,7 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
             found = cache.lookup(keys) if any(judged) else dict.fromkeys(cache.contains_keys(keys))
             cells += len(chunk)
-            asked: dict[str, Request] = {}  # verdicts on cached answers, looked up together below
+            asked: list[tuple[str, Request]] = []  # per judged cell, verdicts on cached answers, looked up together below
             for cell, key, request, is_judged in zip(chunk, keys, requests, judged):
                 hit = found.get(key)  # the cached answer's text, where a judge reads it
                 if key in found:
@@ -240,9 +240,9 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
                     pending.add(key, plan.judge_request(cell, _unknown_answer(request)))
                 else:
                     verdict = plan.judge_request(cell, hit.text or "")
-                    asked[cache_key(judge.provider, judge_identity, verdict)] = verdict
-            have = cache.contains_keys(list(asked)) if asked else set()
-            for vkey, verdict in asked.items():
+                    asked.append((cache_key(judge.provider, judge_identity, verdict), verdict))
+            have = cache.contains_keys([vkey for vkey, _ in asked]) if asked else set()
+            for vkey, verdict in asked:
                 if vkey not in have:
                     verdicts.add(vkey, verdict)
         rows.append(_row(model, cells, cached, cells - cached, *calls.totals()))

@@ -83,3 +83,24 @@ def test_identical_requests_are_one_call_once_the_cache_is_read(tmp_path):
     cache.close()
     (after,) = dry_run(grid).models
     assert (after.cells, after.cached, after.to_call, after.calls) == (9, 0, 9, 3 + 3)
+
+
+def test_cached_answers_need_one_verdict_per_distinct_judge_request(tmp_path):
+    """Judge mode, every answer cached and no verdict: the model has nothing to call; the judge has a verdict to
+    give per cell, but cells asking the same question with the same answer share one verdict request."""
+    from tests.engine.test_judge import CELLS, QUESTIONS, _grid
+
+    grid = load_grid(_grid(tmp_path, URL, URL))
+    plan, providers = prepare(grid)
+    model = grid.models[0]
+    identity = providers[model.id].identity()
+    cache = ResponseCache(grid.cache_path)
+    cache.write((cache_key(model.provider, identity, plan.request(c)), model.provider, model.id, Response(text="Paris.")) for c in plan)
+    cache.close()
+    result = dry_run(grid)
+    by_model = {m.model: m for m in result.models}
+    assert (by_model["m"].cells, by_model["m"].cached, by_model["m"].calls) == (CELLS, CELLS, 0)
+    judge = by_model["grader"]
+    assert (judge.cells, judge.to_call, judge.calls) == (None, CELLS, QUESTIONS)
+    verdicts = {c.item.id: plan.judge_request(c, "Paris.") for c in plan}
+    assert judge.input_tokens == round(sum(estimate_prompt_tokens(r) for r in verdicts.values()))
