@@ -1,0 +1,44 @@
+"""A cache written before issue 14's restructuring is answered whole after it: same keys, same results.
+
+tests/engine/data/cache_compat/ holds a grid (five benchmarks in the letter, letter-logprob and judge modes,
+cyclic option orders, three persona conditions), the cache.sqlite that main at 4ce1bf3 wrote for it and the
+results.parquet of its fully cached rerun (generate.py there says how). Rerunning that grid now must make no
+call, take every cell and verdict from the cache, and write the same rows in the same Parquet schema.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from engine.results import SCHEMA
+from tests.conftest import EXAMPLE_PERSONAS
+
+DATA = Path(__file__).parent / "data" / "cache_compat"
+
+
+def test_a_cache_written_before_the_change_is_fully_hit(tmp_path: Path) -> None:
+    for name in ("grid.toml", "cache.sqlite"):
+        shutil.copy(DATA / name, tmp_path / name)
+    shutil.copy(EXAMPLE_PERSONAS, tmp_path / "personas.jsonl")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    # 115 cells (10 of them judged): every answer and every verdict from the cache, nothing called.
+    assert (summary["cells_total"], summary["cells_done"]) == (115, 115)
+    assert (summary["cache_hits"], summary["model_calls"], summary["errors_total"]) == (125, 0, 0)
+
+    now = pl.read_parquet(tmp_path / "runs" / "compat" / "results" / "*.parquet").sort("cell")
+    before = pl.read_parquet(DATA / "results.parquet").sort("cell")
+    assert now.schema == before.schema  # names, dtypes and order, as main wrote them
+    assert list(before.schema.items()) == list(SCHEMA.items())
+    assert_frame_equal(now, before)
