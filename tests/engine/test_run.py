@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import run_until_killed, write_grid
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 
 def _run(grid, *args, check=True):
