@@ -9,16 +9,14 @@ with fewer personas than the minimum size (shown, not hidden).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from engine.report.build import Report
 from engine.report.effects import interval_note
-
-if TYPE_CHECKING:
-    from engine.report.build import Report
+from engine.report.position import display as position_display
 
 SIGNIFICANT_Q = 0.05
 SCORE_NAMES = {"primary": "the primary score (accuracy; TruthfulQA MC2: the true options' mass)", "p_gold": "p_gold (probability on the correct option)"}
@@ -55,8 +53,6 @@ def primary_condition(tables: dict[str, pl.DataFrame], preferred: list[str]) -> 
 def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, model: str | None = None, score: str = "primary") -> list[tuple[str, pl.DataFrame]]:
     """The printed tables; `score` names what delta_by_condition is on (the other score's Δ, when the run has
     it, follows as Table 2b)."""
-    from engine.report.position import display as position_display
-
     primary = primary or primary_condition(tables, [])
     shown: list[tuple[str, pl.DataFrame]] = []
     effect = tables.get("delta_by_condition")
@@ -180,7 +176,7 @@ def _format_table(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _traits_tables(tables: dict[str, pl.DataFrame]) -> list[tuple[str, pl.DataFrame]]:
-    """Trait inference (engine.report.traits): per trait, each model and condition beside the population priors."""
+    """Trait inference (engine.benchmark_tables): per trait, each model and condition beside the population priors."""
     shown = []
     for name, table in tables.items():
         if not (name.startswith("traits") and name.endswith("_by_target")):

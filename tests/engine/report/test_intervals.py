@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from engine.report.aggregate import OVERALL, Index, Settings
-from engine.report.build import ReportOptions, build_report, write_report
+from engine.report.build import ReportOptions, build_report
+from engine.report.write import write_report
 from engine.report.clustered import two_way_se
 from engine.report.effects import persona_effect
 from engine.report.load import open_run
