@@ -159,7 +159,8 @@ def _run_held(
 ) -> RunOutcome:
     run_dir = grid.output_dir
     identities = {mid: p.identity() for mid, p in providers.items()}
-    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
+    directions = {b.config.label: plan.adapter(b.config.label).higher_is_better for b in plan.benchmarks}
+    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics, directions)
     manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
     write_json(run_dir / "manifest.json", manifest)
     scheduler: Scheduler | None = None

@@ -46,6 +46,9 @@ class Run:
     conditions: dict[str, Condition]
     baseline: str | None
     adapters: dict[str, str]  # benchmark as results name it (its grid id) -> the adapter that scored it
+    # benchmark -> whether a higher score is better (the manifest's, from each adapter); absent in runs
+    # written before issue 14: their tables say "unknown" (null), never a guess
+    higher_is_better: dict[str, bool] = dataclasses.field(default_factory=dict)
     rows: pl.LazyFrame | None = None  # the per-order result rows (== results when no question had two orders)
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
@@ -84,6 +87,7 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
         conditions=conditions,
         baseline=_baseline(conditions, baseline, run_dir),
         adapters={b.get("id") or b["name"]: b["name"] for b in manifest.get("config", {}).get("benchmarks", [])},
+        higher_is_better={str(k): v for k, v in (manifest.get("higher_is_better") or {}).items() if isinstance(v, bool)},
         rows=rows,
         score=score,
         notes=notes,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from engine.results import SCHEMA
@@ -42,3 +43,27 @@ def test_a_cache_written_before_the_change_is_fully_hit(tmp_path: Path) -> None:
     assert now.schema == before.schema  # names, dtypes and order, as main wrote them
     assert list(before.schema.items()) == list(SCHEMA.items())
     assert_frame_equal(now, before)
+
+
+def test_each_delta_carries_its_scores_direction(tmp_path: Path) -> None:
+    """CrowS-Pairs' score is choosing the more stereotypical sentence: its Δ is marked lower-is-better beside
+    TruthfulQA's and BBQ's higher-is-better, in the tables written and printed; its sign is never flipped."""
+    for name in ("grid.toml", "cache.sqlite"):
+        shutil.copy(DATA / name, tmp_path / name)
+    shutil.copy(EXAMPLE_PERSONAS, tmp_path / "personas.jsonl")
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "grid.toml"), "--no-progress"]
+    proc = subprocess.run(cmd, env={**os.environ, "OPENAI_API_KEY": "sk-test"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / "compat"
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    expected = {"truthfulqa": True, "tqa_logprob": True, "crows_pairs": False, "bbq": True, "tqa_judged": True}
+    assert manifest["higher_is_better"] == expected
+    delta = pl.read_csv(run_dir / "analysis" / "delta_by_condition.csv")
+    assert dict(delta.select("benchmark", "higher_is_better").unique().iter_rows()) == expected
+    # Δ = persona − baseline as computed, for CrowS-Pairs too: recomputed here from the results.
+    rows = pl.read_parquet(run_dir / "results" / "*.parquet").filter(pl.col("benchmark") == "crows_pairs")
+    base = rows.filter(pl.col("condition") == "baseline").select("item_id", pl.col("correct").alias("b"))
+    prose = rows.filter(pl.col("condition") == "prose").join(base, on="item_id")
+    crows = delta.filter((pl.col("benchmark") == "crows_pairs") & (pl.col("condition") == "prose")).row(0, named=True)
+    assert crows["delta"] == pytest.approx((prose["correct"] - prose["b"]).mean())
+    assert "crows_pairs ↓" in proc.stdout and "lower is better" in proc.stdout
