@@ -46,5 +46,7 @@ class Keys:
         return found
 
     def of(self, model: ModelConfig, request: Request) -> str:
-        """The key of `request` to `model`; KeyError for a model not in the providers given."""
-        return cache_key(model.provider, self.identity(model), request)
+        """The key of `request` to `model`; KeyError for a model not in the providers given. The provider's
+        own `name` enters the key, not the grid's spelling: `provider = "transformers"` and its alias
+        `"local"` share keys (and every other provider's name is its grid spelling)."""
+        return cache_key(self._providers[model.id].name, self.identity(model), request)
