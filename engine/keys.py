@@ -27,7 +27,7 @@ KEY_VERSION = 1
 
 
 def cache_key(provider: str, identity: Mapping[str, Any], request: Request) -> str:
-    """64 hex characters: the key of `request` to the model `identity` of `provider` (a registry name)."""
+    """64 hex characters: the key of `request` to the model `identity` served by `provider` (a `Provider.name`)."""
     payload = {"schema": KEY_VERSION, "provider": provider, "model": identity, **request.key_fields()}
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
