@@ -1,4 +1,6 @@
-"""How cache.sqlite and results.parquet beside it were made (run once, on main at 4ce1bf3, before issue 14):
+"""How cache.sqlite and results.parquet beside it were made (run once, on main at 4ce1bf3, before issue 14,
+where the test server was tests.servers.openai_compat; rerunning it now rewrites them with today's code, which
+is not what test_cache_compat.py checks against):
 
     python tests/engine/data/cache_compat/generate.py
 
@@ -25,7 +27,7 @@ if len(sys.argv) > 1:  # the child: one `mtpa-engine run` with the official URL 
     app()
 else:
     sys.path.insert(0, str(REPO))
-    from tests.servers.openai_compat import OpenAICompatServer
+    from engine.testing.servers.openai_compat import OpenAICompatServer
 
     for stale in ("cache.sqlite", "runs", "personas.jsonl"):
         shutil.rmtree(HERE / stale, ignore_errors=True) if (HERE / stale).is_dir() else (HERE / stale).unlink(missing_ok=True)
