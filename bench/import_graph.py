@@ -6,6 +6,7 @@ Prints the import circles (strongly connected components), what engine.report im
 per package its module count and the other packages it imports, and the bench scripts importing tests/.
 """
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -50,4 +51,16 @@ print("engine.report -> outside:", sorted({t for ts in rep.values() for t in ts 
 for pkg in ("engine", "bench_adapters", "persona_builder"):
     ms = [m for m in graph if m == pkg or m.startswith(pkg + ".")]
     print(pkg, "modules:", len(ms), "imports of other packages:", sorted({t.split(".")[0] for m in ms for t in graph[m] if t.split(".")[0] != pkg}))
-print("bench/ imports tests/:", sorted({str(p.name) for p in (root/"bench").glob("*.py") if "tests" in {(a.module or "").split(".")[0] for a in ast.walk(ast.parse(p.read_text())) if isinstance(a, ast.ImportFrom)} or "\"tests\"" in p.read_text()}))
+
+
+def _uses_tests(path: Path) -> bool:
+    """An import from tests/, or a file under tests/ loaded by its path (a path joined with the folder name)."""
+    text = path.read_text()
+    for n in ast.walk(ast.parse(text)):
+        names = [a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""] if isinstance(n, ast.ImportFrom) else []
+        if any(name.split(".")[0] == "tests" for name in names):
+            return True
+    return re.search(r'/\s*"tests"\s*/', text) is not None
+
+
+print("bench/ imports tests/:", sorted(p.name for p in (root / "bench").glob("*.py") if _uses_tests(p)))
