@@ -115,7 +115,7 @@ def engine_run(grid_path: Path) -> tuple[float, float, dict]:
     from rich.console import Console
 
     from engine import runner
-    from engine.config import load_grid
+    from engine.grid import load_grid
 
     grid = load_grid(grid_path)
     cpu, started = time.process_time(), time.perf_counter()

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from engine.errors import CacheError, CacheWriteError
 from engine.request import Request, Response
 
 CACHE_SCHEMA = 1
@@ -92,14 +93,6 @@ def _load(text: str | None) -> dict | None:
 
 def _tuple(text: str | None) -> tuple | None:
     return tuple(orjson.loads(text)) if text else None
-
-
-class CacheError(RuntimeError):
-    """The cache file cannot be used or written; the message names the file and the cause."""
-
-
-class CacheWriteError(CacheError):
-    """A commit failed mid-run (e.g. "database or disk is full"); every earlier commit stays."""
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

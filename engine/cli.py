@@ -26,7 +26,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from engine.config import GridError, load_grid  # noqa: E402
+from engine.grid import GridError, load_grid  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.errors import ResultsWriteError
+
 SCHEMA: dict[str, pl.DataType] = {
     "cell": pl.Int64(),
     "cell_id": pl.String(),
@@ -51,10 +53,6 @@ COLUMNS = tuple(SCHEMA)
 
 def results_glob(run_dir: Path) -> str:
     return str(Path(run_dir) / "results" / "*.parquet")
-
-
-class ResultsWriteError(RuntimeError):
-    """A part file could not be written; the message names the file and the cause (e.g. no space left)."""
 
 
 _PRIVATE_PREFIX = ".results-"

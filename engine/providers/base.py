@@ -7,11 +7,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from engine.config import ModelConfig
+from engine.errors import PreflightError  # noqa: F401 - raised by every provider; its historic home
 from engine.request import Request, Response
-
-
-class PreflightError(RuntimeError):
-    """A model cannot be called at all (no key, key rejected, unknown model): stop before the grid starts."""
 
 
 class Provider(ABC):

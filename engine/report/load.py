@@ -17,15 +17,12 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from engine.errors import ReportError
 from engine.results import read_results, results_glob
 
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
 UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
-
-
-class ReportError(ValueError):
-    """A run directory or option the report cannot use; the message says which and why."""
 
 
 @dataclass(frozen=True)

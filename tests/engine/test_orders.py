@@ -12,7 +12,7 @@ import pytest
 
 from bench_adapters.choice import option_orders, reorder
 from engine.cache import cache_key
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 
 PERSONAS = [

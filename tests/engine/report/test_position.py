@@ -163,7 +163,7 @@ def test_the_grids_run_score_is_the_reports_default_and_a_flag_overrides_it(run_
 
 
 def test_run_score_is_validated(tmp_path):
-    from engine.config import GridError, load_grid
+    from engine.grid import GridError, load_grid
     from tests.conftest import write_grid
 
     grid = write_grid(tmp_path, base_url="http://127.0.0.1:1/v1")
