@@ -45,6 +45,7 @@ class Run:
     rows: pl.LazyFrame | None = None  # the per-order result rows (== results when no question had two orders)
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
+    manifest: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # manifest.json ({} if none)
 
     def rescored(self, score: str) -> Run:
         """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
@@ -83,6 +84,7 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
         rows=rows,
         score=score,
         notes=notes,
+        manifest=manifest,
     )
 
 
