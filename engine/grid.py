@@ -412,7 +412,8 @@ def load_grid(source: str | Path | Mapping[str, Any], *, base_dir: str | Path | 
     file, or `<grid>` for text or a dict. Reads the files the grid names (personas, data, rubrics) only to check
     they exist; builds no plan.
 
-    Raises GridError (a ValueError) listing every problem, one per line: `FILE: key.path: what (expected ...)`.
+    Raises GridError (a ValueError) listing every problem, one per line: `FILE: key.path: what (expected ...)`;
+    TypeError for a dict without base_dir.
     """
     if base_dir is None:
         if not isinstance(source, (str, Path)):

@@ -157,7 +157,14 @@ def run(
     progress: ProgressCallback | None = None,
     progress_interval_s: float = 0.25,
 ) -> RunOutcome:
-    """run_async on a new event loop (asyncio.run); from inside a running loop (Jupyter), await run_async."""
+    """run_async on a new event loop (asyncio.run); from inside a running loop (Jupyter), await run_async.
+    Raises RuntimeError when called from a running event loop, before anything is read or written."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("engine.run: called from a running event loop (e.g. Jupyter); use `await engine.run_async(...)`")
     return asyncio.run(run_async(grid, budget_usd=budget_usd, shard=shard, progress=progress, progress_interval_s=progress_interval_s))
 
 
