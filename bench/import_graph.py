@@ -2,9 +2,10 @@
 
     python bench/import_graph.py            # engine, bench_adapters, persona_builder
     python bench/import_graph.py --edges    # also every edge, `a -> b` (`~>` when imported inside a function)
+    python bench/import_graph.py --root ../main   # another checkout: the graph before and after a change
 
 Every import counts, including those inside functions: a function-level import hides a cycle from the
-interpreter, not from the design (issue 14). A cycle is a strongly connected component of more than one module
+interpreter, not from the design (issue 14). Imports under `if TYPE_CHECKING:` never run and are skipped. A cycle is a strongly connected component of more than one module
 (Tarjan). "imports" per package is the number of distinct project modules its modules import, split into its
 own and other packages'; `from engine import x` counts as an import of `engine.x` when that module exists.
 """
@@ -37,6 +38,8 @@ def edges(known: dict[str, Path]) -> dict[tuple[str, str], bool]:
 
     def visit(node: ast.AST, module: str, is_package: bool, lazy: bool) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                continue  # never executed: annotations only
             inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             targets: list[str] = []
             if isinstance(child, ast.Import):
@@ -104,8 +107,9 @@ def cycles(nodes: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edges", action="store_true", help="print every edge")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to read (default: this one), e.g. another branch's worktree")
     args = parser.parse_args(argv)
-    known = modules(ROOT, PACKAGES)
+    known = modules(args.root, PACKAGES)
     found = edges(known)
     graph: dict[str, set[str]] = defaultdict(set)
     for (a, b) in found:
