@@ -11,6 +11,7 @@ import builtins
 import inspect
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import shutil
@@ -282,3 +283,21 @@ def test_the_readme_library_example_runs_the_example_grid(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["33", str((tmp_path / "runs" / "example" / "results").resolve())]
+
+
+def test_a_cache_written_before_the_restructuring_is_fully_hit_after_it(tmp_path):
+    """tests/engine/data/keys_4ce1bf3.sqlite: keys_grid.toml run by the engine at commit 4ce1bf3 (before issue
+    14), against the OpenAI-compatible test server on the grid's fixed port. Rerun with nothing listening there:
+    every cell must come from that cache (the preflight failure is ignored for a fully cached model)."""
+    data = REPO / "tests" / "engine" / "data"
+    shutil.copy(data / "keys_grid.toml", tmp_path / "grid.toml")
+    shutil.copy(data / "keys_4ce1bf3.sqlite", tmp_path / "cache.sqlite")
+    shutil.copy(REPO / "examples" / "personas.jsonl", tmp_path / "personas.jsonl")
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        stored = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+    outcome = engine.run(tmp_path / "grid.toml")
+    # 51 cells, one answer each: truthfulqa 15 question orders (3 questions, every cyclic order) x (baseline + 2
+    # personas) = 45, bbq 2 questions x 3 = 6; the task and categories options reach the adapter as before.
+    assert stored == 51
+    assert outcome.complete and outcome.stats.calls_made == 0 and outcome.stats.errors == {}
+    assert outcome.stats.cache_hits == outcome.stats.cells_done == outcome.stats.cells_total == stored
