@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from engine.config import ModelConfig
-from engine.errors import PreflightError  # noqa: F401 - raised by every provider; its historic home
+from engine.errors import PreflightError
 from engine.request import Request, Response
+
+__all__ = ["PreflightError", "Provider"]  # PreflightError lives in engine.errors; providers raise it
 
 
 class Provider(ABC):

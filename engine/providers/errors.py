@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import ContentFiltered, HTTPStatusError, MalformedBody
-from engine.errors import IncompleteAnswer  # noqa: F401 - the providers import it from here, beside the others
 
 
 TRANSIENT = frozenset({"rate_limit", "server_error", "timeout", "connection"})

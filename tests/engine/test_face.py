@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import shutil
-from pathlib import Path
 
 import orjson
 import pytest
@@ -90,7 +89,7 @@ def test_every_error_is_an_engine_error_keeps_its_builtin_base_and_its_old_impor
     from engine.cache import CacheError, CacheWriteError
     from engine.cache_tools import CacheToolError
     from engine.providers.base import PreflightError
-    from engine.providers.errors import ContentFiltered, HTTPStatusError, IncompleteAnswer, MalformedBody
+    from engine.providers.errors import ContentFiltered, HTTPStatusError, MalformedBody
     from engine.report.load import ReportError
     from engine.results import ResultsWriteError
     from engine.rundir import RunDirError
@@ -99,9 +98,7 @@ def test_every_error_is_an_engine_error_keeps_its_builtin_base_and_its_old_impor
         errors.CacheError, errors.CacheWriteError, errors.CacheToolError, errors.PreflightError, errors.ReportError,
         errors.ResultsWriteError, errors.RunDirError,
     )  # fmt: skip
-    assert (HTTPStatusError, MalformedBody, IncompleteAnswer, ContentFiltered) == (
-        errors.HTTPStatusError, errors.MalformedBody, errors.IncompleteAnswer, errors.ContentFiltered,
-    )  # fmt: skip
+    assert (HTTPStatusError, MalformedBody, ContentFiltered) == (errors.HTTPStatusError, errors.MalformedBody, errors.ContentFiltered)
     for cls in (engine.GridError, engine.ReportError, CacheToolError):
         assert issubclass(cls, engine.EngineError) and issubclass(cls, ValueError)
     for cls in (engine.RunDirError, engine.PreflightError, engine.CacheError, engine.ResultsWriteError):
@@ -109,7 +106,8 @@ def test_every_error_is_an_engine_error_keeps_its_builtin_base_and_its_old_impor
     # what the CLI turns into exit 74: a write failing mid-run, from the cache or the results
     assert issubclass(engine.CacheWriteError, engine.WriteError) and issubclass(engine.ResultsWriteError, engine.WriteError)
     assert not issubclass(engine.CacheError, engine.WriteError)
-    assert issubclass(IncompleteAnswer, errors.ProviderError) and issubclass(errors.ProviderError, engine.EngineError)
+    assert issubclass(errors.IncompleteAnswer, errors.MalformedBody) and issubclass(errors.ProviderError, engine.EngineError)
+    assert all(issubclass(cls, errors.ProviderError) for cls in (HTTPStatusError, MalformedBody, ContentFiltered))
 
 
 # --- grids without a file -----------------------------------------------------------------------------------
