@@ -67,7 +67,8 @@ async def run_async(
 
     Answers go to the grid's cache (SQLite, content-addressed: a rerun calls only what is missing), result rows
     to RUN_DIR/results/*.parquet, then RUN_DIR/manifest.json, personas.parquet and analysis/*.csv (the Δ tables).
-    `budget_usd`: no new calls once this run spent that many USD. `shard`: run only Shard(i, n) of the cells.
+    `budget_usd`: no new calls once this run spent that many USD. `shard`: run only Shard(i, n) of the cells,
+    into the grid's cache and output folder as given (engine.shard.locate moves them per shard, as the CLI does).
     `progress(stats, done)`: called when the calls start, every `progress_interval_s` s while they run, and once
     with done=True. `stop`: an asyncio.Event; set it to end the run gracefully (calls in flight finish and are
     kept; the outcome and manifest say interrupted).
