@@ -151,7 +151,7 @@ def _one_answer_cache(path: Path) -> None:
     cache.close()
 
 
-PLAN = "import sys; from engine.config import load_grid; from engine.plan import Plan; p = Plan.from_grid(load_grid(sys.argv[1])); print(f'{len(p):,} cells')"
+PLAN = "import sys; from engine.grid import load_grid; from engine.plan import Plan; p = Plan.from_grid(load_grid(sys.argv[1])); print(f'{len(p):,} cells')"
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""The `mtpa-engine` command line."""
+"""The `mtpa-engine` command line: a thin shell over the library face (engine._api).
+
+It parses arguments, calls the face, prints (tables, the live bar, one-line errors) and owns what a library
+must not: signal handling (Ctrl-C: exit 130, never a traceback) and exit codes (2 bad input, 74 a write failed
+mid-run, 75 stopped on --budget, 130 interrupted)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from engine.config import GridError, load_grid  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.
@@ -84,7 +87,7 @@ def run(
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
+    signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
         outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
     except KeyboardInterrupt:
@@ -132,14 +135,53 @@ def run(
         raise typer.Exit(EXIT_BUDGET)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C outside the calls: a KeyboardInterrupt where the program is, at once. Not signal.default_int_handler,
+    which asyncio.run would swap for its own (cancel the task at its next await, however far that is)."""
+    raise KeyboardInterrupt
+
+
+class _RunShell:
+    """The run's progress callback: draws the live bar and, while the calls run, makes Ctrl-C (and SIGTERM) a
+    graceful stop (no new calls; calls in flight finish, are cached and summarised) instead of an interrupt."""
+
+    def __init__(self, show_progress: bool) -> None:
+        from engine.progress import LiveProgress
+
+        self.bar = LiveProgress(err, show_progress)
+        self.stop = None  # the run's asyncio.Event, made on its loop
+        self.calling = False
+
+    async def run(self, config, budget: float | None, part):
+        import asyncio
+
+        import engine
+
+        self.stop = asyncio.Event()
+        return await engine.run_async(config, budget_usd=budget, shard=part, progress=self, stop=self.stop)
+
+    def __call__(self, stats, done: bool) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if not done and not self.calling:
+            self.calling = True
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop.set)
+        self.bar(stats, done)
+        if done and self.calling:
+            self.calling = False
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)  # SIGINT back to a KeyboardInterrupt, SIGTERM to its default
+
+
 def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
-    from engine import runner
-    from engine.cache import CacheError, CacheWriteError
-    from engine.providers.base import PreflightError
-    from engine.results import ResultsWriteError
-    from engine.rundir import RunDirError
+    import asyncio
+
+    import engine
+    from engine.errors import CacheError, GridError, PreflightError, RunDirError, WriteError
     from engine.shard import Shard, locate
     from persona_builder import PersonaFileError
 
@@ -147,18 +189,16 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         if grid.is_dir():
             raise _fail(f"{grid}: is a folder, expected a grid .toml file")
         part = Shard.parse(shard) if shard is not None else None
-        config = locate(load_grid(grid), part, cache)
+        config = locate(engine.load_grid(grid), part, cache)
         if dry_run:
-            from engine.dryrun import dry_run as plan_dry_run
-
             title = config.path.name + (f" (shard {part.index}/{part.count})" if part else "")
-            for heading, frame in plan_dry_run(config, part).tables(title):
+            for heading, frame in engine.dry_run(config, part).tables(title):
                 print_frame(out, frame, heading)
             return None
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
-        return runner.run(config, err, show_progress=progress, budget_usd=budget, shard=part)
-    except (CacheWriteError, ResultsWriteError) as exc:
+        return asyncio.run(_RunShell(progress).run(config, budget, part))
+    except WriteError as exc:
         raise _write_failed(str(exc)) from None
     except (RunDirError, CacheError) as exc:
         raise _fail(str(exc)) from None
@@ -198,22 +238,19 @@ def report(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
-    from engine.report.aggregate import Settings
-    from engine.report.build import ReportOptions, build_report, parse_by, write_report
-    from engine.report.load import ReportError, open_run
+    import engine
+    from engine.errors import ReportError
     from engine.report.tables import print_tables, report_tables
 
     try:
-        options = ReportOptions(by=parse_by(by) if by else None, settings=Settings(resamples=bootstrap, seed=seed, min_size=min_size))
-        result = build_report(open_run(run_dir, baseline, score), options)
+        written = engine.build_report(run_dir, by=by, baseline=baseline, score=score, bootstrap=bootstrap, seed=seed, min_size=min_size, out_dir=out_dir)
     except ReportError as exc:
         raise _fail(str(exc)) from None
-    target = out_dir or run_dir / "report"
-    written = write_report(result, target)
+    result, target = written.report, written.out_dir
     print_tables(out, report_tables(result))
     for line in (*(f"position bias: {w}" for w in result.warnings), *result.run.notes):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    out.print(f"{len(written)} files -> {target}  (open {target / 'report.html'})", highlight=False)
+    out.print(f"{len(written.files)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 
 app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")

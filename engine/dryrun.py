@@ -36,8 +36,9 @@ from itertools import islice
 import numpy as np
 import polars as pl
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
 from engine.config import GridConfig, ModelConfig
+from engine.keys import Keys
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Cell, Plan
 from engine.power import REFERENCE_DELTA, power_table
@@ -116,7 +117,7 @@ def dry_run(grid: GridConfig, shard: Shard | None = None) -> DryRun:
     plan, providers = prepare(grid, shard)  # exactly as a run builds them
     cache = ResponseCache(grid.cache_path) if grid.cache_path.exists() else None
     try:
-        if cache is None or cache.count() == 0:
+        if cache is None or cache.empty():
             return DryRun(tuple(_sampled(plan, providers)), power_table(plan, providers, None), SAMPLE_PROMPTS)
         return DryRun(tuple(_keyed(plan, providers, cache)), power_table(plan, providers, cache), 0)
     finally:
@@ -213,15 +214,14 @@ def _chunks(cells: Iterator[Cell]) -> Iterator[list[Cell]]:
 def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> list[ModelDryRun]:
     """A cache with responses: every cell keyed and looked up once (module docstring)."""
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
-    judge_identity = providers[judge.id].identity() if judge is not None else None
+    keys_of = Keys(providers)  # each provider's identity read once
     pending, verdicts = _Calls(), _Calls()  # verdicts on answers still to come (by answer key); on cached answers (by verdict key)
     rows = []
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         calls, cells, cached = _Calls(), 0, 0
         for chunk in _chunks(plan.cells(model)):
             requests = [plan.request(c) for c in chunk]
-            keys = [cache_key(model.provider, identity, r) for r in requests]
+            keys = [keys_of.of(model, r) for r in requests]
             judged = [judge is not None and plan.judged(c.benchmark) for c in chunk]
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
             found = cache.lookup(keys) if any(judged) else dict.fromkeys(cache.contains_keys(keys))
@@ -235,12 +235,12 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
                     calls.add(key, request)
                 if not is_judged:
                     continue
-                assert judge is not None and judge_identity is not None
+                assert judge is not None
                 if hit is None:
                     pending.add(key, plan.judge_request(cell, _unknown_answer(request)))
                 else:
                     verdict = plan.judge_request(cell, hit.text or "")
-                    asked.append((cache_key(judge.provider, judge_identity, verdict), verdict))
+                    asked.append((keys_of.of(judge, verdict), verdict))
             have = cache.contains_keys([vkey for vkey, _ in asked]) if asked else set()
             for vkey, verdict in asked:
                 if vkey not in have:

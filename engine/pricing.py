@@ -33,7 +33,7 @@ PRICES: dict[str, tuple[float, float]] = {
     "gemini-2.5-flash-lite": (0.10, 0.40),
     "gemini-2.0-flash": (0.10, 0.40),
 }
-_FREE = frozenset({"local", "vllm"})  # our own hardware
+_FREE = frozenset({"transformers", "local", "vllm"})  # our own hardware
 
 
 def price_for(model: ModelConfig) -> tuple[float, float] | None:

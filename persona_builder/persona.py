@@ -3,7 +3,12 @@
 On disk a persona file is JSONL (one record a line) or Parquet. Record shape:
 
     {"id": "wvs7-156070594", "source": "WVS-7",
+     "strata": {"region": "Southern Asia", "age_band": "35-44"},
      "traits": {"country": {"question": "...", "answer": "India", "category": "demographic"}, ...}}
+
+`strata` (optional) holds the build's sampling and reporting strata (STRATA_COLUMNS: world region, the survey's own
+subregion such as the GSS census region, age band): not traits, never shown to a model, but written into a run
+folder so the analysis can group by them (`report --by subregion`). Files written before it lack it.
 
 A trait may also carry `scale` (every answer label of its question, in the survey's order) and `ordinal`
 (whether that order is meaningful, e.g. an agree-disagree scale, or nominal, e.g. a religion): trait inference
@@ -22,13 +27,15 @@ categories, scales and ordinal flags in the file metadata under TRAITS_METADATA,
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import orjson
 
 
 TRAITS_METADATA = "mtpa.traits"
+STRATA_COLUMNS = ("region", "subregion", "age_band")  # the build's strata columns, in its Parquet's order
 
 
 class PersonaFileError(ValueError):
@@ -49,6 +56,7 @@ class Persona:
     id: str
     source: str
     traits: Mapping[str, Trait]
+    strata: Mapping[str, str] = field(default_factory=dict)  # of STRATA_COLUMNS, those known; {} for hand-made files
 
     def answer(self, key: str) -> str | None:
         trait = self.traits.get(key)
@@ -58,6 +66,7 @@ class Persona:
         return {
             "id": self.id,
             "source": self.source,
+            **({"strata": dict(self.strata)} if self.strata else {}),
             "traits": {k: _trait_record(t) for k, t in self.traits.items()},
         }
 
@@ -105,7 +114,10 @@ def _parse_record(raw: object, where: str, known: dict[tuple, Trait] | None = No
             if seen is not None:
                 known[seen] = trait
         traits[name] = trait
-    return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits)
+    strata = raw.get("strata") or {}
+    if not isinstance(strata, dict) or not all(k in STRATA_COLUMNS and (v is None or isinstance(v, str)) for k, v in strata.items()):
+        raise PersonaFileError(f"{where}: 'strata' must be an object of {', '.join(STRATA_COLUMNS)} -> label")
+    return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits, strata={k: v for k, v in strata.items() if v is not None})
 
 
 def _parse_trait(name: str, t: object, where: str) -> Trait | None:
@@ -162,9 +174,15 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
     sources = frame["source"].to_list()
     traits_by_key = [_column_traits(path, k, schema[k], sources, frame[k].to_list()) for k in keys]
     gaps = frame.select(pl.any_horizontal(pl.col(keys).is_null()) if keys else pl.lit(False))[:, 0].to_list()  # rows missing an answer
-    for pid, source, gap, *row in zip(frame["id"].to_list(), sources, gaps, *traits_by_key):
+    strata_cols = [k for k in STRATA_COLUMNS if k in frame.columns]
+    for k in strata_cols:  # labels or nulls, as _parse_record checks them per record
+        if frame.schema[k] not in (pl.String, pl.Null) and frame[k].null_count() < frame.height:
+            row = frame[k].is_not_null().arg_true()[0] + 1
+            raise PersonaFileError(f"{path}: row {row}: 'strata' must be an object of {', '.join(STRATA_COLUMNS)} -> label")
+    strata_rows = frame.select(strata_cols).iter_rows() if strata_cols else repeat(())
+    for pid, source, gap, strata, *row in zip(frame["id"].to_list(), sources, gaps, strata_rows, *traits_by_key):
         traits = {k: t for k, t in zip(keys, row) if t is not None} if gap else dict(zip(keys, row))
-        yield Persona(id=str(pid), source=str(source), traits=traits)
+        yield Persona(id=str(pid), source=str(source), traits=traits, strata={k: v for k, v in zip(strata_cols, strata) if v is not None})
 
 
 def _column_traits(path: Path, key: str, spec: dict, sources: list, answers: list) -> list[Trait | None]:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bench_adapters.traits import Traits, expected_position
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 from persona_builder.persona import load_personas
 from tests.bench_adapters.helpers import letters, text
@@ -205,7 +205,7 @@ MAIN_TRAITS_DIGEST = "cb39932ed44e0aca8128a39848681c098f46cd602ff010775a1b22fef9
 def test_rendering_each_persona_once_keeps_mains_cell_ids_and_cache_keys(tmp_path):
     import hashlib
 
-    from engine.cache import cache_key
+    from engine.keys import cache_key
     from engine.runner import prepare
 
     conditions = ('[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "prose"\nformat = "prose"\n\n'

@@ -6,8 +6,9 @@ import random
 
 import orjson
 
-from engine.cache import ResponseCache, cache_key
-from engine.config import load_grid
+from engine.cache import ResponseCache
+from engine.grid import load_grid
+from engine.keys import Keys
 from engine.dryrun import SAMPLE_PROMPTS, dry_run
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
@@ -61,10 +62,10 @@ def test_a_cache_with_responses_is_keyed_once_and_counts_exactly(tmp_path):
     grid = load_grid(write_grid(tmp_path, base_url=URL, personas=3, questions=4))
     plan, providers = prepare(grid)
     model = grid.models[0]
-    identity = providers[model.id].identity()
+    keys = Keys(providers)
     cells = list(plan)
     cache = ResponseCache(grid.cache_path)
-    cache.write((cache_key(model.provider, identity, plan.request(c)), model.provider, model.id, Response(text="A")) for c in cells[:5])
+    cache.write((keys.of(model, plan.request(c)), model.provider, model.id, Response(text="A")) for c in cells[:5])
     cache.close()
     (row,) = dry_run(grid).models
     assert (row.cells, row.cached, row.to_call, row.calls) == (16, 5, 11, 11)
@@ -93,9 +94,9 @@ def test_cached_answers_need_one_verdict_per_distinct_judge_request(tmp_path):
     grid = load_grid(_grid(tmp_path, URL, URL))
     plan, providers = prepare(grid)
     model = grid.models[0]
-    identity = providers[model.id].identity()
+    keys = Keys(providers)
     cache = ResponseCache(grid.cache_path)
-    cache.write((cache_key(model.provider, identity, plan.request(c)), model.provider, model.id, Response(text="Paris.")) for c in plan)
+    cache.write((keys.of(model, plan.request(c)), model.provider, model.id, Response(text="Paris.")) for c in plan)
     cache.close()
     result = dry_run(grid)
     by_model = {m.model: m for m in result.models}

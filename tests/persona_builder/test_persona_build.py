@@ -19,6 +19,7 @@ def test_outputs_round_trip_through_load_personas(built):
     from_jsonl = load_personas(out / "personas.jsonl")
     assert len(from_parquet) == 300 == report["sampling"]["n_sampled"]
     assert from_parquet == from_jsonl
+    assert all({"region", "age_band"} <= p.strata.keys() for p in from_parquet), "the columnar reader keeps the strata"
     frame = pl.read_parquet(out / "personas.parquet")
     assert frame.columns[:6] == ["id", "source", "region", "subregion", "age_band", "weight"]
     assert {"country", "sex", "age", "income", "importance_family"} <= set(frame.columns)
@@ -113,3 +114,13 @@ def test_build_argument_errors(files, tmp_path):
         build({}, tmp_path / "o")
     with pytest.raises(PersonaFileError, match="no survey 'afro' in the catalog"):
         build({"afro": files["gss"]}, tmp_path / "o")
+
+
+def test_a_columnar_file_with_a_stratum_that_is_no_label_is_one_clear_error(built, tmp_path):
+    out, _ = built
+    path = tmp_path / "personas.parquet"
+    frame = pl.read_parquet(out / "personas.parquet")
+    meta = pl.read_parquet_metadata(out / "personas.parquet")
+    frame.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(7).otherwise(None).alias("age_band")).write_parquet(path, metadata=meta)
+    with pytest.raises(PersonaFileError, match=r"personas.parquet: row 3: 'strata' must be an object of region, subregion, age_band -> label"):
+        load_personas(path)
