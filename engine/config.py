@@ -138,6 +138,10 @@ class ConditionConfig:
     format: str | None = None  # None = baseline (no persona); else prose | json | bullets
     traits: str = "all"  # all | demographic | values | -<trait> (leave one out), then optionally +<trait> (all+year)
     placement: str = "system"  # where the persona goes: system message or ahead of the user turn
+    # PERSONA Bench's generation modes (bench_adapters.modes): reason before a final "Answer:" line; answer
+    # with the model's own summary of the persona (a first, cached call) in place of the persona.
+    reasoning: bool = False
+    summary: bool = False
 
 
 @dataclass(frozen=True)
@@ -365,6 +369,25 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:
         problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
+    _check_modes(grid, problems)
+
+
+def _check_modes(grid: GridConfig, problems: list[str]) -> None:
+    """`reasoning` needs a generated answer to read; `summary` needs a persona to summarise."""
+    from bench_adapters.modes import REASONING_MODES
+
+    for i, c in enumerate(grid.conditions):
+        where = f"conditions[{i}]"
+        if c.summary and c.format is None:
+            problems.append(f"{where}.summary: a summary is of the persona, and this condition shows none; set format, or leave summary out")
+        if not c.reasoning:
+            continue
+        for j, b in enumerate(grid.benchmarks):
+            if b.mode not in REASONING_MODES:
+                problems.append(
+                    f"{where}.reasoning: benchmarks[{j}] ({b.label}) is scored in mode '{b.mode}', which reads probabilities at the answer "
+                    f"position and generates nothing, so there is no reasoning to ask for (reasoning works with mode {' or '.join(REASONING_MODES)})"
+                )
 
 
 def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
@@ -419,9 +442,16 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
     if spec is None:
         return
     try:
-        load_rubric(spec, grid.root)
+        rubric = load_rubric(spec, grid.root)
     except ValueError as exc:
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
+        return
+    baseline = next((i for i, c in enumerate(grid.conditions) if c.format is None), None)
+    if rubric.quotes_persona and baseline is not None:
+        problems.append(
+            f"{where}.rubric: '{rubric.name}' grades an answer against the persona it was written for, and conditions[{baseline}] "
+            f"({grid.conditions[baseline].name}) shows none; compare persona conditions (e.g. reasoning or summary against plain), or use another rubric"
+        )
 
 
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bench_adapters.modes import SUMMARY_TOKENS
 from engine.cache import Cached, ResponseCache, cache_key
 from engine.config import ModelConfig
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
 from engine.providers.base import Provider
 from engine.request import Request
+from engine.summaries import resolve
 
 PRICES: dict[str, tuple[float, float]] = {
     # openai
@@ -91,7 +93,15 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
         answers = _Tally()
         cells = plan.cells(model)
         while chunk := [c for _, c in zip(range(2048), cells)]:
-            requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
+            # Summary cells: each persona summary not cached is one call; the answers waiting on it are unknown
+            # yet (they embed it), so each counts as a call, its summary at the summary's max_tokens.
+            resolved = resolve(plan, model.provider, identity, cache, chunk)
+            for skey, summary in resolved.missing.items():
+                answers.add(skey, summary, cached=False)
+            requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(resolved.ready, map(plan.request, resolved.ready))}
+            for c in resolved.waiting:
+                placeholder = "x" * (4 * SUMMARY_TOKENS)
+                requests[f"after-summary:{c.id}"] = (c, plan.request(c.with_summary(placeholder)))
             requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
             keys = list(requests)
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
@@ -107,8 +117,8 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
                 hit = known.get(key)
                 if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
                     verdicts.add(f"answer:{key}", plan.judge_request(cell, "x" * (4 * request.decoding.max_tokens)), cached=False)
-                else:
-                    verdict = plan.judge_request(cell, hit.text or "")
+                elif (graded := plan.graded_text(cell, hit.as_response())) is not None:
+                    verdict = plan.judge_request(cell, graded)
                     judged[cache_key(judge.provider, judge_identity, verdict)] = verdict
             found = cache.contains_keys(list(judged)) if judged and cache is not None else set()
             for vkey, verdict in judged.items():

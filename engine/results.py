@@ -45,6 +45,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "verdict": pl.String(),  # judge mode: the judge's raw text (its level letter is `answer`)
     "order": pl.Int32(),  # the item's option order (grid key `orders`); 0: the seeded shuffle
     "option": pl.Int32(),  # the chosen option as its index in order 0, comparable across orders; null without an answer
+    "reasoning": pl.String(),  # reasoning conditions: the reply before its final answer line (bench_adapters.modes)
+    "summary": pl.String(),  # summary conditions: the model's summary of the persona, shown in its place
+    "invalid_kind": pl.String(),  # why `invalid`: unparsed | no_logprobs | truncated | no_answer_line (judge_*: the verdict's)
 }
 COLUMNS = tuple(SCHEMA)
 
