@@ -278,6 +278,11 @@ class Plan:
             return bench.config.max_tokens or max(cell.model.max_tokens, modes.REASONING_TOKENS)
         return bench.max_tokens
 
+    @property
+    def has_summaries(self) -> bool:
+        """Whether some condition is `summary = true` (else no cell needs a summary: callers skip the check)."""
+        return any(c.summary for c in self.grid.conditions)
+
     def summary_request(self, cell: Cell) -> Request | None:
         """A summary cell's first call (the persona in, the model's summary out); None for any other cell.
         Sample 0 always: one summary per persona rendering × model, shared by the cell's questions and samples."""

@@ -114,6 +114,7 @@ class Scheduler:
         # key -> cells waiting on that call; a judge call's waiters carry the answer it grades
         self._pending: dict[str, list[tuple[Cell, _Answer | _AwaitsSummary | None]]] = {}
         self._followups: set[asyncio.Task] = set()  # answers being asked after their persona summary arrived
+        self._summaries = plan.has_summaries
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._flush_scheduled = False
@@ -212,6 +213,8 @@ class Scheduler:
     async def _summarised(self, model: ModelConfig, queue: asyncio.Queue, cells: list[Cell]) -> list[Cell]:
         """The cells that can be asked now: summary cells get their persona summary where it exists (this run's,
         or cached); the others wait on its key, and its call is queued once, however many cells wait."""
+        if not self._summaries:
+            return cells
         wanted = {i: r for i, c in enumerate(cells) if (r := self.plan.summary_request(c)) is not None}
         if not wanted:
             return cells

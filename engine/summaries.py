@@ -40,7 +40,7 @@ class Resolved:
 def resolve(plan: Plan, provider: str, identity: Mapping[str, Any], cache: ResponseCache | None, cells: Sequence[Cell]) -> Resolved:
     """Split `cells` (one model's) into ready and waiting, filling in cached summaries. Calls nothing."""
     out = Resolved()
-    wanted = {i: r for i, c in enumerate(cells) if (r := plan.summary_request(c)) is not None}
+    wanted = {i: r for i, c in enumerate(cells) if (r := plan.summary_request(c)) is not None} if plan.has_summaries else {}
     if not wanted:
         out.ready = list(cells)
         return out
