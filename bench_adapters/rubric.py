@@ -10,9 +10,10 @@ the benchmark's items carry, e.g. TruthfulQA's {correct_answers}), optional `nam
 highest value), and `[[levels]]` tables with `label`, `value` and optional `description`. Built-in rubrics live
 in `bench_adapters/rubrics/` and are named without the suffix.
 
-{persona} is the persona the answering model was shown, rendered as its condition renders it (the raw persona
-even when the model answered from its own summary): a rubric quoting it (the built-in `persona_fit`, after
-PERSONA Bench's critic) grades persona conditions only; engine.config refuses it beside a baseline.
+{persona} is the person the answer is graded for: every trait of the cell's persona as "- Label: answer" lines
+(persona_builder.render.trait_lines), the same whatever the condition showed the model (a format, a subset, its
+own summary, or nothing: engine.plan judges the baseline's answer against each persona). The built-in
+`persona_fit` quotes it, after PERSONA Bench's critic.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Rubric:
         """The judge's prompt: the filled template, the lettered levels, and the one-letter instruction.
         `persona`: the rendered persona the answer was written for; ValueError if the rubric quotes it and it is None."""
         if persona is None and self.quotes_persona:
-            raise ValueError(f"{self.source}: the prompt quotes {{persona}}, and this answer was written without one")
+            raise ValueError(f"{self.source}: the prompt quotes {{persona}}, and no persona was given to grade the answer for")
         references = "\n".join(
             f"{name.replace('_', ' ').capitalize()}:{chr(10) if chr(10) in text else ' '}{text}" for name, text in item.refs.items()
         )

@@ -446,12 +446,8 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
     except ValueError as exc:
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
         return
-    baseline = next((i for i, c in enumerate(grid.conditions) if c.format is None), None)
-    if rubric.quotes_persona and baseline is not None:
-        problems.append(
-            f"{where}.rubric: '{rubric.name}' grades an answer against the persona it was written for, and conditions[{baseline}] "
-            f"({grid.conditions[baseline].name}) shows none; compare persona conditions (e.g. reasoning or summary against plain), or use another rubric"
-        )
+    if rubric.quotes_persona and grid.personas is None:
+        problems.append(f"{where}.rubric: '{rubric.name}' grades an answer against a persona; add a [personas] table")
 
 
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:

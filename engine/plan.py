@@ -37,6 +37,7 @@ from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridErro
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
 from persona_builder import Persona, load_personas, render
+from persona_builder.render import trait_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class Plan:
         self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
+        self._judged_persona = lru_cache(maxsize=4096)(lambda pid: "\n".join(trait_lines(self._by_id[pid])))
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
@@ -171,13 +173,18 @@ class Plan:
             benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
         return cls(grid, personas, benchmarks, shard)
 
-    def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
-        return [None] if condition.format is None else list(self.personas)
+    def _personas_for(self, condition: ConditionConfig, bench: Benchmark) -> list[Persona | None]:
+        """The personas a condition's cells carry. The baseline shows none, so has one cell per question, except
+        where a rubric grades fit to a persona (`{persona}`): there the one baseline answer (one call) is judged
+        against each persona, as PERSONA Bench's critic judges its baseline mode, one cell per persona."""
+        if condition.format is None and not (bench.rubric is not None and bench.rubric.quotes_persona):
+            return [None]
+        return list(self.personas)
 
     def _items(self, bench: Benchmark, condition: ConditionConfig) -> int:
         if bench.per_persona:
             return bench.persona_items.count
-        return bench.cells_per_persona * len(self._personas_for(condition))
+        return bench.cells_per_persona * len(self._personas_for(condition, bench))
 
     def count(self, model: ModelConfig) -> int:
         """Cells of `model` in this plan. A shard's are counted by walking its cells once (constant memory)."""
@@ -227,7 +234,7 @@ class Plan:
                 for item in bench.persona_items.items_for(persona):
                     yield persona, item, 0, None
             return
-        for persona in self._personas_for(condition):
+        for persona in self._personas_for(condition, bench):
             for variants in bench.variants:
                 for order, (item, perm) in enumerate(variants):
                     yield persona, item, order, perm
@@ -339,12 +346,14 @@ class Plan:
         return modes.split(response.text).reasoning if cell.condition.reasoning and response.ok else None
 
     def judge_request(self, cell: Cell, answer: str) -> Request:
-        """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged."""
+        """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged.
+        A rubric quoting {persona} sees the cell's persona as a plain list of all its traits ("- Label: answer"),
+        the same in every condition (the baseline's too), so a difference in fit is the answers' alone."""
         judge = self.grid.judge
         rubric = self._benchmarks[cell.benchmark].rubric
         assert judge is not None and rubric is not None, "judge_request on a benchmark not in judge mode"
         return Request(
-            messages=(("user", rubric.render(cell.item, answer, self._persona_text(cell))),),
+            messages=(("user", rubric.render(cell.item, answer, self._judged_persona(cell.persona.id) if cell.persona else None)),),
             decoding=self._decoding(judge.model),
             sample=0,  # one verdict per answer: several samples of an answer are several answers
             mode=judge.mode,

@@ -291,27 +291,43 @@ def test_persona_fit_renders_the_persona_question_and_answer_for_the_judge():
         rubric.render(item, "Stay.", None)
 
 
-def test_persona_fit_beside_a_baseline_is_a_grid_error(tmp_path):
-    grid = _grid(tmp_path, REASONING, benchmark=_dataset('rubric = "persona_fit"', mode="judge"), judge_url="http://127.0.0.1:2/v1")
-    assert "benchmarks[0].rubric: 'persona_fit' grades an answer against the persona it was written for, and conditions[0] (baseline) shows none" in _grid_error(grid)
+def test_persona_fit_needs_personas(tmp_path):
+    grid = _grid(tmp_path, '[[conditions]]\nname = "baseline"\n', benchmark=_dataset('rubric = "persona_fit"', mode="judge"), judge_url="http://127.0.0.1:2/v1")
+    text = grid.read_text()
+    grid.write_text(text.replace('[personas]\nsource = "personas.jsonl"\nlimit = 2\n', ""))
+    assert "benchmarks[0].rubric: 'persona_fit' grades an answer against a persona; add a [personas] table" in _grid_error(grid)
 
 
-def test_persona_fit_judges_the_final_answer_against_the_raw_persona(tmp_path):
+def test_persona_fit_judges_each_answer_against_the_persona_the_baseline_against_each(tmp_path):
     conditions = (
+        '[[conditions]]\nname = "baseline"\n\n'
         '[[conditions]]\nname = "plain"\nformat = "prose"\n\n'
         '[[conditions]]\nname = "cot"\nformat = "prose"\nreasoning = true\n\n'
-        '[[conditions]]\nname = "summary"\nformat = "prose"\nsummary = true\n'
+        '[[conditions]]\nname = "summary"\nformat = "json"\nsummary = true\n'
     )
     with OpenAICompatServer(latency=0.001) as model, OpenAICompatServer(latency=0.001) as judge:
-        grid = _grid(tmp_path, conditions, base_url=model.base_url, benchmark=_dataset('rubric = "persona_fit"\nmax_tokens = 16', mode="judge"), judge_url=judge.base_url, personas=1)
+        grid = _grid(tmp_path, conditions, base_url=model.base_url, benchmark=_dataset('rubric = "persona_fit"\nmax_tokens = 16', mode="judge"), judge_url=judge.base_url)
         summary = _run(grid)
-        verdicts = judge.state.prompts
+        verdicts, asked = judge.state.prompts, model.state.prompts
     rows = _results(grid)
-    # The model answers one letter: plain and summary answers are graded (3 each; identical answers share a
-    # verdict), the reasoning replies have no final answer line and are invalid without a verdict.
-    assert rows.filter(pl.col("condition") == "cot")["invalid_kind"].to_list() == ["no_answer_line"] * 3
-    assert rows.filter(pl.col("condition") == "cot")["verdict"].null_count() == 3
+    # 2 personas × 3 questions in each of the 4 conditions; the baseline's answer is one call per question,
+    # judged against each persona.
+    assert rows.height == 24 and rows.filter(pl.col("condition") == "baseline")["persona_id"].null_count() == 0
+    assert sum("You are answering as" not in p and SUMMARY_MARK not in p for p in asked) == 3
+    # The test server answers "A" to every free-text prompt, so the plain, summary and baseline answers are all
+    # "A": one verdict per question × persona serves them; the reasoning replies have no final answer line and are
+    # invalid without a verdict.
+    cot = rows.filter(pl.col("condition") == "cot")
+    assert cot["invalid_kind"].to_list() == ["no_answer_line"] * 6 and cot["verdict"].null_count() == 6
     assert rows.filter(pl.col("condition") != "cot")["verdict"].null_count() == 0
-    assert verdicts and all("The person:\nYou are answering as a" in v for v in verdicts)  # the raw persona, also for summary cells
-    assert not any(SUMMARISED in v for v in verdicts)
-    assert summary["invalid"].get("no_answer_line") == 3
+    assert len(verdicts) == 6 and len(set(verdicts)) == 6
+    # The judge sees every trait of the persona as a list, whatever the condition showed the model.
+    assert all("The person:\n- Country of interview: " in v and "You are answering as" not in v and SUMMARISED not in v for v in verdicts)
+    assert summary["invalid"].get("no_answer_line") == 6
+    # Δ pairs each persona's answer with the baseline's answer judged against the same persona: identical
+    # answers and verdicts, so Δ is exactly 0 for plain and summary, over 6 pairs each.
+    delta = pl.read_csv(grid.parent / "out" / "modes" / "analysis" / "delta_by_condition.csv")
+    plain = delta.filter(pl.col("condition").is_in(["plain", "summary"]))
+    assert plain["n"].to_list() == [6, 6] and plain["delta"].to_list() == [0.0, 0.0]
+    cot_delta = delta.filter(pl.col("condition") == "cot").row(0, named=True)
+    assert (cot_delta["n"], cot_delta["persona"], cot_delta["delta"], cot_delta["inv_persona"]) == (6, 0.0, -cot_delta["baseline"], 1.0)
