@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from bench_adapters.base import Item
-from bench_adapters.modes import REASONING_TOKENS, split
+from bench_adapters.modes import REASONING_TOKENS, reasoning_prompt, split
 from bench_adapters.rubric import load_rubric
 from engine.config import GridError, load_grid
 from engine.plan import Plan
@@ -139,6 +139,12 @@ def test_a_reasoning_reply_is_read_from_its_final_answer_line_only(tmp_path, rep
     score = plan.score(cell, Response(text=reply, completion_tokens=40))
     assert (score.answer, score.correct, score.invalid, score.invalid_kind) == (answer, correct, answer is None, kind)
     assert plan.reasoning(cell, Response(text=reply)) == split(reply).reasoning
+
+
+def test_reasoning_prompt_refuses_a_task_without_the_answer_instruction_it_replaces():
+    assert reasoning_prompt("Q?\nRespond with a single letter (A, B) only.", ("A", "B")).endswith('one of A, B.')
+    with pytest.raises(ValueError, match=r"does not end with the answer instruction 'Respond with a single letter \(A, B\) only.'"):
+        reasoning_prompt("Q?\nPick one.", ("A", "B"))
 
 
 def test_split_keeps_the_reasoning_apart_from_the_final_answer():
