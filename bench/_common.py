@@ -28,7 +28,7 @@ def openai_server(latency: float) -> Iterator[str]:
     """The test suite's OpenAI-compatible server in its own process, so its CPU is not the engine's."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.openai_compat", "--port", str(port), "--latency", str(latency)], cwd=REPO
+        [sys.executable, "-m", "engine.testing.servers.openai_compat", "--port", str(port), "--latency", str(latency)], cwd=REPO
     )
     url = f"http://127.0.0.1:{port}"
     try:

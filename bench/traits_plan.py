@@ -71,7 +71,7 @@ def _enumerate(grid: Path) -> int:
 def _requests(grid: Path, sample: int | None = None) -> int:
     from itertools import islice
 
-    from engine.cache import cache_key
+    from engine.keys import cache_key
     from engine.config import load_grid
     from engine.runner import prepare
 

@@ -154,6 +154,7 @@ class MultipleChoice:
     default_path: ClassVar[Path | None] = None
     rubric: ClassVar[str | None] = None  # judge mode: the built-in rubric used when the grid names none
     letter_meta: ClassVar[tuple[str, ...]] = ()  # meta fields that name an option by its letter (follow reordering)
+    higher_is_better: ClassVar[bool] = True  # the score is the correct answer's (accuracy, MC2 mass, p_gold)
 
     def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter") -> None:
         if mode not in self.modes:

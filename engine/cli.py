@@ -228,12 +228,15 @@ def report(
 ) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
     from engine.report.aggregate import Settings
-    from engine.report.build import ReportOptions, build_report, parse_by, write_report
+    from engine.benchmark_tables import BENCHMARK_TABLES
+    from engine.report.build import ReportOptions, build_report, parse_by
+    from engine.report.write import write_report
     from engine.report.load import ReportError, open_run
     from engine.report.tables import print_tables, report_tables
 
     try:
-        options = ReportOptions(by=parse_by(by) if by else None, settings=Settings(resamples=bootstrap, seed=seed, min_size=min_size))
+        settings = Settings(resamples=bootstrap, seed=seed, min_size=min_size)
+        options = ReportOptions(by=parse_by(by) if by else None, settings=settings, benchmark_tables=BENCHMARK_TABLES)
         result = build_report(open_run(run_dir, baseline, score), options)
     except ReportError as exc:
         raise _fail(str(exc)) from None

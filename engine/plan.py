@@ -242,9 +242,6 @@ class Plan:
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
 
-    def mode(self, benchmark: str) -> str:
-        return self._benchmarks[benchmark].config.mode
-
     @property
     def rubrics(self) -> dict[str, Rubric]:
         return {label: b.rubric for label, b in self._benchmarks.items() if b.rubric is not None}

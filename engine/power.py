@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
+from engine.keys import Keys
 from engine.config import GridConfig, ModelConfig
 from engine.plan import Benchmark, Cell, Plan
 from engine.providers import Provider
@@ -93,14 +94,14 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
                 for s in range(model.samples)
             ]
     p_gold = plan.grid.run.score == "p_gold"
-    identity = provider.identity()
-    cells = resolve(plan, model.provider, identity, cache, cells[:SAMPLE_CELLS]).ready  # summary cells: only once summarised
-    keys = [cache_key(model.provider, identity, plan.request(c)) for c in cells]
+    keys_of = Keys({model.id: provider})
+    cells = resolve(plan, lambda r: keys_of.of(model, r), cache, cells[:SAMPLE_CELLS]).ready  # summary cells: only once summarised
+    keys = [keys_of.of(model, plan.request(c)) for c in cells]
     found = cache.lookup(keys)
     scores = []
     for cell, key in zip(cells, keys):
         if key in found:
-            score = plan.score(cell, found[key].as_response())
+            score = plan.score(cell, found[key])
             if p_gold:  # the grid's Δ is on p_gold ([run] score): its variance is what matters
                 if score.p_gold is not None:
                     scores.append(score.p_gold)

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from rich.console import Console
 
-from engine.report.build import run_tables
+from engine.benchmark_tables import BENCHMARK_TABLES
 from engine.cache import ResponseCache
 from engine.rundir import check_folder, hold
 from engine.config import GridConfig
@@ -28,8 +28,10 @@ from engine.plan import Cell, Plan
 from engine.progress import LiveProgress
 from engine.providers import Provider, create_provider
 from engine.providers.base import PreflightError
+from engine.report.write import run_tables
 from engine.results import ResultsWriter, ResultsWriteError, write_cause
 from engine.shard import Shard
+from persona_builder.sample import derive_strata
 from engine.scheduler import RunStats, Scheduler, count_cached, models_to_call
 
 
@@ -62,8 +64,10 @@ def dry_run(grid: GridConfig, shard: Shard | None = None) -> dict[str, tuple[int
 
 
 def _write_personas(plan: Plan, run_dir: Path) -> None:
-    rows = [{"persona_id": p.id, "source": p.source, **{k: t.answer for k, t in p.traits.items()}} for p in plan.personas]
-    frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame({"persona_id": [], "source": []}, schema={"persona_id": pl.String, "source": pl.String})
+    # The strata go in beside the traits (derived from age and country where the file has none), so the analysis
+    # reads only the run folder.
+    rows = [{"persona_id": p.id, "source": p.source, **p.strata, **{k: t.answer for k, t in p.traits.items()}} for p in plan.personas]
+    frame = derive_strata(pl.DataFrame(rows, infer_schema_length=None)) if rows else pl.DataFrame({"persona_id": [], "source": []}, schema={"persona_id": pl.String, "source": pl.String})
     tmp = run_dir / f".personas.{os.getpid()}.tmp"
     try:
         frame.write_parquet(tmp)
@@ -157,7 +161,8 @@ def _run_held(
 ) -> RunOutcome:
     run_dir = grid.output_dir
     identities = {mid: p.identity() for mid, p in providers.items()}
-    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
+    directions = {b.config.label: plan.adapter(b.config.label).higher_is_better for b in plan.benchmarks}
+    manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics, directions)
     manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
     write_json(run_dir / "manifest.json", manifest)
     scheduler: Scheduler | None = None
@@ -168,7 +173,7 @@ def _run_held(
         # A shard holds a hash-chosen part of the cells: Δ pairs persona and baseline cells that other shards may hold,
         # so its tables come from the full run on the merged cache.
         stopped = stats.interrupted or stats.budget_exhausted or plan.shard is not None
-        report = None if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None, grid.run.score)
+        report = None if stopped else run_tables(run_dir, grid.baseline.name if grid.baseline else None, grid.run.score, BENCHMARK_TABLES)
     except KeyboardInterrupt:
         _finish(run_dir, manifest, "interrupted", scheduler)
         raise

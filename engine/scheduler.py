@@ -34,13 +34,14 @@ from itertools import islice
 
 import orjson
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
 from engine.config import ModelConfig
+from engine.keys import Keys
 from engine.plan import Cell, Plan
 from engine.pricing import call_cost, price_for
 from engine.providers import Provider
 from engine.request import Request, Response
-from engine.results import ResultsWriter
+from engine.results import ResultRow, ResultsWriter
 from engine.summaries import known_summaries, resolve
 
 _CHUNK = 512
@@ -110,7 +111,7 @@ class Scheduler:
         self.cache = cache
         self.writer = writer
         self.stats = RunStats(cells_total=len(plan))
-        self._identity = {mid: p.identity() for mid, p in providers.items()}
+        self.keys = Keys(providers)
         # key -> cells waiting on that call; a judge call's waiters carry the answer it grades
         self._pending: dict[str, list[tuple[Cell, _Answer | _AwaitsSummary | None]]] = {}
         self._followups: set[asyncio.Task] = set()  # answers being asked after their persona summary arrived
@@ -125,9 +126,6 @@ class Scheduler:
         judge = plan.grid.judge
         self._judge: ModelConfig | None = judge.model if judge is not None else None
         self._judge_queue: asyncio.Queue | None = None
-
-    def key(self, model: ModelConfig, request: Request) -> str:
-        return cache_key(model.provider, self._identity[model.id], request)
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         started = time.perf_counter()
@@ -194,13 +192,13 @@ class Scheduler:
         """Answer each cell from the cache (or this run's fresh answers), join an identical call in flight, or
         queue its call."""
         requests = [self.plan.request(c) for c in cells]
-        keys = [self.key(c.model, r) for c, r in zip(cells, requests)]
+        keys = [self.keys.of(c.model, r) for c, r in zip(cells, requests)]
         hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
         for cell, request, key in zip(cells, requests, keys):
             cached = hits.get(key)
             if cached is not None:
                 self.stats.cache_hits += 1
-                await self._deliver(cell, key, cached.as_response(), cached=True)
+                await self._deliver(cell, key, cached, cached=True)
             elif key in self._fresh:
                 self.stats.cache_hits += 1
                 await self._deliver(cell, key, self._fresh[key], cached=True)
@@ -218,7 +216,7 @@ class Scheduler:
         wanted = {i: r for i, c in enumerate(cells) if (r := self.plan.summary_request(c)) is not None}
         if not wanted:
             return cells
-        skeys = {i: self.key(model, r) for i, r in wanted.items()}
+        skeys = {i: self.keys.of(model, r) for i, r in wanted.items()}
         texts = known_summaries(self.cache, [k for k in set(skeys.values()) if k not in self._pending], self._fresh)
         ready = []
         for i, cell in enumerate(cells):
@@ -263,11 +261,10 @@ class Scheduler:
     async def _ask_judge(self, cell: Cell, answer: _Answer, graded: str) -> None:
         assert self._judge is not None and self._judge_queue is not None
         request = self.plan.judge_request(cell, graded)
-        key = self.key(self._judge, request)
+        key = self.keys.of(self._judge, request)
         verdict = self._fresh.get(key)
         if verdict is None and key not in self._pending:
-            hit = self.cache.lookup([key]).get(key)
-            verdict = hit.as_response() if hit is not None else None
+            verdict = self.cache.lookup([key]).get(key)
         if verdict is not None:
             self.stats.cache_hits += 1
             self._emit(cell, answer.key, answer.response, answer.cached, (key, verdict, True))
@@ -325,7 +322,7 @@ class Scheduler:
                 remaining.append((key, request))
             else:
                 self.stats.cache_hits += len(self._pending.get(key, ()))
-                await self._settle(queue, key, hit.as_response(), cached=True)
+                await self._settle(queue, key, hit, cached=True)
         return remaining
 
     async def _settle(self, queue: asyncio.Queue, key: str, response: Response, cached: bool) -> None:
@@ -407,38 +404,38 @@ class Scheduler:
         # A failed verdict (or summary) is the cell's error, named as the judge's (summary's) so it is never mistaken for the answer's.
         error_kind = None if failed is None else f"{stage}_{failed.error_kind}" if stage else failed.error_kind if failed is response else f"judge_{failed.error_kind}"
         self.writer.add(
-            (
-                cell.index,
-                cell.id,
-                cell.model.id,
-                cell.benchmark,
-                item.id,
-                cell.condition.name,
-                cell.persona.id if cell.persona else None,
-                cell.sample,
-                key,
-                cached and (judged is None or judged[2]),
-                "ok" if failed is None else "error",
-                response.text,
-                answer,
-                item.gold_letter,
-                correct,
-                invalid,
-                p_gold,
-                response.prompt_tokens,
-                response.completion_tokens,
-                response.latency_s,
-                error_kind,
-                None if failed is None else failed.error,
-                score,
-                orjson.dumps(item.meta).decode() if item.meta else None,
-                judged[0] if judged else None,
-                verdict.text if verdict is not None else None,
-                cell.order,
-                None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
-                self.plan.reasoning(cell, response),
-                cell.summary,
-                invalid_kind,
+            ResultRow(
+                cell=cell.index,
+                cell_id=cell.id,
+                model=cell.model.id,
+                benchmark=cell.benchmark,
+                item_id=item.id,
+                condition=cell.condition.name,
+                persona_id=cell.persona.id if cell.persona else None,
+                sample=cell.sample,
+                key=key,
+                cached=cached and (judged is None or judged[2]),
+                status="ok" if failed is None else "error",
+                response=response.text,
+                answer=answer,
+                gold=item.gold_letter,
+                correct=correct,
+                invalid=invalid,
+                p_gold=p_gold,
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                latency_s=response.latency_s,
+                error_kind=error_kind,
+                error=None if failed is None else failed.error,
+                score=score,
+                meta=orjson.dumps(item.meta).decode() if item.meta else None,
+                judge_key=judged[0] if judged else None,
+                verdict=verdict.text if verdict is not None else None,
+                order=cell.order,
+                option=None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
+                reasoning=self.plan.reasoning(cell, response),
+                summary=cell.summary,
+                invalid_kind=invalid_kind,
             )
         )
         self.stats.cells_done += 1
@@ -454,12 +451,12 @@ class Scheduler:
 def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> dict[str, tuple[int, int]]:
     """Per model: (cells, cells already answered in the cache), without calling anything."""
     out = {}
+    keys_of = Keys(providers)
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         total = cached = 0
         for chunk in _chunks(plan.cells(model), 2048):
-            ready = resolve(plan, model.provider, identity, cache, chunk).ready  # a cell waiting on its summary is not cached
-            keys = [cache_key(model.provider, identity, plan.request(c)) for c in ready]
+            ready = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk).ready  # a cell waiting on its summary is not cached
+            keys = [keys_of.of(model, plan.request(c)) for c in ready]
             total += len(chunk)
             found = cache.contains_keys(keys)
             cached += sum(1 for k in keys if k in found)
@@ -474,25 +471,24 @@ def models_to_call(plan: Plan, providers: dict[str, Provider], cache: ResponseCa
     are unknown yet) or a cached answer's verdict is not cached."""
     needed: set[str] = set()
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
+    keys_of = Keys(providers)
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         for chunk in _chunks(plan.cells(model), 2048):
-            resolved = resolve(plan, model.provider, identity, cache, chunk)
+            resolved = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk)
             if resolved.missing:  # a persona summary to ask for
                 needed.add(model.id)
                 break
             chunk = resolved.ready
-            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
+            keys = [keys_of.of(model, plan.request(c)) for c in chunk]
             answers = cache.lookup(keys) if judge is not None and judge.id not in needed else None
             if len(set(answers) if answers is not None else cache.contains_keys(keys)) < len(set(keys)):
                 needed.add(model.id)
                 break
             if answers is not None:
-                judge_identity = providers[judge.id].identity()
                 verdicts = [
-                    cache_key(judge.provider, judge_identity, plan.judge_request(c, graded))
+                    keys_of.of(judge, plan.judge_request(c, graded))
                     for c, k in zip(chunk, keys)
-                    if plan.judged(c.benchmark) and (graded := plan.graded_text(c, answers[k].as_response())) is not None
+                    if plan.judged(c.benchmark) and (graded := plan.graded_text(c, answers[k])) is not None
                 ]
                 if len(cache.contains_keys(verdicts)) < len(set(verdicts)):
                     needed.add(judge.id)

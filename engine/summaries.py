@@ -8,11 +8,10 @@ those whose answer request can be built now and the summary calls still to make.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
 from engine.plan import Cell, Plan
 from engine.request import Request, Response
 
@@ -37,22 +36,23 @@ class Resolved:
     waiting: list[Cell] = field(default_factory=list)  # cells whose summary is one of `missing`
 
 
-def resolve(plan: Plan, provider: str, identity: Mapping[str, Any], cache: ResponseCache | None, cells: Sequence[Cell]) -> Resolved:
-    """Split `cells` (one model's) into ready and waiting, filling in cached summaries. Calls nothing."""
+def resolve(plan: Plan, key: Callable[[Request], str], cache: ResponseCache | None, cells: Sequence[Cell]) -> Resolved:
+    """Split `cells` (one model's) into ready and waiting, filling in cached summaries. Calls nothing.
+    `key`: the cache key of a request to that model (callers pass `lambda r: keys.of(model, r)`, engine.keys)."""
     out = Resolved()
     wanted = {i: r for i, c in enumerate(cells) if (r := plan.summary_request(c)) is not None} if plan.has_summaries else {}
     if not wanted:
         out.ready = list(cells)
         return out
-    keys = {i: cache_key(provider, identity, r) for i, r in wanted.items()}
+    keys = {i: key(r) for i, r in wanted.items()}
     texts = known_summaries(cache, list(set(keys.values())))
     for i, cell in enumerate(cells):
-        key = keys.get(i)
-        if key is None:
+        skey = keys.get(i)
+        if skey is None:
             out.ready.append(cell)
-        elif key in texts:
-            out.ready.append(cell.with_summary(texts[key]))
+        elif skey in texts:
+            out.ready.append(cell.with_summary(texts[skey]))
         else:
-            out.missing[key] = wanted[i]
+            out.missing[skey] = wanted[i]
             out.waiting.append(cell)
     return out

@@ -1,7 +1,7 @@
 """PERSONA Bench's generation modes as conditions: `reasoning = true`, `summary = true`, the `persona_fit` rubric.
 
 Plans are built from real grid files; runs go through `mtpa-engine run` against the wire-exact OpenAI test
-server on 127.0.0.1, which counts every request and keeps its prompt (tests.servers.common).
+server on 127.0.0.1, which counts every request and keeps its prompt (engine.testing.servers.common).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from engine.config import GridError, load_grid
 from engine.plan import Plan
 from engine.request import Response
 from tests.conftest import EXAMPLE_PERSONAS, run_until_killed
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 SUMMARY_MARK = "Write a short summary of this person"
 SUMMARISED = "You are answering as the person summarised here:"

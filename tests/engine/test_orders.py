@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from bench_adapters.choice import option_orders, reorder
-from engine.cache import cache_key
+from engine.keys import cache_key
 from engine.config import GridError, load_grid
 from engine.plan import Plan
 

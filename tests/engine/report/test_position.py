@@ -29,10 +29,11 @@ import polars as pl
 import pytest
 
 from engine.report.aggregate import Settings
-from engine.report.build import ReportOptions, build_report, write_report
+from engine.report.build import ReportOptions, build_report
+from engine.report.write import write_report
 from engine.report.load import ReportError, open_run
 from engine.report.position import chi2_answers_vs_gold, chi2_sf, position_bias, warnings
-from tests.engine.report.synthetic import BASELINE, condition, write_run
+from engine.testing.synthetic import BASELINE, condition, write_run
 
 #          item  cond       persona order answer gold option correct p_gold invalid
 ROWS = [
