@@ -112,12 +112,9 @@ def write_grid(
 
 def engine_run(grid_path: Path) -> tuple[float, float, dict]:
     """Run a grid in this process: (wall s, CPU s, run summary)."""
-    from rich.console import Console
+    import engine
 
-    from engine import runner
-    from engine.config import load_grid
-
-    grid = load_grid(grid_path)
+    grid = engine.load_grid(grid_path)
     cpu, started = time.process_time(), time.perf_counter()
-    outcome = runner.run(grid, Console(quiet=True), show_progress=False)
+    outcome = engine.run(grid)
     return time.perf_counter() - started, time.process_time() - cpu, outcome.stats.summary()

@@ -145,7 +145,9 @@ class MultipleChoice:
     """Base for adapters whose items are lettered options with known correct answers.
 
     Subclasses provide `load()`; this class renders prompts and scores in all three modes. `options` names
-    the grid.toml benchmark keys beyond path/limit/seed/mode that the adapter accepts.
+    the grid.toml benchmark keys beyond path/limit/seed/mode that the adapter accepts: each is a keyword
+    parameter of the constructor, whose annotation types it (engine.grid checks the grid against it) and whose
+    body validates its value (ValueError, one line).
     """
 
     name: ClassVar[str]

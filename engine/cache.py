@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from engine.errors import CacheError, CacheWriteError
 from engine.request import Response
 
 CACHE_SCHEMA = 1  # the file's table layout (meta.schema); cache keys have their own version (engine.keys)
@@ -62,14 +63,6 @@ def _load(text: str | None) -> dict | None:
 
 def _tuple(text: str | None) -> tuple | None:
     return tuple(orjson.loads(text)) if text else None
-
-
-class CacheError(RuntimeError):
-    """The cache file cannot be used or written; the message names the file and the cause."""
-
-
-class CacheWriteError(CacheError):
-    """A commit failed mid-run (e.g. "database or disk is full"); every earlier commit stays."""
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -15,6 +15,7 @@ import orjson
 
 from bench_adapters.rubric import Rubric
 from engine.config import GridConfig
+from engine.grid import option_defaults
 
 _PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "typer", "tenacity")
 
@@ -41,9 +42,10 @@ def build_manifest(
     return {
         "run": grid.run.name,
         "grid_file": str(grid.path),
-        "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest(),
-        "config_hash": grid.config_hash(),
-        "config": grid.canonical(),
+        # None for a grid given as text or a dict (engine.grid.load_grid with base_dir): there is no file
+        "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest() if grid.path.is_file() else None,
+        "config_hash": grid.config_hash(option_defaults()),
+        "config": grid.canonical(option_defaults()),
         "seeds": {
             "run": grid.run.seed,
             "benchmarks": {b.label: b.seed for b in grid.benchmarks},

@@ -17,6 +17,9 @@ from typing import Annotated, NamedTuple, get_args, get_type_hints
 
 import polars as pl
 
+from engine.errors import ResultsWriteError
+
+
 class ResultRow(NamedTuple):
     """One cell's result: one row of RUN_DIR/results/*.parquet. The fields, in order, are the Parquet columns;
     each one's annotation carries its Parquet type (SCHEMA). Every field but the identifying ones is None
@@ -62,10 +65,6 @@ COLUMNS = tuple(SCHEMA)
 
 def results_glob(run_dir: Path) -> str:
     return str(Path(run_dir) / "results" / "*.parquet")
-
-
-class ResultsWriteError(RuntimeError):
-    """A part file could not be written; the message names the file and the cause (e.g. no space left)."""
 
 
 _PRIVATE_PREFIX = ".results-"

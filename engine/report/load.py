@@ -18,15 +18,12 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from engine.errors import ReportError
 from engine.results import read_results, results_glob
 
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
 UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
-
-
-class ReportError(ValueError):
-    """A run directory or option the report cannot use; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,7 @@ class Run:
     rows: pl.LazyFrame | None = None  # the per-order result rows (== results when no question had two orders)
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
+    manifest: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # manifest.json ({} if none)
 
     def rescored(self, score: str) -> Run:
         """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
@@ -91,6 +89,7 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
         rows=rows,
         score=score,
         notes=notes,
+        manifest=manifest,
     )
 
 

@@ -7,8 +7,9 @@ import sys
 import textwrap
 
 from engine.cache import ResponseCache
+from engine.config import LimitsConfig
+from engine.grid import load_grid
 from engine.keys import cache_key
-from engine.config import LimitsConfig, load_grid
 from engine.plan import Plan
 from engine.providers import create_provider
 from engine.request import Decoding, Request, Response

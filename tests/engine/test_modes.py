@@ -19,7 +19,7 @@ import pytest
 from bench_adapters.base import Item
 from bench_adapters.modes import REASONING_TOKENS, reasoning_prompt, split
 from bench_adapters.rubric import load_rubric
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 from engine.request import Response
 from tests.conftest import EXAMPLE_PERSONAS, run_until_killed

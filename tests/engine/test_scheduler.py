@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from engine.cache import ResponseCache
-from engine.config import load_grid
+from engine.grid import load_grid
 from engine.plan import Plan
 from engine.results import ResultsWriter, read_results
 from engine.scheduler import RunStats, Scheduler

@@ -9,8 +9,8 @@ import sys
 import orjson
 import polars as pl
 
+from engine.grid import load_grid
 from engine.keys import cache_key
-from engine.config import load_grid
 from engine.plan import Plan
 from engine.runner import prepare
 from tests.bench_adapters.traits_fixtures import write_personas, write_traits_grid

@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import LimitsConfig, ModelConfig
 from engine.providers import create_provider
-from engine.providers.base import PreflightError
+from engine.errors import PreflightError
 from engine.request import Decoding, Request
 from engine.testing.servers.anthropic_compat import AnthropicCompatServer
 from engine.testing.servers.google_compat import GoogleCompatServer
