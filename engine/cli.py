@@ -117,6 +117,8 @@ def run(
         out.print(f"[bold yellow]warning:[/] position bias: {escape(warning)}", highlight=False, soft_wrap=True)
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
+    if summary.get("invalid"):  # answers that were given but name nothing usable, by kind (bench_adapters.base)
+        out.print("invalid answers by kind: " + ", ".join(f"{k} {n:,}" for k, n in sorted(summary["invalid"].items(), key=lambda kv: -kv[1])), highlight=False)
     if summary["errors"].get("quota"):
         err.print("quota: an API account is out of quota or credit (billing); that model's remaining calls were not made. "
                   "Top it up, then rerun the same command to call exactly those cells.", highlight=False, soft_wrap=True)

@@ -116,6 +116,10 @@ class ConditionConfig:
     format: str | None = None  # None = baseline (no persona); else prose | json | bullets
     traits: str = "all"  # all | demographic | values | -<trait> (leave one out), then optionally +<trait> (all+year)
     placement: str = "system"  # where the persona goes: system message or ahead of the user turn
+    # PERSONA Bench's generation modes (bench_adapters.modes): reason before a final "Answer:" line; answer
+    # with the model's own summary of the persona (a first, cached call) in place of the persona.
+    reasoning: bool = False
+    summary: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,17 @@ Two paths, chosen by what the cache can answer:
   ~160 bytes a cell); two different keys sharing those bits (probability ~n²/2⁶⁵: 3·10⁻⁶ at 10 M calls) would
   count as one call.
 
+A `summary = true` condition's cell takes two calls (engine.plan): the model's summary of the persona, shared by
+every question of that persona and rendering, then the answer with the summary in the persona's place. Nothing
+cached: one summary per persona and rendering (format, traits: summary conditions differing only in placement
+share it; per persona × item for trait inference, whose items hide their targets), a shard's capped at its
+cells, an upper bound; the answers are estimated with a summary
+`max_tokens` long. With a cache: the summaries are looked up (`engine.summaries.resolve`); a missing one is a
+call, and each answer waiting on it a call of its own (its request embeds the summary, so has no key yet).
+
 The judge (judge mode) has no cells of its own: each distinct answer needs a verdict. An answer not yet cached
 counts one verdict call on a `max_tokens`-long answer (an upper bound: its text is unknown); a cached answer
-counts its verdict when that is not cached.
+counts its verdict when that is not cached (none when a reasoning answer has no final answer to grade).
 
 Output tokens are an upper bound everywhere: `max_tokens` per call.
 """
@@ -47,6 +55,7 @@ from engine.providers import Provider
 from engine.request import Request
 from engine.runner import prepare
 from engine.shard import Shard
+from engine.summaries import resolve
 
 SAMPLE_PROMPTS = 64  # rendered prompts per benchmark × condition × model when nothing is cached
 CHUNK = 2048  # cells keyed and looked up together when the cache has responses
@@ -144,14 +153,24 @@ def _sampled(plan: Plan, providers: dict[str, Provider]) -> list[ModelDryRun]:
     for model in grid.models:
         counts = plan.part_counts(model)
         tokens_in, tokens_out = 0.0, 0
-        for bench in plan.benchmarks:
-            label = bench.config.label
-            for condition in grid.conditions:
+        # Persona summaries by rendering (format, traits; a trait-inference benchmark's own, its items hiding
+        # their targets): conditions and benchmarks showing the same rendering share them. -> (calls, samples)
+        summaries: dict[tuple[str | None, str, str | None], tuple[int, list[Request]]] = {}
+        for condition in grid.conditions:
+            for bench in plan.benchmarks:
+                label = bench.config.label
                 n = counts[label, condition.name]
                 if not n:
                     continue
                 rng = random.Random(f"{grid.run.seed}:dry-run:{model.id}:{label}:{condition.name}")
                 cells = plan.sample_cells(model, bench, condition, SAMPLE_PROMPTS, rng)
+                if condition.summary:
+                    asked = [r for c in cells if (r := plan.summary_request(c)) is not None]
+                    cells = [c.with_summary(_unknown_answer(asked[0])) for c in cells]
+                    rendering = (condition.format, condition.traits, label if bench.per_persona else None)
+                    calls, drawn = summaries.get(rendering, (0, []))
+                    cap = n // model.samples if bench.per_persona else min(len(plan.personas), n // model.samples)
+                    summaries[rendering] = (max(calls, cap), drawn + asked)
                 requests = [plan.request(c) for c in cells]
                 tokens_in += n * _mean_tokens(requests)
                 tokens_out += n * requests[0].decoding.max_tokens
@@ -160,15 +179,20 @@ def _sampled(plan: Plan, providers: dict[str, Provider]) -> list[ModelDryRun]:
                     verdicts += n
                     verdicts_in += n * _mean_tokens(asked)
                     verdicts_out += n * asked[0].decoding.max_tokens
+        for calls, drawn in summaries.values():
+            tokens_in += calls * _mean_tokens(drawn)
+            tokens_out += calls * drawn[0].decoding.max_tokens
         cells_total = sum(counts.values())
-        rows.append(_row(model, cells_total, 0, cells_total, cells_total, tokens_in, tokens_out))
+        summary_calls = sum(calls for calls, _ in summaries.values())
+        rows.append(_row(model, cells_total, 0, cells_total, cells_total + summary_calls, tokens_in, tokens_out))
     if judge is not None:
         rows.append(_row(judge, None, None, verdicts, verdicts, verdicts_in, verdicts_out))
     return rows
 
 
 def _unknown_answer(request: Request) -> str:
-    """An answer not given yet, as long as it may be (~4 characters a token): the judge's prompt quotes it."""
+    """The reply to `request` not given yet, as long as it may be (~4 characters a token): an answer the judge's
+    prompt quotes, a summary the answer's prompt embeds."""
     return "x" * (4 * request.decoding.max_tokens)
 
 
@@ -180,9 +204,15 @@ class _Calls:
         self._tokens_in: list[np.ndarray] = []
         self._tokens_out: list[np.ndarray] = []
         self._pending: list[tuple[int, float, int]] = []
+        self._keyless = (0, 0.0, 0)  # requests with no key yet (they embed a summary to come): each distinct
         self.added = 0  # requests added, repeats included
 
-    def add(self, key: str, request: Request) -> None:
+    def add(self, key: str | None, request: Request) -> None:
+        if key is None:
+            n, tokens_in, tokens_out = self._keyless
+            self._keyless = (n + 1, tokens_in + estimate_prompt_tokens(request), tokens_out + request.decoding.max_tokens)
+            self.added += 1
+            return
         self._pending.append((int(key[:16], 16), estimate_prompt_tokens(request), request.decoding.max_tokens))
         self.added += 1
         if len(self._pending) >= CHUNK:
@@ -199,11 +229,12 @@ class _Calls:
     def totals(self) -> tuple[int, float, int]:
         """(distinct calls, their input tokens, their max output tokens)."""
         self._flush()
+        n, tokens_in, tokens_out = self._keyless
         if not self._keys:
-            return 0, 0.0, 0
+            return n, tokens_in, tokens_out
         _, first = np.unique(np.concatenate(self._keys), return_index=True)
-        tokens_in = float(np.concatenate(self._tokens_in)[first].astype(np.float64).sum())
-        return len(first), tokens_in, int(np.concatenate(self._tokens_out)[first].astype(np.int64).sum())
+        tokens_in += float(np.concatenate(self._tokens_in)[first].astype(np.float64).sum())
+        return n + len(first), tokens_in, tokens_out + int(np.concatenate(self._tokens_out)[first].astype(np.int64).sum())
 
 
 def _chunks(cells: Iterator[Cell]) -> Iterator[list[Cell]]:
@@ -220,12 +251,24 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
     for model in plan.grid.models:
         calls, cells, cached = _Calls(), 0, 0
         for chunk in _chunks(plan.cells(model)):
+            cells += len(chunk)
+            # Summary cells: a summary not cached is a call; each answer waiting on it is one too (keyless).
+            resolved = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk)
+            for skey, summary in resolved.missing.items():
+                calls.add(skey, summary)
+            for cell in resolved.waiting:
+                summary = plan.summary_request(cell)
+                assert summary is not None, "a waiting cell is a summary cell"
+                request = plan.request(cell.with_summary(_unknown_answer(summary)))
+                calls.add(None, request)
+                if judge is not None and plan.judged(cell.benchmark):
+                    pending.add(None, plan.judge_request(cell, _unknown_answer(request)))
+            chunk = resolved.ready
             requests = [plan.request(c) for c in chunk]
             keys = [keys_of.of(model, r) for r in requests]
             judged = [judge is not None and plan.judged(c.benchmark) for c in chunk]
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
             found = cache.lookup(keys) if any(judged) else dict.fromkeys(cache.contains_keys(keys))
-            cells += len(chunk)
             asked: list[tuple[str, Request]] = []  # per judged cell, verdicts on cached answers, looked up together below
             for cell, key, request, is_judged in zip(chunk, keys, requests, judged):
                 hit = found.get(key)  # the cached answer's text, where a judge reads it
@@ -238,8 +281,8 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
                 assert judge is not None
                 if hit is None:
                     pending.add(key, plan.judge_request(cell, _unknown_answer(request)))
-                else:
-                    verdict = plan.judge_request(cell, hit.text or "")
+                elif (graded := plan.graded_text(cell, hit)) is not None:  # None: a reasoning reply with no answer
+                    verdict = plan.judge_request(cell, graded)
                     asked.append((keys_of.of(judge, verdict), verdict))
             have = cache.contains_keys([vkey for vkey, _ in asked]) if asked else set()
             for vkey, verdict in asked:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from bench_adapters import ADAPTERS, JUDGE
 from bench_adapters.choice import CYCLIC
+from bench_adapters.modes import REASONING_MODES
 from bench_adapters.rubric import JUDGE_MODES, load_rubric
 from engine.config import BenchmarkConfig, GridConfig, ModelConfig, VllmConfig
 from engine.errors import GridError
@@ -232,6 +233,23 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:
         problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
+    _check_modes(grid, problems)
+
+
+def _check_modes(grid: GridConfig, problems: list[str]) -> None:
+    """`reasoning` needs a generated answer to read; `summary` needs a persona to summarise."""
+    for i, c in enumerate(grid.conditions):
+        where = f"conditions[{i}]"
+        if c.summary and c.format is None:
+            problems.append(f"{where}.summary: a summary is of the persona, and this condition shows none; set format, or leave summary out")
+        if not c.reasoning:
+            continue
+        for j, b in enumerate(grid.benchmarks):
+            if b.mode not in REASONING_MODES:
+                problems.append(
+                    f"{where}.reasoning: benchmarks[{j}] ({b.label}) is scored in mode '{b.mode}', which reads probabilities at the answer "
+                    f"position and generates nothing, so there is no reasoning to ask for (reasoning works with mode {' or '.join(REASONING_MODES)})"
+                )
 
 
 def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
@@ -281,9 +299,12 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
     if spec is None:
         return
     try:
-        load_rubric(spec, grid.root)
+        rubric = load_rubric(spec, grid.root)
     except ValueError as exc:
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
+        return
+    if rubric.quotes_persona and grid.personas is None:
+        problems.append(f"{where}.rubric: '{rubric.name}' grades an answer against a persona; add a [personas] table")
 
 
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:

@@ -120,6 +120,8 @@ def _check_prompts(plan: Plan, providers: dict[str, Provider]) -> None:
                 if not bench.items or (condition.format is not None and persona is None):
                     continue
                 cell = Cell(0, model, bench.config.label, bench.items[0], condition, persona if condition.format else None, 0)
+                if condition.summary and condition.format:  # the answer's roles, whatever the summary will say
+                    cell = cell.with_summary("")
                 try:
                     providers[model.id].check_request(plan.request(cell))
                 except PreflightError as exc:

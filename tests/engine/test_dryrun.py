@@ -105,3 +105,22 @@ def test_cached_answers_need_one_verdict_per_distinct_judge_request(tmp_path):
     assert (judge.cells, judge.to_call, judge.calls) == (None, CELLS, QUESTIONS)
     verdicts = {c.item.id: plan.judge_request(c, "Paris.") for c in plan}
     assert judge.input_tokens == round(sum(estimate_prompt_tokens(r) for r in verdicts.values()))
+
+
+def test_summary_cells_count_their_summary_calls_with_and_without_a_cache(tmp_path):
+    """Baseline (3 questions) + two summary conditions sharing one rendering (6 cells each, 2 personas): 15 cells;
+    a summary per persona (shared by both conditions), then every answer: 2 + 3 + 12 calls."""
+    from tests.engine.test_modes import SUMMARY, _grid
+
+    grid = load_grid(_grid(tmp_path, SUMMARY, base_url=URL))
+    (before,) = dry_run(grid).models
+    assert (before.cells, before.cached, before.to_call, before.calls) == (15, 0, 15, 2 + 3 + 12)
+    plan, providers = prepare(grid)
+    model = grid.models[0]
+    first = next(c for c in plan if c.condition.summary)
+    cache = ResponseCache(grid.cache_path)
+    cache.write([(Keys(providers).of(model, plan.summary_request(first)), model.provider, model.id, Response(text="A voter."))])
+    cache.close()
+    (after,) = dry_run(grid).models
+    # one summary cached: its persona's 6 answers have keys now (none cached); the other's 6 wait on 1 summary call
+    assert (after.cells, after.cached, after.to_call, after.calls) == (15, 0, 15, 1 + 3 + 6 + 6)
