@@ -29,12 +29,26 @@ class GridError(ValueError):
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """[run.ray]: where and how wide in-process models (local, vllm) run under executor = "ray" (engine.ray_pool).
+    Scale, not results: none of it enters a cache key."""
+
+    address: str | None = None  # None: Ray's default (a cluster running on this machine, else a new local one); "auto": a running cluster; "HOST:PORT" or "ray://HOST:10001"
+    workers: int = 0  # Ray actors per model; 0 = as many as the cluster's free CPUs (vllm: GPUs) hold
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0  # local on GPUs; vllm takes tensor_parallel_size GPUs per replica
+    batches_per_worker: int = 2  # batches in flight per actor: one computing, one already waiting there
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     seed: int = 0
     output_dir: str = "runs/{name}"  # relative to the grid file; {name} is substituted
     cache: str = "cache.sqlite"  # relative to the grid file
     score: str = "primary"  # what the run's tables (and `report` by default) compute Δ on: primary | p_gold
+    executor: str = "local"  # local (this process) | ray (in-process models on Ray actors; engine.ray_pool)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass(frozen=True)
@@ -310,6 +324,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
         problems.append("run.seed: expected a non-negative integer")
     if grid.run.score not in ("primary", "p_gold"):
         problems.append(f"run.score: expected primary or p_gold, got '{grid.run.score}'")
+    _check_executor(grid.run, problems)
     personas = grid.personas
     if personas is not None:
         if not grid.resolve(personas.source).is_file():
@@ -464,6 +479,32 @@ def _check_judge(grid: GridConfig, problems: list[str]) -> None:
     if judge.model.id in {m.id for m in grid.models}:
         problems.append(f"judge.model.id: '{judge.model.id}' is also a model under test; give the judge its own id")
     _check_model(grid, judge.model, "judge.model", problems)
+
+
+def ray_problem() -> str | None:
+    """Why executor = "ray" cannot run here (one line), or None when Ray is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "executor \"ray\" needs Ray, which is not installed: pip install 'mtpa-engine[ray]'"
+    return None
+
+
+def _check_executor(run: RunConfig, problems: list[str]) -> None:
+    if run.executor not in ("local", "ray"):
+        problems.append(f"run.executor: expected local or ray, got '{run.executor}'")
+    elif run.executor == "ray" and (missing := ray_problem()):
+        problems.append(f"run.executor: {missing}")
+    r = run.ray
+    if r != RayConfig() and run.executor != "ray":
+        problems.append('run.ray: only used with executor = "ray"')
+    if not 0 <= r.workers <= MAX_CONCURRENCY:
+        problems.append(f"run.ray.workers: expected an integer in [0, {MAX_CONCURRENCY:,}] (0 = as many as the cluster holds)")
+    if r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_worker + r.gpus_per_worker == 0:
+        problems.append("run.ray: cpus_per_worker and gpus_per_worker must be non-negative, and not both 0")
+    _check_range("run.ray.batches_per_worker", r.batches_per_worker, 1, 64, problems)
+    if r.address is not None and not r.address.strip():
+        problems.append('run.ray.address: expected "auto", HOST:PORT or ray://HOST:PORT (omit it for Ray\'s default)')
 
 
 def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:

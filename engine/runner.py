@@ -46,6 +46,10 @@ def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[st
     plan = Plan.from_grid(grid, shard)
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
+    if grid.run.executor == "ray":  # in-process models on Ray actors; nothing starts before the preflight
+        from engine import ray_pool
+
+        providers = ray_pool.wrap(providers, grid.run.ray)
     return plan, providers
 
 
@@ -79,7 +83,7 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    progress = LiveProgress(scheduler.stats, console, show_progress)
+    progress = LiveProgress(scheduler.stats, console, show_progress, _pool_status(scheduler.providers))
     ticker = asyncio.create_task(progress.run())
     try:
         return await scheduler.run(stop)
@@ -88,6 +92,14 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
         await asyncio.gather(ticker, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _pool_status(providers: dict[str, Provider]):
+    """The progress line's Ray part (workers alive, batches in flight), or None when no model runs on Ray."""
+    from engine.ray_pool import pools
+
+    found = pools(providers)
+    return (lambda: "  ".join(p.status() for p in found)) if found else None
 
 
 async def _preflight(providers: dict[str, Provider]) -> dict[str, BaseException]:
@@ -157,6 +169,10 @@ def _run_held(
     identities = {mid: p.identity() for mid, p in providers.items()}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics)
     manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
+    if grid.run.executor == "ray":
+        from engine.ray_pool import cluster
+
+        manifest["cluster"] = cluster(providers)  # null when every call was cached (no worker started)
     write_json(run_dir / "manifest.json", manifest)
     scheduler: Scheduler | None = None
     try:
@@ -185,6 +201,10 @@ def _finish(run_dir: Path, manifest: dict, status: str, scheduler: Scheduler | N
     manifest.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if scheduler is not None:
         manifest["summary"] = scheduler.stats.summary()
+        if manifest.get("cluster") is not None:  # workers replaced during the run: the record at its end
+            from engine.ray_pool import cluster
+
+            manifest["cluster"] = cluster(scheduler.providers)
     if error is not None:
         manifest["error"] = error
     try:
