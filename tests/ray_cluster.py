@@ -5,6 +5,7 @@ stop every Ray process of the user on the machine)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,8 +49,9 @@ class Cluster:
     def pids(self) -> list[int]:
         """Every process of this cluster: those naming its temp folder or address, and their descendants."""
         procs = _processes()
-        marks = (str(self.temp_dir), f"--address={self.address}")  # the client server names only the address
-        ours = {pid for pid, (_, cmd) in procs.items() if any(m in cmd for m in marks) and pid != os.getpid()}
+        # The client server names only the address, with the host's own IP in it rather than 127.0.0.1.
+        port = re.compile(rf"--address=\S+:{self.address.rsplit(':', 1)[1]}\b")
+        ours = {pid for pid, (_, cmd) in procs.items() if (str(self.temp_dir) in cmd or port.search(cmd)) and pid != os.getpid()}
         grown = True
         while grown:
             more = {pid for pid, (ppid, _) in procs.items() if ppid in ours} - ours
