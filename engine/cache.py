@@ -1,7 +1,8 @@
 """Content-addressed SQLite response cache.
 
-Plain sqlite3 rather than sqlite-utils (only an older file's layout migration, engine.cache_schema, uses it): the cache needs exact control of pragmas, transactions and
-batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap.
+Plain sqlite3 rather than sqlite-utils: the cache needs exact control of pragmas, transactions and
+batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap. (An older file's layout
+migration, engine.cache_schema, does use sqlite-utils' table API.)
 
 The key is the sha256 of the canonical encoding of everything that determines a model's output. Transport
 settings and secrets never enter the key or the row. WAL mode with synchronous=NORMAL: a committed row
