@@ -42,6 +42,7 @@ from engine.request import Request, Response
 _ATTEMPTS = 4  # sends of one batch before its cells are failed: enough for a worker or two dying under it
 _POLL_S = 0.005
 _START_TIMEOUT_S = 900.0  # a worker loads its model before it counts as alive (a large vLLM model: minutes)
+_GRACE_S = 60.0  # after the first worker is alive, how long the preflight waits for the others
 
 
 def on_ray(grid: GridConfig, address: str) -> GridConfig:
@@ -180,7 +181,9 @@ class RayPool(Provider):
                 slot.ready = True
 
     async def preflight(self) -> None:
-        """Start the pool and wait for a first live worker (it has loaded its model)."""
+        """Start the pool and wait for a first live worker (it has loaded its model), then up to _GRACE_S for the
+        others, so that the first batches spread over the pool; a worker still pending then (no room on the
+        cluster) joins whenever it starts."""
         await asyncio.to_thread(self._start)
         deadline = time.monotonic() + _START_TIMEOUT_S
         while not any(s.ready for s in self._slots):
@@ -190,6 +193,10 @@ class RayPool(Provider):
             if time.monotonic() > deadline:
                 raise PreflightError(f"model '{self.config.id}': no Ray worker alive after {_START_TIMEOUT_S:.0f} s (does the cluster have {self._resources()} free?)")
             await asyncio.sleep(0.05)
+        grace = time.monotonic() + _GRACE_S
+        while any(not s.ready and s.failed is None for s in self._slots) and time.monotonic() < grace:
+            await asyncio.sleep(0.05)
+            self._poll_starting()
 
     async def _acquire(self) -> _Slot | str:
         """The live worker with the fewest batches in flight and room for one more; or, when none is alive or

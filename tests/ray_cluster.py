@@ -77,12 +77,12 @@ class Cluster:
 
 
 @contextmanager
-def local_cluster(nodes: int = 2, cpus: int = 1) -> Iterator[Cluster]:
+def local_cluster(nodes: int = 2, cpus: int = 1, gpus: int = 0) -> Iterator[Cluster]:
     temp_dir = Path(tempfile.mkdtemp(prefix="mtray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = [f"--num-cpus={cpus}", "--num-gpus=0", "--object-store-memory=100000000", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common = [f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--object-store-memory=100000000", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     cluster = Cluster(temp_dir, address)
     try:
         head = [str(RAY), "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
