@@ -202,6 +202,7 @@ class RayPool(Provider):
         """The live worker with the fewest batches in flight and room for one more; or, when none is alive or
         starting, why not."""
         cap = self.settings.batches_per_worker
+        alone_since: float | None = None  # since when no worker is alive (the replacements wait for room)
         while True:
             self._poll_starting()
             free = [s for s in self._slots if s.ready and s.failed is None and s.inflight < cap]
@@ -209,6 +210,12 @@ class RayPool(Provider):
                 return min(free, key=lambda s: s.inflight)
             if all(s.failed for s in self._slots):
                 return f"no Ray worker alive: {self._slots[-1].failed}"
+            if any(s.ready and s.failed is None for s in self._slots):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > _START_TIMEOUT_S:
+                return f"no Ray worker alive for {_START_TIMEOUT_S:.0f} s (no room on the cluster for {self._resources()}?)"
             await asyncio.sleep(_POLL_S)
 
     def _lost(self, slot: _Slot, exc: BaseException) -> None:
