@@ -117,8 +117,9 @@ class RayPool(Provider):
 
     @property
     def concurrency(self) -> int:
-        self._start()
-        return self._width * self.settings.batches_per_worker
+        """Batches in flight. The pool's width is known once `preflight` has started it; before (or when it
+        failed: a fully cached rerun may run with the cluster down) `workers`, at least 1, and nothing starts."""
+        return max(1, self._width) * self.settings.batches_per_worker
 
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
@@ -235,8 +236,11 @@ class RayPool(Provider):
     async def complete(self, batch: Sequence[Request]) -> list[Response]:
         import ray.exceptions
 
-        self._start()
         requests, cause = list(batch), ""
+        try:
+            self._start()  # started by the preflight, unless that failed and the cache seemed to answer everything
+        except PreflightError as exc:
+            return [Response.failed("worker_lost", str(exc)) for _ in requests]
         for attempt in range(_ATTEMPTS):
             slot = await self._acquire()
             if isinstance(slot, str):
