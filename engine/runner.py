@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ async def _execute(scheduler: Scheduler, console: Console, show_progress: bool) 
             loop.remove_signal_handler(sig)
 
 
-def _pool_status(providers: dict[str, Provider]):
+def _pool_status(providers: dict[str, Provider]) -> Callable[[], str] | None:
     """The progress line's Ray part (workers alive, batches in flight), or None when no model runs on Ray."""
     from engine.ray_pool import pools
 
