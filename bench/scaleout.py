@@ -4,7 +4,8 @@
 
 CPU: a fresh local Ray cluster (one node, 2 CPUs, its own temp folder; tests/ray_cluster.py), then the same grid
 (the README's example grid, `--personas` x `--questions`, letter-logprob in every cyclic option order) run with
-`[run.ray] workers = 1` and `workers = 2`, one CPU each, each on an empty cache. Prints cells, the scheduler's wall
+`[run.ray] workers = 1` and `workers = 2`, one CPU each, each on an empty cache (and, for reference, in one process
+without Ray). Prints cells, the scheduler's wall
 time (the calls only: workers have loaded their model in the preflight) and the speedup of 2 workers over 1. On a
 2-core machine the ideal is 2 minus the driver's share (it plans, keys, scores and writes on the same cores).
 
@@ -37,7 +38,8 @@ def _grid(folder: Path, address: str, workers: int, personas: int, questions: in
     text = text.replace('"../runs/{name}"', '"runs/{name}"').replace('"../cache.sqlite"', '"cache.sqlite"')
     text = text.replace("[personas]\nsource = \"personas.jsonl\"\nlimit = 4", f"[personas]\nsource = \"personas.jsonl\"\nlimit = {personas}")
     text = text.replace("limit = 4\nseed = 0", f"limit = {questions}\nseed = 0")
-    text = text.replace('score = "p_gold"', f'score = "p_gold"\nexecutor = "ray"\n\n[run.ray]\naddress = "{address}"\nworkers = {workers}\n')
+    if workers:  # 0: the same grid in one process (executor = "local"), for reference
+        text = text.replace('score = "p_gold"', f'score = "p_gold"\nexecutor = "ray"\n\n[run.ray]\naddress = "{address}"\nworkers = {workers}\n')
     if model != "embedded":
         text = text.replace('provider = "local"\nmodel = "embedded"', f'provider = "vllm"\nmodel = "{model}"').replace("batch_size = 16", "batch_size = 256")
     (folder / "grid.toml").write_text(text)
@@ -56,6 +58,9 @@ def _run(grid: Path) -> dict:
 def compare(address: str, widths: tuple[int, int], personas: int, questions: int, model: str, label: str) -> None:
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
+        if model == "embedded":
+            s = _run(_grid(Path(tmp) / "local", address, 0, personas, questions, model))
+            print(f"{label}: one process (executor = \"local\", every core): {s['cells_total']} cells in {s['wall_s']:.1f} s ({s['cells_total'] / s['wall_s']:.2f} cells/s)")
         for workers in widths:
             s = _run(_grid(Path(tmp) / f"w{workers}", address, workers, personas, questions, model))
             assert s["errors_total"] == 0 and s["model_calls"] == s["cells_total"], s
