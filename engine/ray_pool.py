@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from engine.request import Request, Response
 _ATTEMPTS = 4  # sends of one batch before its cells are failed: enough for a worker or two dying under it
 _POLL_S = 0.005
 _START_TIMEOUT_S = 900.0  # a worker loads its model before it counts as alive (a large vLLM model: minutes)
+_CONNECT_TIMEOUT_S = 5.0
 _GRACE_S = 60.0  # after the first worker is alive, how long the preflight waits for the others
 
 
@@ -53,6 +55,21 @@ def on_ray(grid: GridConfig, address: str) -> GridConfig:
         raise GridError(['--ray: expected "auto" or a cluster address such as 10.0.0.1:6379'])
     settings = dataclasses.replace(grid.run.ray, address=address)
     return dataclasses.replace(grid, run=dataclasses.replace(grid.run, executor="ray", ray=settings))
+
+
+def _unreachable(address: str | None) -> str | None:
+    """Why nothing answers at a HOST:PORT cluster address (checked in seconds: ray.init retries a dead address
+    for minutes), or None; "auto", a ray:// address and Ray's default are left to Ray."""
+    if address is None or address == "auto" or "://" in address or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except ValueError:
+        return f"expected HOST:PORT, got {address!r}"
+    except OSError as exc:
+        return f"nothing answers there ({exc.strerror or exc}); start the cluster with `ray start --head` or fix the address"
+    return None
 
 
 class _ModelWorker:
@@ -144,6 +161,8 @@ class RayPool(Provider):
                 return
             import ray
 
+            if (closed := _unreachable(self.settings.address)) is not None:
+                raise PreflightError(f"model '{self.config.id}': cannot connect to Ray at {self.settings.address}: {closed}")
             try:
                 if not ray.is_initialized():
                     ray.init(address=self.settings.address, log_to_driver=False, include_dashboard=False, configure_logging=False)

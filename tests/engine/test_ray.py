@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -116,6 +117,23 @@ def test_ray_run_matches_the_single_process_run_and_records_the_cluster(cluster,
     assert ray_info["models"]["smollm2"]["batches_requeued"] == 0
     assert _integrity(grid) == ("ok", _CELLS, 0)
     assert _run(grid, "--ray", cluster.address)["model_calls"] == 0  # a rerun is answered by the cache
+    assert _run(grid, "--ray", f"127.0.0.1:{_closed_port()}")["model_calls"] == 0  # ... with no cluster at all
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on return: nothing listens there
+
+
+def test_a_cluster_address_where_nothing_listens_fails_the_preflight_in_seconds(tmp_path):
+    grid = _grid(tmp_path)
+    port = _closed_port()
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress", "--ray", f"127.0.0.1:{port}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+    assert proc.returncode == 2
+    assert f"preflight: model 'smollm2': cannot connect to Ray at 127.0.0.1:{port}: nothing answers there (Connection refused)" in proc.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache.sqlite").exists()
 
 
 def test_a_worker_killed_mid_run_has_its_batch_requeued_and_every_cell_answered_once(cluster, single_process, tmp_path):
