@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,3 +94,4 @@ def local_cluster(nodes: int = 2, cpus: int = 1, gpus: int = 0) -> Iterator[Clus
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # session logs and sockets
