@@ -62,6 +62,7 @@ class RunStats:
     cost_usd: float = 0.0  # calls made this run, at engine.pricing's prices (cache hits are free)
     unpriced_calls: int = 0  # calls to models without a known price: not in cost_usd
     budget_exhausted: bool = False
+    executor: str = ""  # the progress line's word on remote workers (Ray: workers alive, batches in flight); not in the summary
 
     def summary(self) -> dict:
         return {
