@@ -11,6 +11,14 @@ a fully cached 100,000-cell grid.
 that `mtpa-engine run` uses when it is installed; `--loop asyncio` the standard one. `--startup N` instead
 times N end-to-end `python -m engine.cli run` subprocesses of a 10-call grid (start-up, preflight, run,
 tables), with `--code PATH` on PYTHONPATH (another checkout, to compare).
+
+`--vs OTHER [--rounds 3]` compares two checkouts on a shared, busy machine, where absolute calls/s swing with
+the other users' load: each round runs, one after the other against one server, the bare client and then each
+checkout's engine (each in a fresh subprocess), on asyncio's loop and on uvloop's, and prints every engine
+run's calls/s as a ratio to the bare client of the same round and loop, this checkout's calls/s over OTHER's
+(same round, same loop) and uvloop's over asyncio's (same checkout, same round):
+
+    python bench/api_throughput.py --vs /path/to/main --rounds 3 --concurrency 1000 --cells 5000
 """
 
 from __future__ import annotations
@@ -72,9 +80,16 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help="with --startup: the checkout whose engine runs")
     parser.add_argument("--startup", type=int, default=0, metavar="N", help="only time N end-to-end runs of a 10-call grid")
+    parser.add_argument("--vs", metavar="OTHER", help="compare with the checkout at OTHER, interleaved (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --vs: rounds")
+    parser.add_argument("--one", metavar="URL", help=argparse.SUPPRESS)  # internal: one run against URL, JSON out
     args = parser.parse_args()
     if args.startup:
         return startup(args)
+    if args.one:
+        return one_run(args)
+    if args.vs:
+        return compare(args)
     if args.loop == "uvloop":
         import uvloop
 
@@ -111,6 +126,79 @@ def main() -> None:
         assert warm["model_calls"] == 0 and warm["cache_hits"] == warm["cells_total"]
         print(f"\ncold run {cold['cells_total']:,} cells: {cold_wall:.1f} s ({cold['model_calls'] / cold_wall:,.0f} calls/s)")
         print(f"warm rerun {warm['cells_total']:,} cells, all cached: {warm_wall:.2f} s wall, {warm_cpu:.2f} s CPU, {warm['cells_total'] / warm_wall:,.0f} cells/s")
+
+
+def one_run(args: argparse.Namespace) -> None:
+    """One measurement in this fresh process: the bare client (--code bare) or the engine of the checkout at
+    --code, at one concurrency, on --loop; prints {"rate": calls/s, "cpu_ms": engine CPU ms per call}."""
+    import json
+
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    c = args.concurrency[0]
+    if args.code == "bare":
+        cpu = time.process_time()
+        rate = asyncio.run(bare_aiohttp(args.one, args.cells, c))
+        print(json.dumps({"rate": rate, "cpu_ms": (time.process_time() - cpu) / args.cells * 1000}))
+        return
+    sys.path.insert(0, args.code)  # `engine` is imported (by engine_run) from that checkout
+    from engine.scheduler import Scheduler
+
+    # CPU of the scheduler's run alone (what calls/s is measured over): start-up, plan and tables are not per call.
+    spent, run = [], Scheduler.run
+
+    async def timed(self, stop):
+        cpu = time.process_time()
+        try:
+            return await run(self, stop)
+        finally:
+            spent.append(time.process_time() - cpu)
+
+    Scheduler.run = timed
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = write_grid(Path(tmp), args.one, max(1, args.cells // 500 - 1), 500, c, name=f"c{c}")
+        _, _, summary = engine_run(grid)
+    print(json.dumps({"rate": summary["model_calls"] / summary["wall_s"], "cpu_ms": spent[0] / summary["model_calls"] * 1000}))
+
+
+def compare(args: argparse.Namespace) -> None:
+    import json
+    import statistics
+    import subprocess
+
+    here = str(Path(__file__).resolve().parent.parent)
+    other = str(Path(args.vs).resolve())
+    c = max(args.concurrency)
+    loops = ("asyncio", "uvloop")
+
+    def measure(url: str, code: str, loop: str) -> dict:
+        cmd = [sys.executable, __file__, "--one", url, "--code", code, "--loop", loop, "--cells", str(args.cells), "--concurrency", str(c)]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+    print(f"C={c}, {args.cells} calls, {args.latency * 1000:.0f} ms latency; bound = min(C/latency, bare client of the same round and loop)")
+    print(f"this: {here}\nother: {other}\n")
+    print(f"{'round':>5} {'loop':>8} {'bound':>7} {'other':>7} {'ratio':>6} {'this':>7} {'ratio':>6} {'this/other':>10}  CPU ms/call: bare, other, this")
+    rows: dict[tuple[str, str], list[float]] = {}
+    with openai_server(args.latency) as url:
+        asyncio.run(bare_aiohttp(url, 500, 100))  # warm the server up
+        for r in range(args.rounds):
+            for loop in loops:
+                bare = measure(url, "bare", loop)
+                bound = min(c / args.latency, bare["rate"])
+                got = {name: measure(url, code, loop) for name, code in (("other", other), ("this", here))}
+                for name in got:
+                    rows.setdefault((name, loop), []).append(got[name]["rate"])
+                o, t = got["other"], got["this"]
+                print(
+                    f"{r + 1:>5} {loop:>8} {bound:>7,.0f} {o['rate']:>7,.0f} {o['rate'] / bound:>6.2f} {t['rate']:>7,.0f} {t['rate'] / bound:>6.2f} "
+                    f"{t['rate'] / o['rate']:>10.2f}  {bare['cpu_ms']:.3f}, {o['cpu_ms']:.3f}, {t['cpu_ms']:.3f}",
+                    flush=True,
+                )
+    for name in ("other", "this"):
+        gains = [u / a for u, a in zip(rows[(name, "uvloop")], rows[(name, "asyncio")])]
+        print(f"uvloop / asyncio calls/s, {name}: " + ", ".join(f"{g:.2f}" for g in gains) + f" (median {statistics.median(gains):.2f})")
 
 
 def startup(args: argparse.Namespace) -> None:

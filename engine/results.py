@@ -77,28 +77,28 @@ class ResultsWriter:
         except OSError as exc:
             raise ResultsWriteError(f"{self.dir}: cannot create the results folder: {exc.strerror or exc}") from None
         self.rows_per_part = rows_per_part
-        self._cols: list[list] = [[] for _ in COLUMNS]
+        self._rows: list[tuple] = []  # kept as rows, turned into columns at flush: ~0.04 µs an add, not ~5
         self._parts = 0
         self.rows = 0
 
     def add(self, row: tuple) -> None:
-        for col, value in zip(self._cols, row):
-            col.append(value)
+        """One row, its values in COLUMNS order."""
+        self._rows.append(row)
         self.rows += 1
-        if len(self._cols[0]) >= self.rows_per_part:
+        if len(self._rows) >= self.rows_per_part:
             self.flush()
 
     def flush(self) -> None:
-        if not self._cols[0]:
+        if not self._rows:
             return
-        frame = pl.DataFrame(dict(zip(COLUMNS, self._cols)), schema=SCHEMA)
+        frame = pl.DataFrame(dict(zip(COLUMNS, zip(*self._rows))), schema=SCHEMA)
         part = self.dir / f"part-{self._parts:05d}.parquet"
         try:
             frame.write_parquet(part)
         except Exception as exc:  # polars reports ENOSPC/EIO as OSError or ComputeError, by version
             raise ResultsWriteError(f"{part}: cannot write results: {write_cause(exc, part)}") from exc
         self._parts += 1
-        self._cols = [[] for _ in COLUMNS]
+        self._rows = []
 
     def close(self) -> None:
         """Write the last part and swap the private folder in as `results/` (the previous results go)."""
