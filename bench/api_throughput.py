@@ -8,9 +8,8 @@ a fully cached 100,000-cell grid.
     python bench/api_throughput.py [--cells 5000] [--latency 0.05] [--warm-cells 100000] [--loop uvloop]
 
 `--loop uvloop` runs the engine (and the bare client) on uvloop's event loop, the optional `uvloop` extra
-that `mtpa-engine run` uses when it is installed; `--loop asyncio` the standard one. `--startup N` instead
-times N end-to-end `python -m engine.cli run` subprocesses of a 10-call grid (start-up, preflight, run,
-tables), with `--code PATH` on PYTHONPATH (another checkout, to compare).
+that `mtpa-engine run` uses when it is installed; `--loop asyncio` the standard one. (Start-up and a small
+run end to end: bench/startup.py.)
 
 `--vs OTHER [--rounds 3]` compares two checkouts on a shared, busy machine, where absolute calls/s swing with
 the other users' load: each round runs, one after the other against one server, the bare client and then each
@@ -78,14 +77,11 @@ def main() -> None:
     parser.add_argument("--warm-cells", type=int, default=100_000, help="0: skip the warm rerun")
     parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK's transports")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help="with --startup: the checkout whose engine runs")
-    parser.add_argument("--startup", type=int, default=0, metavar="N", help="only time N end-to-end runs of a 10-call grid")
+    parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help=argparse.SUPPRESS)  # with --one
     parser.add_argument("--vs", metavar="OTHER", help="compare with the checkout at OTHER, interleaved (see above)")
     parser.add_argument("--rounds", type=int, default=3, help="with --vs: rounds")
     parser.add_argument("--one", metavar="URL", help=argparse.SUPPRESS)  # internal: one run against URL, JSON out
     args = parser.parse_args()
-    if args.startup:
-        return startup(args)
     if args.one:
         return one_run(args)
     if args.vs:
@@ -199,29 +195,6 @@ def compare(args: argparse.Namespace) -> None:
     for name in ("other", "this"):
         gains = [u / a for u, a in zip(rows[(name, "uvloop")], rows[(name, "asyncio")])]
         print(f"uvloop / asyncio calls/s, {name}: " + ", ".join(f"{g:.2f}" for g in gains) + f" (median {statistics.median(gains):.2f})")
-
-
-def startup(args: argparse.Namespace) -> None:
-    """Wall time of `mtpa-engine run` on a 10-call grid (2 questions, baseline + 4 personas), end to end."""
-    import resource
-    import statistics
-    import subprocess
-
-    env = {"OPENAI_API_KEY": "x", "PATH": "", "PYTHONPATH": args.code}
-    with openai_server(0.0) as base_url, tempfile.TemporaryDirectory() as tmp:
-        walls, cpus = [], []
-        for i in range(args.startup):
-            grid = write_grid(Path(tmp), base_url, 4, 2, 10, name=f"s{i}")  # a new cache each time: 10 calls
-            before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], check=True, capture_output=True, env=env, cwd=args.code)
-            walls.append(time.perf_counter() - started)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        # CPU seconds are the number to compare on a shared machine: wall time there is mostly waiting for a core.
-        print(
-            f"10-call API grid, end to end ({args.code}): wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}), "
-            f"CPU median {statistics.median(cpus):.2f} s (min {min(cpus):.2f}) over {len(walls)} runs"
-        )
 
 
 if __name__ == "__main__":

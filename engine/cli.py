@@ -17,10 +17,9 @@ if "pytest" not in sys.modules and threading.current_thread() is threading.main_
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
 from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
+from typing import TYPE_CHECKING, Annotated  # noqa: E402
 
 import orjson  # noqa: E402
-import polars as pl  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -28,6 +27,9 @@ from rich.table import Table  # noqa: E402
 
 from engine.config import GridError, load_grid  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
+
+if TYPE_CHECKING:
+    import polars as pl  # imported where a table is built: `--help`, `cache` and `report` start without it
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -43,7 +45,6 @@ EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mi
 @app.callback()
 def main() -> None:
     """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
-    _use_uvloop()
 
 
 def _use_uvloop() -> None:
@@ -85,6 +86,7 @@ def run(
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
+    _use_uvloop()  # only `run` has an event loop: other commands do not import uvloop
     try:
         outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
     except KeyboardInterrupt:
@@ -149,6 +151,8 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         part = Shard.parse(shard) if shard is not None else None
         config = locate(load_grid(grid), part, cache)
         if dry_run:
+            import polars as pl
+
             counts = runner.dry_run(config, part)
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
             frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
@@ -180,6 +184,8 @@ def _write_failed(message: str) -> typer.Exit:
 
 
 def _estimate_frame(config, shard=None) -> pl.DataFrame:
+    import polars as pl
+
     from engine import runner
     from engine.cache import ResponseCache
     from engine.pricing import estimate
@@ -206,6 +212,8 @@ def _print_power(config) -> None:
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
+    import polars as pl
+
     from engine.providers.errors import QUOTA, TRANSIENT
 
     retried = {"bad_response": "if not JSON", QUOTA: "no: the model's other calls were skipped"} | dict.fromkeys(TRANSIENT, "yes, gave up")
