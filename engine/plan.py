@@ -130,7 +130,7 @@ class Plan:
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
-        self._decodings: dict[tuple[int, int | None], Decoding] = {}  # by (id of the grid's ModelConfig, max_tokens)
+        self._decodings: dict[tuple[int, int | None], tuple[ModelConfig, Decoding]] = {}  # by (id(config), max_tokens)
 
     @classmethod
     def from_grid(cls, grid: GridConfig, shard: Shard | None = None) -> Plan:
@@ -242,10 +242,11 @@ class Plan:
     def _decoding(self, model: ModelConfig, max_tokens: int | None = None) -> Decoding:
         # Memoised on the config object itself: hashing a ModelConfig's value (its ~20 fields and nested
         # tables) on every request cost more than building the Decoding (bench/api_throughput.py profile).
+        # The config is kept beside its Decoding, so its id cannot be reused by another object while memoised.
         key = (id(model), max_tokens)
-        if (decoding := self._decodings.get(key)) is None:
-            decoding = self._decodings[key] = Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
-        return decoding
+        if (memo := self._decodings.get(key)) is None or memo[0] is not model:
+            memo = self._decodings[key] = (model, Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed))
+        return memo[1]
 
     def _task(self, benchmark: str, item: Item, order: int) -> str:
         if self._benchmarks[benchmark].per_persona:  # one prompt per persona × target: memoising would grow with the grid
