@@ -86,8 +86,8 @@ def run(
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
+    _use_uvloop()  # only `run` has an event loop; imported while Ctrl-C still exits 130 quietly (start-up handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
-    _use_uvloop()  # only `run` has an event loop: other commands do not import uvloop
     try:
         outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
     except KeyboardInterrupt:
