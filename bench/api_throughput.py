@@ -15,7 +15,8 @@ run end to end: bench/startup.py.)
 the other users' load: each round runs, one after the other against one server, the bare client and then each
 checkout's engine (each in a fresh subprocess), on asyncio's loop and on uvloop's, and prints every engine
 run's calls/s as a ratio to the bare client of the same round and loop, this checkout's calls/s over OTHER's
-(same round, same loop) and uvloop's over asyncio's (same checkout, same round):
+(same round, same loop) and uvloop's over asyncio's (same checkout, same round); then the CPU per call of each
+checkout with every call answered at once, no HTTP (the engine's own work: plan, key, limits, score, cache, results):
 
     python bench/api_throughput.py --vs /path/to/main --rounds 3 --concurrency 1000 --cells 5000
 """
@@ -124,6 +125,9 @@ def main() -> None:
         print(f"warm rerun {warm['cells_total']:,} cells, all cached: {warm_wall:.2f} s wall, {warm_cpu:.2f} s CPU, {warm['cells_total'] / warm_wall:,.0f} cells/s")
 
 
+INSTANT = "instant"
+
+
 def one_run(args: argparse.Namespace) -> None:
     """One measurement in this fresh process: the bare client (--code bare) or the engine of the checkout at
     --code, at one concurrency, on --loop; prints {"rate": calls/s, "cpu_ms": engine CPU ms per call}."""
@@ -142,6 +146,22 @@ def one_run(args: argparse.Namespace) -> None:
     sys.path.insert(0, args.code)  # `engine` is imported (by engine_run) from that checkout
     from engine.scheduler import Scheduler
 
+    if args.one == INSTANT:  # no HTTP: each call answered at once, leaving the engine's own work per call
+        from engine.providers.openai import OpenAIProvider
+
+        class Instant:
+            async def generate(self, params: dict) -> tuple[dict, dict]:
+                await asyncio.sleep(0)
+                return {"choices": [{"message": {"role": "assistant", "content": "A"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 99, "completion_tokens": 1}}, {}
+
+            async def lookup_model(self) -> None:
+                pass
+
+            async def close(self) -> None:
+                pass
+
+        OpenAIProvider._open = lambda self, api_key: Instant()
+
     # CPU of the scheduler's run alone (what calls/s is measured over): start-up, plan and tables are not per call.
     spent, run = [], Scheduler.run
 
@@ -154,7 +174,8 @@ def one_run(args: argparse.Namespace) -> None:
 
     Scheduler.run = timed
     with tempfile.TemporaryDirectory() as tmp:
-        grid = write_grid(Path(tmp), args.one, max(1, args.cells // 500 - 1), 500, c, name=f"c{c}")
+        url = "http://127.0.0.1:9/v1" if args.one == INSTANT else args.one  # port 9: never reached
+        grid = write_grid(Path(tmp), url, max(1, args.cells // 500 - 1), 500, c, name=f"c{c}")
         _, _, summary = engine_run(grid)
     print(json.dumps({"rate": summary["model_calls"] / summary["wall_s"], "cpu_ms": spent[0] / summary["model_calls"] * 1000}))
 
@@ -169,8 +190,8 @@ def compare(args: argparse.Namespace) -> None:
     c = max(args.concurrency)
     loops = ("asyncio", "uvloop")
 
-    def measure(url: str, code: str, loop: str) -> dict:
-        cmd = [sys.executable, __file__, "--one", url, "--code", code, "--loop", loop, "--cells", str(args.cells), "--concurrency", str(c)]
+    def measure(url: str, code: str, loop: str, cells: int = args.cells) -> dict:
+        cmd = [sys.executable, __file__, "--one", url, "--code", code, "--loop", loop, "--cells", str(cells), "--concurrency", str(c)]
         return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
     print(f"C={c}, {args.cells} calls, {args.latency * 1000:.0f} ms latency; bound = min(C/latency, bare client of the same round and loop)")
@@ -192,6 +213,9 @@ def compare(args: argparse.Namespace) -> None:
                     f"{t['rate'] / o['rate']:>10.2f}  {bare['cpu_ms']:.3f}, {o['cpu_ms']:.3f}, {t['cpu_ms']:.3f}",
                     flush=True,
                 )
+            # 20,000 calls: with fewer, starting C workers and the run's fixed costs blur the per-call figure
+            got = {name: measure(INSTANT, code, "asyncio", 20_000) for name, code in (("other", other), ("this", here))}
+            print(f"{r + 1:>5} {'no HTTP':>8}: the engine's own CPU per call, other {got['other']['cpu_ms'] * 1000:.1f} µs, this {got['this']['cpu_ms'] * 1000:.1f} µs", flush=True)
     for name in ("other", "this"):
         gains = [u / a for u, a in zip(rows[(name, "uvloop")], rows[(name, "asyncio")])]
         print(f"uvloop / asyncio calls/s, {name}: " + ", ".join(f"{g:.2f}" for g in gains) + f" (median {statistics.median(gains):.2f})")
