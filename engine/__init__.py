@@ -20,7 +20,7 @@ _FACE = {
     "run_async": "engine._api",
     "open_run": "engine._api",
     "build_report": "engine._api",
-    "DryRun": "engine._api",
+    "DryRun": "engine.dryrun",
     "ReportOutcome": "engine._api",
     "RunOutcome": "engine.runner",
     "GridConfig": "engine.config",
@@ -44,8 +44,9 @@ _FACE = {
 __all__ = list(_FACE)
 
 if TYPE_CHECKING:
-    from engine._api import DryRun, ReportOutcome, build_report, dry_run, open_run, run, run_async  # noqa: F401
+    from engine._api import ReportOutcome, build_report, dry_run, open_run, run, run_async  # noqa: F401
     from engine.config import GridConfig  # noqa: F401
+    from engine.dryrun import DryRun  # noqa: F401
     from engine.errors import (  # noqa: F401
         CacheError,
         CacheWriteError,

@@ -17,17 +17,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import engine.dryrun
 from engine.config import GridConfig
-from engine.dryrun import DryRun
 from engine.grid import load_grid
 from engine.report.build import Report
 from engine.report.load import Run
 from engine.runner import ProgressCallback, RunOutcome
 from engine.shard import Shard
 
-__all__ = ["DryRun", "ReportOutcome", "build_report", "dry_run", "load_grid", "open_run", "run", "run_async"]
+if TYPE_CHECKING:
+    from engine.dryrun import DryRun  # the face re-exports it from engine.dryrun, imported by dry_run only
+
+__all__ = ["ReportOutcome", "build_report", "dry_run", "load_grid", "open_run", "run", "run_async"]
 
 
 def _grid(grid: GridConfig | str | Path) -> GridConfig:
@@ -91,7 +93,9 @@ def dry_run(grid: GridConfig | str | Path, shard: Shard | None = None) -> DryRun
     plan (engine.dryrun: a sampled token estimate when nothing is cached). Reads the cache when it exists;
     calls no model and writes nothing. Raises GridError (a path given and invalid), CacheError (a cache file
     that is not one), PersonaFileError."""
-    return engine.dryrun.dry_run(_grid(grid), shard)
+    from engine import dryrun
+
+    return dryrun.dry_run(_grid(grid), shard)
 
 
 def open_run(run_dir: str | Path, baseline: str | None = None, score: str | None = None) -> Run:

@@ -31,7 +31,7 @@ from bench_adapters import ADAPTERS, JUDGE
 from bench_adapters.choice import CYCLIC
 from bench_adapters.modes import REASONING_MODES
 from bench_adapters.rubric import JUDGE_MODES, load_rubric
-from engine.config import BenchmarkConfig, GridConfig, ModelConfig, VllmConfig
+from engine.config import BenchmarkConfig, GridConfig, ModelConfig, RayConfig, RunConfig, VllmConfig
 from engine.errors import GridError
 from engine.providers import PROVIDERS, provider_class
 from persona_builder import FORMATS
@@ -178,6 +178,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
         problems.append("run.seed: expected a non-negative integer")
     if grid.run.score not in ("primary", "p_gold"):
         problems.append(f"run.score: expected primary or p_gold, got '{grid.run.score}'")
+    _check_executor(grid.run, problems)
     personas = grid.personas
     if personas is not None:
         if not grid.resolve(personas.source).is_file():
@@ -384,6 +385,32 @@ def _paths_usable(grid: GridConfig, problems: list[str]) -> bool:
     bad = [key for key, value in paths if value is not None and "\0" in value]
     problems.extend(f"{key}: a path cannot contain a NUL character" for key in bad)
     return not bad
+
+
+def ray_problem() -> str | None:
+    """Why executor = "ray" cannot run here (one line), or None when Ray is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "executor \"ray\" needs Ray, which is not installed: pip install 'mtpa-engine[ray]'"
+    return None
+
+
+def _check_executor(run: RunConfig, problems: list[str]) -> None:
+    if run.executor not in ("local", "ray"):
+        problems.append(f"run.executor: expected local or ray, got '{run.executor}'")
+    elif run.executor == "ray" and (missing := ray_problem()):
+        problems.append(f"run.executor: {missing}")
+    r = run.ray
+    if r != RayConfig() and run.executor != "ray":
+        problems.append('run.ray: only used with executor = "ray"')
+    if not 0 <= r.workers <= MAX_CONCURRENCY:
+        problems.append(f"run.ray.workers: expected an integer in [0, {MAX_CONCURRENCY:,}] (0 = as many as the cluster holds)")
+    if r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_worker + r.gpus_per_worker == 0:
+        problems.append("run.ray: cpus_per_worker and gpus_per_worker must be non-negative, and not both 0")
+    _check_range("run.ray.batches_per_worker", r.batches_per_worker, 1, 64, problems)
+    if r.address is not None and not r.address.strip():
+        problems.append('run.ray.address: expected "auto", HOST:PORT or ray://HOST:PORT (omit it for Ray\'s default)')
 
 
 def _check_range(where: str, value: int, lo: int, hi: int, problems: list[str]) -> None:

@@ -148,6 +148,7 @@ class Plan:
         self._text = lru_cache(maxsize=1024)(self._text_uncached)
         self._judged_persona = lru_cache(maxsize=4096)(lambda pid: "\n".join(trait_lines(self._by_id[pid])))
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
+        self._decodings: dict[tuple[int, int | None], tuple[ModelConfig, Decoding]] = {}  # by (id(config), max_tokens)
 
     @classmethod
     def from_grid(cls, grid: GridConfig, shard: Shard | None = None) -> Plan:
@@ -294,10 +295,14 @@ class Plan:
     def _text_uncached(self, persona_id: str, fmt: str, traits: str) -> PersonaText:
         return PersonaText(self._by_id[persona_id], fmt, traits)
 
-    @staticmethod
-    @lru_cache(maxsize=64)
-    def _decoding(model: ModelConfig, max_tokens: int | None = None) -> Decoding:
-        return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
+    def _decoding(self, model: ModelConfig, max_tokens: int | None = None) -> Decoding:
+        # Memoised on the config object itself: hashing a ModelConfig's value (its ~20 fields and nested
+        # tables) on every request cost more than building the Decoding (bench/api_throughput.py profile).
+        # The config is kept beside its Decoding, so its id cannot be reused by another object while memoised.
+        key = (id(model), max_tokens)
+        if (memo := self._decodings.get(key)) is None or memo[0] is not model:
+            memo = self._decodings[key] = (model, Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed))
+        return memo[1]
 
     def _task(self, benchmark: str, item: Item, order: int) -> str:
         if self._benchmarks[benchmark].per_persona:  # one prompt per persona × target: memoising would grow with the grid

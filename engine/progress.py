@@ -43,6 +43,8 @@ class LiveProgress:
             self._progress.start()
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         info = f"hits {stats.cache_hits:,}  calls {stats.calls_made:,} ({stats.calls_made / elapsed:,.1f}/s)  errors {sum(stats.errors.values()):,}"
+        if stats.executor:
+            info += f"  {stats.executor}"
         self._progress.update(self._task, completed=stats.cells_done, info=info)
         if done:
             self._progress.stop()
