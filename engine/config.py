@@ -72,7 +72,10 @@ class BenchmarkConfig:
     # traits: "values" | "demographic" | "all" or a list of trait keys; traits hidden with the target; shots
     targets: str | tuple[str, ...] | None = None
     withhold: tuple[str, ...] = ()
-    shots: int | None = None
+    shots: int | None = None  # any multiple-choice benchmark: few-shot examples per item (engine.templates)
+    # Prompt templates (engine.templates): a preset name or a .jinja file; "chat" turns or one "completion" string.
+    template: str | None = None
+    format: str = "chat"
 
     @property
     def label(self) -> str:
@@ -341,6 +344,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             _check_name(f"{where}.id", b.id, problems)
         _check_orders(b, adapter, where, problems)
         _check_rubric(grid, b, adapter, where, problems)
+        _check_prompt(grid, b, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
     for i, m in enumerate(grid.models):
@@ -424,6 +428,37 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
 
 
+def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: list[str]) -> None:
+    """`template`, `format` and `shots` (engine.templates): a readable template, a format every model can send."""
+    from bench_adapters import JUDGE
+    from engine.providers import PROVIDERS, provider_class
+    from engine.templates import FORMATS, MTPA, PromptTemplate, TemplateError
+
+    if b.template is not None:
+        if "\0" in b.template:
+            problems.append(f"{where}.template: a path cannot contain a NUL character")
+            return
+        try:
+            PromptTemplate.load(b.template, b.name, grid.root)
+        except TemplateError as exc:
+            problems.append(f"{where}.template: {exc}")
+    if b.format not in FORMATS:
+        problems.append(f"{where}.format: expected one of {', '.join(FORMATS)}, got '{b.format}'")
+    elif b.format == "completion":
+        if b.template in (None, MTPA):
+            problems.append(f'{where}.format: "completion" needs a template (a preset such as "lm-eval" or a .jinja file): the built-in prompts are chat turns')
+        for i, m in enumerate(grid.models):
+            if m.provider in PROVIDERS and not provider_class(m.provider).supports_completion:
+                problems.append(
+                    f'{where}.format: models[{i}] ({m.id}) uses provider "{m.provider}", whose API takes chat messages only; '
+                    'format = "completion" needs a local, vllm or openai (completions endpoint) model'
+                )
+    if b.shots is not None and b.shots < 0:
+        problems.append(f"{where}.shots: expected a non-negative integer")
+    elif b.shots and b.mode == JUDGE:
+        problems.append(f'{where}.shots: mode "judge" has no gold answers to show as examples; leave shots at 0')
+
+
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
     from bench_adapters import JUDGE
     from bench_adapters.choice import CYCLIC
@@ -480,7 +515,7 @@ def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.vllm.gpu_memory_utilization: expected a number in (0, 1]")
 
 
-_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders")
+_ENGINE_KEYS = ("name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders", "shots", "template", "format")
 _ADAPTER_OPTIONS = tuple(f.name for f in dataclasses.fields(BenchmarkConfig) if f.name not in _ENGINE_KEYS)
 
 

@@ -26,11 +26,14 @@ from typing import cast
 
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
 from bench_adapters.base import PersonaItems
+from bench_adapters.choice import draw_shots
 from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
+from engine.templates import PromptTemplate, TemplateError, condition_fields, item_fields, persona_fields
 from persona_builder import Persona, load_personas, render
+from persona_builder.render import select_traits
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +78,29 @@ class Benchmark:
     rubric: Rubric | None = None  # judge mode only
     # Per item: its presentation orders (item, permutation of order 0); (item, None) alone when `orders` = 1.
     variants: tuple[tuple[tuple[Item, tuple[int, ...] | None], ...], ...] = ()
+    template: PromptTemplate | None = None  # grid key `template` (engine.templates); None: the adapter's prompts
+    shots: dict[str, tuple[Item, ...]] | None = None  # grid key `shots`: each item's few-shot examples
 
     @classmethod
-    def with_orders(cls, config: BenchmarkConfig, adapter: Adapter, items: tuple[Item, ...], rubric: Rubric | None = None) -> Benchmark:
+    def with_orders(
+        cls,
+        config: BenchmarkConfig,
+        adapter: Adapter,
+        items: tuple[Item, ...],
+        rubric: Rubric | None = None,
+        template: PromptTemplate | None = None,
+        shots: dict[str, tuple[Item, ...]] | None = None,
+    ) -> Benchmark:
         if config.orders == 1:
             variants = tuple(((item, None),) for item in items)
         else:
             variants = tuple(tuple((shown, perm) for shown, perm in adapter.ordered(item, config.orders)) for item in items)
-        return cls(config, adapter, items, rubric, variants)
+        return cls(config, adapter, items, rubric, variants, template, shots)
+
+    @property
+    def custom(self) -> bool:
+        """Prompts built by a template or with shots, rather than by the adapter alone (today's prompts)."""
+        return self.template is not None or bool(self.shots)
 
     @property
     def cells_per_persona(self) -> int:
@@ -146,20 +164,56 @@ class Plan:
             kind = ADAPTERS[b.name]
             path = grid.resolve(b.path) if b.path else None
             adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
+            try:
+                template = PromptTemplate.load(b.template, b.name, grid.root) if b.template else None
+            except TemplateError as exc:
+                raise GridError([f"{grid.path}: benchmarks[{i}].template: {exc}"]) from None
             if getattr(adapter, "per_persona", False):
                 try:
                     cast(PersonaItems, adapter).bind(personas)
                 except ValueError as exc:
                     raise GridError([f"{grid.path}: benchmarks[{i}]: {exc}"]) from None
-                benchmarks.append(Benchmark(b, adapter, ()))
+                benchmarks.append(Benchmark(b, adapter, (), template=template))
                 continue
             items = tuple(adapter.items())
             rubric = None
             if b.mode == JUDGE:
                 rubric = load_rubric(b.rubric or kind.rubric, grid.root)
                 rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
-            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
-        return cls(grid, personas, benchmarks, shard)
+            shots = None
+            if b.shots:  # an adapter declaring `shots` itself (trait inference) never gets here with them
+                everything = kind(path=path, limit=None, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options)).items()
+                try:
+                    shots = draw_shots(items, tuple(everything), b.shots, b.seed)
+                except ValueError as exc:
+                    raise GridError([f"{grid.path}: benchmarks[{i}].shots: {exc}"]) from None
+            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric, template, shots))
+        plan = cls(grid, personas, benchmarks, shard)
+        plan._check_templates()
+        return plan
+
+    def _check_templates(self) -> None:
+        """Render every item of each templated benchmark once per condition (the first persona standing for
+        all), so that a field the template names but the data lacks stops the grid before any call."""
+        problems = []
+        persona = self.personas[0] if self.personas else None
+        for i, bench in enumerate(self.benchmarks):
+            if bench.template is None:
+                continue
+            for condition in self.grid.conditions:
+                who = persona if condition.format is not None else None
+                if condition.format is not None and who is None:
+                    continue
+                items = bench.persona_items.items_for(who) if bench.per_persona and who is not None else bench.items
+                try:
+                    for item in items:
+                        cell = Cell(0, self.grid.models[0], bench.config.label, item, condition, who, 0)
+                        self.request(cell)
+                except TemplateError as exc:
+                    problems.append(f"{self.grid.path}: benchmarks[{i}].template: {exc}")
+                    break
+        if problems:
+            raise GridError(problems)
 
     def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
         return [None] if condition.format is None else list(self.personas)
@@ -252,24 +306,34 @@ class Plan:
         return self._tasks[key]
 
     def request(self, cell: Cell) -> Request:
+        """The cell's request. Raises TemplateError when the benchmark's template cannot render it."""
         task = self._task(cell.benchmark, cell.item, cell.order)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
         bench = self._benchmarks[cell.benchmark]
-        if cell.persona is None or cond.format is None:
-            messages = (("user", task),)
-        else:
+        persona_text = None
+        if cell.persona is not None and cond.format is not None:
             # a per-persona item never shows the trait it asks for
-            hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
-            persona_text = self._render(cell.persona.id, cond.format, cond.traits, hidden)
-            if cond.placement == "system":
-                messages = (("system", persona_text), ("user", task))
+            persona_text = self._render(cell.persona.id, cond.format, cond.traits, self._hidden(bench, cell.item))
+        prompt, delimiter = None, ""
+        if bench.template is not None:
+            rendered = bench.template.render(self._variables(cell, bench, task, persona_text), bench.config.format)
+            messages, prompt, delimiter = rendered.messages, rendered.prompt, rendered.target_delimiter
+        else:
+            shown = self._shot_turns(bench, cell.item)
+            if persona_text is None:
+                messages = (*shown, ("user", task))
+            elif cond.placement == "system":
+                messages = (("system", persona_text), *shown, ("user", task))
             else:
-                messages = (("user", f"{persona_text}\n\n{task}"),)
+                messages = (*shown, ("user", f"{persona_text}\n\n{task}"))
         m = cell.model
         mode = bench.config.mode
         if bench.rubric is not None:  # a free-text answer, for the judge
-            return Request(messages, self._decoding(m, bench.max_tokens), cell.sample, "generate", (), False)
+            return Request(messages, self._decoding(m, bench.max_tokens), cell.sample, "generate", (), False, prompt=prompt)
+        continuations = ()
+        if mode == "likelihood":
+            continuations = tuple(delimiter + c for c in self.adapter(cell.benchmark).continuations(cell.item))
         return Request(
             messages=messages,
             decoding=self._decoding(m, bench.max_tokens),
@@ -278,8 +342,47 @@ class Plan:
             letters=cell.item.letters,
             # letter-logprob is nothing but the letter logprobs; likelihood never needs them
             want_logprobs=m.logprobs if mode == "letter" else mode == "letter-logprob",
-            continuations=self.adapter(cell.benchmark).continuations(cell.item) if mode == "likelihood" else (),
+            continuations=continuations,
+            prompt=prompt,
         )
+
+    @staticmethod
+    def _hidden(bench: Benchmark, item: Item) -> frozenset[str]:
+        return bench.persona_items.hidden(item) if bench.per_persona else frozenset()
+
+    def _variables(self, cell: Cell, bench: Benchmark, task: str, persona_text: str | None) -> dict[str, object]:
+        """What a template sees (engine.templates): item, persona, condition, shots, format, mode."""
+        adapter, cond = bench.adapter, cell.condition
+        persona = None
+        if cell.persona is not None and persona_text is not None and cond.format is not None:
+            hidden = self._hidden(bench, cell.item)
+            shown = {k: t for k, t in select_traits(cell.persona, cond.traits).items() if k not in hidden}
+            persona = persona_fields(cell.persona, persona_text, shown)
+        shots = []
+        for shot in (bench.shots or {}).get(cell.item.id, ()):
+            fields = item_fields(shot, adapter.task_prompt(shot), "shot")
+            fields.update(answer=fields["gold"], answer_text=fields["gold_text"])
+            shots.append(fields)
+        return {
+            "item": item_fields(cell.item, task),
+            "persona": persona,
+            "condition": condition_fields(cond),
+            "shots": shots,
+            "format": bench.config.format,
+            "mode": bench.config.mode,
+        }
+
+    def _shot_turns(self, bench: Benchmark, item: Item) -> tuple[tuple[str, str], ...]:
+        """The built-in prompts' few-shot examples: each shot's question as a user turn and its answer (the
+        gold letter; in likelihood mode the gold option's text) as the assistant's."""
+        if not bench.shots:
+            return ()
+        adapter, likelihood = bench.adapter, bench.config.mode == "likelihood"
+        turns: list[tuple[str, str]] = []
+        for shot in bench.shots[item.id]:
+            answer = shot.options[shot.gold] if likelihood else shot.letters[shot.gold]
+            turns += [("user", adapter.task_prompt(shot)), ("assistant", answer)]
+        return tuple(turns)
 
     def judge_request(self, cell: Cell, answer: str) -> Request:
         """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged."""
