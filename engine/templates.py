@@ -70,8 +70,10 @@ def _environment() -> Any:
         @property
         def _undefined_message(self) -> str:
             obj = self._undefined_obj
-            if isinstance(obj, Fields):
+            if isinstance(obj, Fields) and self._undefined_hint is None:  # a hint: the sandbox's refusal
                 return f"{obj.label} has no field {self._undefined_name!r} (it has: {', '.join(sorted(obj))})"
+            if obj is None and self._undefined_hint is None:  # most often `persona` in the baseline condition
+                return f"field {self._undefined_name!r} of None (the baseline has no persona: guard it with {{% if persona %}})"
             return super()._undefined_message
 
     env = ImmutableSandboxedEnvironment(undefined=Strict, keep_trailing_newline=False, autoescape=False)
@@ -159,9 +161,10 @@ class PromptTemplate:
         return Rendered(_turns(zip(parts[1::2], parts[2::2])), None, delimiter)
 
     def _line(self, exc: BaseException) -> str:
-        """'line N: ' of the template line that raised, from the traceback Jinja rewrites to template lines."""
-        lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == self.filename]
-        return f"line {lines[-1]}: " if lines else ""
+        """'line N: ' of the template line that raised: the innermost frame of the compiled template, mapped
+        back to its source line through Jinja's debug info (make_module does not rewrite tracebacks)."""
+        lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == self.filename and f.lineno]
+        return f"line {self._template.get_corresponding_lineno(lines[-1])}: " if lines else ""
 
 
 def _turns(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
