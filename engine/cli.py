@@ -82,11 +82,12 @@ def run(
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
     shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
+    show_prompts: Annotated[int | None, typer.Option("--show-prompts", metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, show_prompts)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
@@ -132,7 +133,7 @@ def run(
         raise typer.Exit(EXIT_BUDGET)
 
 
-def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None):
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, show_prompts: int | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
     from engine import runner
@@ -148,6 +149,15 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             raise _fail(f"{grid}: is a folder, expected a grid .toml file")
         part = Shard.parse(shard) if shard is not None else None
         config = locate(load_grid(grid), part, cache)
+        if show_prompts is not None:
+            from engine.plan import Plan
+            from engine.show_prompts import preview
+
+            if show_prompts < 1:
+                raise _fail("--show-prompts: expected a positive number of prompts")
+            for block in preview(Plan.from_grid(config), show_prompts):
+                out.print(block + "\n", markup=False, highlight=False, soft_wrap=True)
+            return None
         if dry_run:
             counts = runner.dry_run(config, part)
             rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]

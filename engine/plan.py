@@ -258,12 +258,12 @@ class Plan:
             index += self._size(m)
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
-                for persona, item, order, perm in self._pairs(bench, condition):
+                for persona, item, order, perm in self.pairs(bench, condition):
                     for sample in range(model.samples):
                         yield Cell(index, model, bench.config.label, item, condition, persona, sample, order, perm)
                         index += 1
 
-    def _pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item, int, tuple[int, ...] | None]]:
+    def pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item, int, tuple[int, ...] | None]]:
         """(persona, item, order, permutation) in plan order: persona-major; a per-persona benchmark's items go
         with their persona only (one order: their scale keeps the survey's order)."""
         if bench.per_persona:

@@ -318,3 +318,20 @@ def test_empty_context_is_scored_after_bos_as_lm_eval_does():
     unit = _packed(tok, "", ["He is a man.", "She is a woman."])
     assert tok.bos_token_id is not None and unit.ids[:1] == [tok.bos_token_id] and unit.context == 1
     assert unit.ids[1:] == tok.encode("He is a man.", add_special_tokens=False) + tok.encode("She is a woman.", add_special_tokens=False)
+
+
+def test_the_example_template_renders_persona_shots_and_options(tmp_path):
+    conditions = BASELINE + '[[conditions]]\nname = "prose"\nformat = "prose"\n[[conditions]]\nname = "user"\nformat = "bullets"\nplacement = "user"\n'
+    template = REPO / "examples" / "template.jinja"
+    grid = load_grid(_grid(tmp_path, f'name = "truthfulqa"\nlimit = 1\nshots = 1\ntemplate = "{template}"', conditions=conditions, personas=True))
+    plan = Plan.from_grid(grid)
+    cells = list(plan.cells(grid.models[0]))
+    base, prose, user = (plan.request(c) for c in (cells[0], cells[1], cells[3]))
+    item = cells[0].item
+    (shot,) = plan.benchmarks[0].shots[item.id]
+    question = f"{item.question}\n" + "".join(f"{k}. {t}\n" for k, t in zip(item.letters, item.options)) + f"Respond with a single letter ({', '.join(item.letters)}) only."
+    shot_turns = (("user", f"{shot.question}\n" + "\n".join(f"{k}. {t}" for k, t in zip(shot.letters, shot.options))), ("assistant", shot.letters[shot.gold]))
+    assert base.messages == (*shot_turns, ("user", question))
+    persona_text = plan._render(cells[1].persona.id, "prose", "all")
+    assert prose.messages == (("system", f"You are answering as the following person.\n{persona_text}"), *shot_turns, ("user", question))
+    assert user.messages == (*shot_turns, ("user", plan._render(cells[3].persona.id, "bullets", "all") + "\n\n" + question))
