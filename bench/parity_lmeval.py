@@ -82,7 +82,9 @@ def write_tasks(work: Path, python: Path, indices: list[int]) -> None:
 
 def run_lm_eval(python: Path, work: Path, folder: Path, batch_size: int) -> dict[str, list[dict]]:
     out = work / "lm_eval_out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # Passive OpenMP waits, as engine.providers.local sets for itself: spinning threads on shared cores made a
+    # batch take 100 s instead of seconds here.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}
     cmd = [
         str(python), "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={folder},dtype=float32",
         "--tasks", ",".join(f"parity_truthfulqa_{t}" for t in TASKS), "--include_path", str(work),
