@@ -335,3 +335,19 @@ def test_the_example_template_renders_persona_shots_and_options(tmp_path):
     persona_text = plan._render(cells[1].persona.id, "prose", "all")
     assert prose.messages == (("system", f"You are answering as the following person.\n{persona_text}"), *shot_turns, ("user", question))
     assert user.messages == (*shot_turns, ("user", plan._render(cells[3].persona.id, "bullets", "all") + "\n\n" + question))
+
+
+def test_show_prompts_prints_the_first_n_per_benchmark_and_condition_and_calls_nothing(tmp_path):
+    conditions = BASELINE + '[[conditions]]\nname = "prose"\nformat = "prose"\n'
+    benchmark = 'name = "truthfulqa"\nlimit = 3\nmode = "likelihood"\ntemplate = "lm-eval"\nformat = "completion"\n[[benchmarks]]\nname = "bbq"\nlimit = 3'
+    path = _grid(tmp_path, benchmark, conditions=conditions, personas=True)
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(path), "--show-prompts", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("=== ")]
+    # 2 benchmarks x 2 conditions x 2 prompts (the prose condition's first two cells: first persona, items 1-2)
+    assert [h.split(":")[0] for h in heads] == ["=== truthfulqa × baseline"] * 2 + ["=== truthfulqa × prose"] * 2 + ["=== bbq × baseline"] * 2 + ["=== bbq × prose"] * 2
+    assert "format completion, mode likelihood ===" in heads[0] and "persona -" in heads[0]
+    assert proc.stdout.count("Q: Where were the 1992 Olympics held?\nA: The 1992 Olympics were held in Barcelona, Spain.\n\nQ: ") == 4
+    assert "--- scored continuations ---\n' " in proc.stdout  # lm-eval's " " delimiter shown
+    assert "[system]\n" in proc.stdout and "[user]\n" in proc.stdout  # bbq: built-in chat turns
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache.sqlite").exists()
