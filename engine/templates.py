@@ -154,11 +154,12 @@ class PromptTemplate:
             if len(parts) > 1:
                 raise TemplateError(f'{self.filename}: format = "completion" takes one prompt string, but the template marks chat turns (turn("{parts[1]}"))')
             return Rendered((), text, delimiter)
-        if len(parts) == 1:
-            return Rendered(_turns([("user", text)]), None, delimiter)
-        if parts[0].strip():
-            raise TemplateError(f'{self.filename}: text before the first turn() marker: {parts[0].strip()[:60]!r}')
-        return Rendered(_turns(zip(parts[1::2], parts[2::2])), None, delimiter)
+        if len(parts) > 1 and parts[0].strip():
+            raise TemplateError(f"{self.filename}: text before the first turn() marker: {parts[0].strip()[:60]!r}")
+        turns = _turns([("user", text)] if len(parts) == 1 else zip(parts[1::2], parts[2::2]))
+        if not turns:
+            raise TemplateError(f'{self.filename}: renders no chat turn (an empty prompt can only be sent with format = "completion")')
+        return Rendered(turns, None, delimiter)
 
     def _line(self, exc: BaseException) -> str:
         """'line N: ' of the template line that raised: the innermost frame of the compiled template, mapped

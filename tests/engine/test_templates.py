@@ -351,3 +351,9 @@ def test_show_prompts_prints_the_first_n_per_benchmark_and_condition_and_calls_n
     assert "--- scored continuations ---\n' " in proc.stdout  # lm-eval's " " delimiter shown
     assert "[system]\n" in proc.stdout and "[user]\n" in proc.stdout  # bbq: built-in chat turns
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache.sqlite").exists()
+
+
+def test_a_chat_template_rendering_no_turn_is_an_error(tmp_path):
+    grid = load_grid(_grid(tmp_path, 'name = "crows_pairs"\nmode = "likelihood"\nlimit = 1\ntemplate = "lm-eval"'))
+    with pytest.raises(GridError, match='crows_pairs.jinja: renders no chat turn \\(an empty prompt can only be sent with format = "completion"\\)'):
+        Plan.from_grid(grid)
