@@ -248,9 +248,10 @@ def test_lm_eval_crows_pairs_prompt_is_empty_with_no_delimiter(tmp_path):
 
 
 def test_mtpa_cache_keys_unchanged_from_main(tmp_path):
-    """Keys of a grid covering every mode, persona placements, orders, judge and traits, computed on main at
-    4ce1bf3 (before templates) with the same grid; the built-in prompts, named or not, keep them."""
-    expected = json.loads((Path(__file__).parent / "data" / "mtpa_keys_main_4ce1bf3.json").read_text())
+    """Keys of a grid covering every mode, persona placements, orders, judge and traits, computed on main
+    before templates (4ce1bf3, and again at 0ffc534: identical) with the same grid; the built-in prompts,
+    named or not, keep them."""
+    expected = json.loads((Path(__file__).parent / "data" / "mtpa_keys_main.json").read_text())
     for named in (False, True):
         keys = _keys(tmp_path, 'template = "mtpa"\n' if named else "")
         assert keys == expected
