@@ -98,11 +98,6 @@ class Benchmark:
         return cls(config, adapter, items, rubric, variants, template, shots)
 
     @property
-    def custom(self) -> bool:
-        """Prompts built by a template or with shots, rather than by the adapter alone (today's prompts)."""
-        return self.template is not None or bool(self.shots)
-
-    @property
     def cells_per_persona(self) -> int:
         """Question × order cells one persona (or the baseline) answers, per sample."""
         return sum(len(v) for v in self.variants)

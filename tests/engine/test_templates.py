@@ -282,7 +282,7 @@ def _keys(root: Path, extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "sdk"])
-def test_openai_completion_format_uses_the_completions_endpoint(transport):
+def test_openai_completion_format_uses_the_completions_endpoint(transport, monkeypatch):
     prompt = "Q: Which is a fruit?\nA. stone\nB. apple\nAnswer:"
     request = Request((), Decoding(0.0, 4, 1.0, None), 0, "letter", ("A", "B"), True, prompt=prompt)
     with OpenAICompatServer() as server:
@@ -294,9 +294,7 @@ def test_openai_completion_format_uses_the_completions_endpoint(transport):
             finally:
                 await provider.aclose()
 
-        import os
-
-        os.environ["MTPA_TEST_KEY"] = "sk-test"
+        monkeypatch.setenv("MTPA_TEST_KEY", "sk-test")
         (response,) = asyncio.run(call())
         body = server.state.last_body
     assert response.ok, response.error
