@@ -69,7 +69,7 @@ def test_missing_field_is_a_grid_error_naming_file_line_and_field(tmp_path):
 
 
 def test_missing_field_stops_the_cli_with_exit_2_before_anything_is_written(tmp_path):
-    tpl = _template(tmp_path, "{% if persona %}{{ persona.text }} {{ persona.no_such_trait }}{% endif %}")
+    tpl = _template(tmp_path, "{{ item.question }}{% if persona %}{{ persona.text }} {{ persona.no_such_trait }}{% endif %}")
     conditions = BASELINE + '[[conditions]]\nname = "prose"\nformat = "prose"\n'
     path = _grid(tmp_path, f'name = "truthfulqa"\nlimit = 1\ntemplate = "{tpl.name}"', conditions=conditions, personas=True)
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(path), "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
