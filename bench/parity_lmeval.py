@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import load_grid  # noqa: E402
+from engine.grid import load_grid  # noqa: E402
 from engine.plan import Plan  # noqa: E402
 from engine.providers import create_provider  # noqa: E402
 from engine.providers.weights import gguf_checkpoint, resolve, user_cache_dir  # noqa: E402
