@@ -88,12 +88,13 @@ def run(
     shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
     ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")] = None,
+    show_prompts: Annotated[int | None, typer.Option("--show-prompts", metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     _use_uvloop()  # only `run` has an event loop; imported while Ctrl-C still exits 130 quietly (start-up handler)
     signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray)
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray, show_prompts)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
@@ -181,7 +182,7 @@ class _RunShell:
                 loop.remove_signal_handler(sig)  # SIGINT back to a KeyboardInterrupt, SIGTERM to its default
 
 
-def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, ray: str | None = None):
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, ray: str | None = None, show_prompts: int | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
     import asyncio
@@ -200,6 +201,15 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             from engine.ray_pool import on_ray
 
             config = on_ray(config, ray)
+        if show_prompts is not None:
+            from engine.plan import Plan
+            from engine.show_prompts import preview
+
+            if show_prompts < 1:
+                raise _fail("--show-prompts: expected a positive number of prompts")
+            for block in preview(Plan.from_grid(config), show_prompts):
+                out.print(block + "\n", markup=False, highlight=False, soft_wrap=True)
+            return None
         if dry_run:
             title = config.path.name + (f" (shard {part.index}/{part.count})" if part else "")
             for heading, frame in engine.dry_run(config, part).tables(title):
