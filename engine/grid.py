@@ -332,7 +332,7 @@ def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: li
             if m.provider in PROVIDERS and not provider_class(m.provider).supports_completion:
                 problems.append(
                     f'{where}.format: models[{i}] ({m.id}) uses provider "{m.provider}", whose API takes chat messages only; '
-                    'format = "completion" needs a local, vllm or openai (completions endpoint) model'
+                    'format = "completion" needs a transformers, vllm or openai (completions endpoint) model'
                 )
     if b.shots is not None and b.shots < 0:
         problems.append(f"{where}.shots: expected a non-negative integer")
