@@ -109,6 +109,19 @@ class VllmConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """[models.batch]: how `transport = "batch"` packs, submits and polls provider batch jobs (engine.batch).
+
+    Not in the cache key: a batch answer and an online answer to the same request are one cache entry."""
+
+    max_requests: int | None = None  # requests per job (default and ceiling: the provider's limit)
+    poll_s: float = 60.0  # seconds between two polls of the live jobs
+    completion_window: str = "24h"  # OpenAI: the only window it offers
+    input_price: float | None = None  # USD per million input tokens in batch (default: half the online price)
+    output_price: float | None = None  # USD per million output tokens in batch (default: half the online price)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     id: str
     provider: str
@@ -120,7 +133,7 @@ class ModelConfig:
     samples: int = 1  # samples per cell (pass@k needs temperature > 0)
     logprobs: bool = True  # ask for next-token logprobs over the answer letters where the backend offers them
     base_url: str | None = None  # OpenAI-compatible servers
-    transport: str = "aiohttp"  # API providers: aiohttp (lean, fast) | sdk (the official client)
+    transport: str = "aiohttp"  # API providers: aiohttp (lean, fast) | sdk (the official client) | batch (provider batch API)
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key)
     api_key_file: str | None = None  # or a file holding the key, relative to the grid file
     input_price: float | None = None  # USD per million input tokens (default: engine.pricing's table)
@@ -130,6 +143,7 @@ class ModelConfig:
     dtype: str = "float32"  # local: float32 | bfloat16 | float16
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 @dataclass(frozen=True)
@@ -383,8 +397,9 @@ def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[st
         problems.append(f"{where}.seed: expected a non-negative integer")
     if m.base_url is not None:
         _check_url(f"{where}.base_url", m.base_url, problems)
-    if m.transport not in ("aiohttp", "sdk"):
-        problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
+    if m.transport not in ("aiohttp", "sdk", "batch"):
+        problems.append(f"{where}.transport: expected aiohttp, sdk or batch, got '{m.transport}'")
+    _check_batch(m, where, problems)
     if m.device not in ("auto", "cpu", "cuda"):
         problems.append(f"{where}.device: expected auto, cpu or cuda")
     if m.dtype not in ("float32", "bfloat16", "float16"):
@@ -463,7 +478,31 @@ def _check_judge(grid: GridConfig, problems: list[str]) -> None:
         problems.append("judge.model.samples: the judge gives one verdict per answer; leave samples at 1")
     if judge.model.id in {m.id for m in grid.models}:
         problems.append(f"judge.model.id: '{judge.model.id}' is also a model under test; give the judge its own id")
+    if judge.model.transport == "batch":
+        problems.append('judge.model.transport: the judge runs online (its requests exist only once the answers are in); use "aiohttp" or "sdk"')
     _check_model(grid, judge.model, "judge.model", problems)
+
+
+def _check_batch(m: ModelConfig, where: str, problems: list[str]) -> None:
+    from engine.batch import BATCH_LIMITS, BATCH_PROVIDERS
+
+    b = m.batch
+    if m.transport != "batch":
+        if b != BatchConfig():
+            problems.append(f'{where}.batch: applies only to transport = "batch"')
+        return
+    if m.provider not in BATCH_PROVIDERS:
+        problems.append(f'{where}.transport: "batch" is offered for providers {", ".join(BATCH_PROVIDERS)}, not \'{m.provider}\'')
+        return
+    most = BATCH_LIMITS[m.provider].max_requests
+    if b.max_requests is not None:
+        _check_range(f"{where}.batch.max_requests", b.max_requests, 1, most, problems)
+    if not 0 < b.poll_s <= MAX_SECONDS:
+        problems.append(f"{where}.batch.poll_s: expected a number of seconds in (0, {MAX_SECONDS:.0f}]")
+    if m.provider == "openai" and b.completion_window != "24h":
+        problems.append(f'{where}.batch.completion_window: OpenAI offers only "24h", got \'{b.completion_window}\'')
+    if (b.input_price or 0) < 0 or (b.output_price or 0) < 0:
+        problems.append(f"{where}.batch: input_price and output_price must be non-negative")
 
 
 def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:
