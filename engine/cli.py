@@ -28,6 +28,7 @@ from rich.table import Table  # noqa: E402
 
 from engine.config import GridError, load_grid  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
+from engine.batch.cli import app as batches_app  # noqa: E402
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -244,6 +245,7 @@ def report(
 
 
 app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
+app.add_typer(batches_app, name="batches", help="List and cancel provider batch jobs (transport = \"batch\").")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)

@@ -47,8 +47,8 @@ class OpenAIBatch(BatchTransport):
             from openai import AsyncOpenAI
 
             cfg = self.provider.config
-            self._key = self.provider._api_key()
-            self._client = AsyncOpenAI(api_key=self._key, base_url=self.provider.base_url, max_retries=0, timeout=cfg.limits.timeout_s)
+            key = self.provider._key = self.provider._api_key()  # the provider's _redact masks it in every message
+            self._client = AsyncOpenAI(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=cfg.limits.timeout_s)
         return self._client
 
     def line(self, key: str, request: Any) -> bytes:

@@ -159,9 +159,12 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         bid = f"batch_{batch.creates:06d}{rng.randrange(16**8):08x}"
         lines, problems = validate(batch.contents[fid], endpoint)
         if batch.creates in batch.fail_jobs and not problems:
-            problems = [{"code": "invalid_request", "message": f"injected validation failure of job {batch.creates}", "param": None, "line": 1}]
-        for line in lines:
-            batch.submitted[line["custom_id"]] += 1
+            # The message echoes the key, as a careless server might: the engine must keep it out of every file.
+            message = f"injected validation failure of job {batch.creates} (key {WIRE.key(request)})"
+            problems = [{"code": "invalid_request", "message": message, "param": None, "line": 1}]
+        if not problems:  # a job that fails validation runs no request
+            for line in lines:
+                batch.submitted[line["custom_id"]] += 1
         obj = {
             "id": bid, "object": "batch", "endpoint": endpoint, "model": None, "errors": None, "input_file_id": fid,
             "completion_window": "24h", "status": "validating", "output_file_id": None, "error_file_id": None,
@@ -172,7 +175,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         if problems:
             obj.update(status="failed", failed_at=now, errors={"object": "list", "data": problems}, request_counts={"total": 0, "completed": 0, "failed": 0})
         batch.batches[bid] = obj
-        obj["_lines"], obj["_ordinal"] = lines, batch.creates
+        obj["_lines"], obj["_ordinal"], obj["_key"] = lines, batch.creates, WIRE.key(request)
         batch.ready_at[bid] = time.monotonic() + batch.process_s
         return web.json_response(_public(obj))
 
@@ -193,7 +196,8 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
             text, ident = WIRE.prompt(body)
             if FAIL_MARKER in text:
                 code = int(text.split(FAIL_MARKER, 1)[1].split(">>", 1)[0])
-                err.append({"id": rid, "custom_id": line["custom_id"], "response": {"status_code": code, "request_id": rid, "body": _error(code, f"injected failure {code}")}, "error": None})
+                body = _error(code, f"injected failure {code} (key {obj['_key']})")  # echoes the key, like the chat server
+                err.append({"id": rid, "custom_id": line["custom_id"], "response": {"status_code": code, "request_id": rid, "body": body}, "error": None})
                 continue
             letters, letter = pick_letter(text, prompt_digest(ident))
             answer = WIRE.answer(body, letter, letters, i, text)

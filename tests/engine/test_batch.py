@@ -1,0 +1,229 @@
+"""`transport = "batch"` end to end: a real `mtpa-engine run` (subprocess) against the OpenAI Batch test server on
+127.0.0.1, driven by the official `openai` SDK, with the server's faults (a job that fails, a job that expires
+half done, slow completion, 5xx on retrieve, results out of order, per-request errors) and counts.
+
+Grid: 3 personas x 4 TruthfulQA questions x (baseline + prose) = 4 + 12 = 16 cells, 16 distinct requests."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import orjson
+import polars as pl
+import pytest
+
+from engine.results import read_results
+from tests.conftest import run_until_killed, write_grid
+from tests.servers.openai_batch import BatchState, OpenAIBatchServer
+from tests.servers.openai_compat import OpenAICompatServer
+
+KEY = "sk-batch-Q7hT2mVx9LpR4nWc8KzY3bJd6FsG1aEu5oHi"
+CELLS = 16
+PIECE = 12
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("MTPA_TEST_KEY", KEY)
+
+
+def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3):
+    extra = f'api_key_env = "MTPA_TEST_KEY"\ntransport = "batch"\n[models.batch]\n{batch}'
+    grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra)
+    grid.write_text(grid.read_text().replace('name = "t"', f'name = "{name}"', 1))
+    return grid
+
+
+def _run(grid, *args, timeout=120):
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress", *args], capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def _summary(tmp_path, grid, *args):
+    out = tmp_path / "s.json"
+    out.unlink(missing_ok=True)
+    proc = _run(grid, "--summary-json", str(out), *args)
+    return proc, orjson.loads(out.read_bytes()) if out.exists() else None
+
+
+def _results(tmp_path, name="t") -> pl.DataFrame:
+    return read_results(tmp_path / "out" / name).collect()
+
+
+def _jobs(tmp_path) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        return db.execute("SELECT status, provider_status, requests, done FROM batch_jobs ORDER BY created_at").fetchall()
+
+
+def _members(tmp_path) -> int:
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        return db.execute("SELECT count(*) FROM batch_members").fetchone()[0]
+
+
+def test_batch_run_packs_jobs_answers_every_cell_once_and_deletes_its_inputs(tmp_path):
+    with OpenAIBatchServer(BatchState(process_s=0.2, shuffle=True, retrieve_5xx_every=3), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 5")
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        # 16 requests in jobs of at most 5, in plan order: 5 + 5 + 5 + 1.
+        assert [r for _, _, r, _ in _jobs(tmp_path)] == [5, 5, 5, 1]
+        assert all(status == "closed" and done == n for status, _, n, done in _jobs(tmp_path))
+        assert server.batch.creates == 4 and server.batch.uploads == 4
+        assert server.batch.duplicates() == 0 and len(server.batch.submitted) == CELLS
+        assert server.batch.live_files("batch") == []  # every uploaded input deleted once its job ended
+        assert server.state.requests == 0  # no online call
+        assert summary["cells_done"] == CELLS and summary["errors_total"] == 0 and summary["model_calls"] == CELLS
+        assert summary["batch"] == {"jobs_submitted": 4, "jobs_in_progress": 0, "jobs_done": 4, "requests_submitted": 16, "requests_done": 16, "failed_jobs": []}
+        assert _members(tmp_path) == 0
+        batch_rows = _results(tmp_path).sort("cell_id")
+
+        # A rerun is all cache hits; `batches list` shows the four closed jobs.
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0 and summary["cache_hits"] == CELLS and summary["batch"]["jobs_submitted"] == 0
+        listed = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "list", str(grid), "--json"], capture_output=True, text=True)
+        jobs = orjson.loads(listed.stdout)
+        assert [j["requests"] for j in jobs] == [5, 5, 5, 1] and {j["grid"] for j in jobs} == {"t"}
+
+    # The same cells online, on a fresh cache: the same answers, and the same cache keys.
+    online = tmp_path / "online"
+    online.mkdir()
+    with OpenAICompatServer(api_key=KEY) as plain:
+        grid2 = write_grid(online, base_url=plain.base_url, personas=3, questions=4, extra_model='api_key_env = "MTPA_TEST_KEY"')
+        assert _run(grid2).returncode == 0
+    online_rows = _results(online).sort("cell_id")
+    assert batch_rows["response"].to_list() == online_rows["response"].to_list()
+    assert batch_rows["p_gold"].to_list() == online_rows["p_gold"].to_list()
+    assert batch_rows["key"].to_list() != online_rows["key"].to_list()  # two endpoints: two identities
+
+
+def test_a_batch_answer_and_an_online_answer_are_one_cache_entry(tmp_path):
+    with OpenAIBatchServer(BatchState(process_s=0.1), api_key=KEY) as server:
+        grid = _grid(tmp_path, server)
+        assert _run(grid).returncode == 0
+        keys = set(_results(tmp_path)["key"].to_list())
+        # The same grid online, against the same endpoint: every cell a cache hit, no call made.
+        grid.write_text(grid.read_text().replace('transport = "batch"', 'transport = "aiohttp"').replace("[models.batch]\npoll_s = 0.05", ""))
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cache_hits"] == CELLS and server.state.requests == 0
+        assert set(_results(tmp_path)["key"].to_list()) == keys
+
+
+def test_failed_job_expired_half_and_per_request_errors_become_cell_errors_resubmitted_next_run(tmp_path):
+    state = BatchState(process_s=0.1, fail_jobs={1}, expire_jobs={2})
+    with OpenAIBatchServer(state, api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8")
+        # Every persona's prose says "<<fail:400>>": the server answers each prose request with an HTTP 400 line.
+        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        proc, summary = _summary(tmp_path, grid)
+        # Plan order: cells 0-3 baseline, 4-15 prose (persona by persona). Job 1 (cells 0-7) fails validation: 8
+        # batch_failed. Job 2 (cells 8-15) expires with the first half done: cells 8-11 answered HTTP 400 lines,
+        # cells 12-15 batch_expired lines.
+        assert proc.returncode == 0, proc.stderr
+        assert summary["errors"] == {"batch_failed": 8, "bad_request": 4, "expired": 4}
+        rows = _results(tmp_path).sort("cell")
+        assert rows["error_kind"].to_list() == ["batch_failed"] * 8 + ["bad_request"] * 4 + ["expired"] * 4
+        assert rows["error"][:8].str.contains("injected validation failure of job 1").all()
+        assert rows["error"][8:12].str.contains("injected failure 400").all()
+        assert rows["error"][12:].str.contains("batch_expired").all()
+        assert not rows["error"].str.contains(KEY[:PIECE]).any() and not rows["error"].str.contains(KEY[-PIECE:]).any()
+        assert [(s, p) for s, p, _, _ in _jobs(tmp_path)] == [("closed", "failed"), ("closed", "expired")]
+        assert len(summary["batch"]["failed_jobs"]) == 2 and _members(tmp_path) == 0
+
+        # Rerun: every failed cell is submitted again (16, in jobs 3 and 4); the baseline answers, prose is 400.
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["batch"]["requests_submitted"] == 16 and summary["errors"] == {"bad_request": 12}
+        # The server ran cells 8-15 twice (job 2, then now) and job 1's cells once: it never ran them.
+        assert server.batch.duplicates() == 8
+
+        # Third run: only the twelve 400s again.
+        proc, summary = _summary(tmp_path, grid)
+        assert summary["batch"]["requests_submitted"] == 12 and summary["cache_hits"] == 4
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        text = "\n".join(str(r) for t in ("batch_jobs", "errors") for r in db.execute(f"SELECT * FROM {t}"))
+    assert KEY[:PIECE] not in text and KEY[-PIECE:] not in text
+
+
+def test_budget_counts_submitted_requests_at_their_estimated_batch_cost(tmp_path):
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\ninput_price = 1000.0\noutput_price = 0.0")
+        # A chunk of the 16 requests costs far more than $0.01 at $1,000 per million input tokens: nothing is submitted.
+        proc, summary = _summary(tmp_path, grid, "--budget", "0.01")
+        assert proc.returncode == 75 and summary["budget_exhausted"] and server.batch.creates == 0 and summary["cells_done"] == 0
+        proc, summary = _summary(tmp_path, grid, "--budget", "100")
+        assert proc.returncode == 0 and summary["cells_done"] == CELLS and server.batch.creates == 1
+
+
+def test_a_job_of_another_grid_is_left_alone_and_cancel_ends_a_job(tmp_path):
+    with OpenAIBatchServer(BatchState(process_s=600), api_key=KEY) as server:
+        other = _grid(tmp_path, server, name="other")
+        run_until_killed(other, lambda: any(j[0] == "submitted" for j in _jobs(tmp_path)) if (tmp_path / "cache.sqlite").exists() else False)
+        retrieves = server.batch.retrieves
+        mine = _grid(tmp_path, server, name="t")
+        proc, summary = _summary(tmp_path, mine)
+        # Every request is in the other grid's live job: not submitted again, not polled, not cancelled.
+        assert proc.returncode == 0, proc.stderr
+        assert summary["errors"] == {"batch_elsewhere": CELLS} and server.batch.creates == 1
+        assert server.batch.retrieves == retrieves and server.batch.duplicates() == 0
+        assert _results(tmp_path)["error"].str.contains("of grid 'other'").all()
+
+        # `batches cancel --all --grid other`, then the other grid's run collects it: half done, half cancelled.
+        listed = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "cancel", "--all", "--grid", str(other)], capture_output=True, text=True)
+        assert listed.returncode == 0 and "cancelling" in listed.stdout, listed.stderr
+        proc, summary = _summary(tmp_path, other)
+        assert summary["errors"] == {"cancelled": CELLS - CELLS // 2} and summary["model_calls"] == CELLS
+        assert server.batch.live_files("batch") == [] and _members(tmp_path) == 0
+
+
+def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
+    """At least 10 SIGKILLs of `mtpa-engine run` across the batch life cycle (packing, upload, create, polling,
+    collecting), then a rerun to completion: every cell answered, no request submitted twice, cache intact."""
+    import random
+
+    rng = random.Random(18)
+    state = BatchState(process_s=0.4, retrieve_5xx_every=5, shuffle=True)
+    with OpenAIBatchServer(state, api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 6", personas=8)  # 4 + 32 = 36 cells, 6 jobs
+        cells = 4 + 8 * 4
+        b = server.batch
+        phases = [
+            lambda: b.uploads >= 1,  # between upload and create (or while recording the upload)
+            lambda: b.creates >= 1,  # right after a create
+            lambda: b.retrieves >= 2,  # while polling
+            lambda: any(o["status"] == "completed" for o in b.batches.values()),  # while collecting
+        ]
+        kills = 0
+        for i in range(12):
+            phase = phases[i % len(phases)]
+            start = (b.uploads, b.creates, b.retrieves)
+            delay = rng.uniform(0.0, 0.4)
+            before = {"uploads": b.uploads, "creates": b.creates, "retrieves": b.retrieves}
+
+            def until(phase=phase, before=before, delay=delay, t=[None]):
+                import time
+
+                moved = (b.uploads > before["uploads"] if i % 4 == 0 else b.creates > before["creates"] if i % 4 == 1 else b.retrieves > before["retrieves"] + 1 if i % 4 == 2 else phase())
+                if moved and t[0] is None:
+                    t[0] = time.monotonic()
+                return t[0] is not None and time.monotonic() - t[0] >= delay
+
+            run_until_killed(grid, until, poll_s=0.002)
+            kills += 1
+            del start
+        assert kills >= 10
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        rows = _results(tmp_path)
+        assert rows.height == cells and rows["status"].to_list() == ["ok"] * cells
+        assert b.duplicates() == 0 and set(b.submitted) == set(rows["key"].to_list())
+        assert b.live_files("batch") == []
+        assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
+        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")]
+    assert leftovers == []
+    assert os.path.exists(tmp_path / "cache.sqlite")
