@@ -124,5 +124,7 @@ def cancel(
                 await transport.aclose()
         return lines
 
+    if not jobs:
+        out.print(f"no submitted batch job of grid '{config.run.name}' in {store.cache.path}", highlight=False)
     for line in asyncio.run(cancel_all()):
         out.print(line, highlight=False)

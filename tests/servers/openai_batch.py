@@ -19,7 +19,7 @@ Faults (BatchState): `fail_jobs` (ordinals of created jobs, from 1, that fail va
 batch_expired), `retrieve_5xx_every` (every n-th GET of a batch answers 500), `shuffle` (result lines out of
 input order), a cancel (status cancelling, then cancelled with half of the lines done, the rest
 batch_cancelled). Counts: `submitted` (times each custom_id was put in a created job: never more than once),
-creates, uploads, deletes, retrieves, and `simulated_s` (processing time the server made clients wait).
+creates, uploads, deletes, retrieves, downloads, and `simulated_s` (processing time the server made clients wait).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class BatchState:
     uploads: int = 0
     deletes: int = 0
     retrieves: int = 0
+    downloads: int = 0
     simulated_s: float = 0.0
 
     def duplicates(self) -> int:
@@ -113,6 +114,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         data = batch.contents.get(request.match_info["id"])
         if data is None:
             return error(404, f"No such File object: {request.match_info['id']}")
+        batch.downloads += 1
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def delete_file(request: web.Request) -> web.Response:
