@@ -125,6 +125,14 @@ def run(
         f"cost ${summary['cost_usd']:.4f}{unpriced}  wall {summary['wall_s']:.1f}s  -> {outcome.run_dir}",
         highlight=False,
     )
+    if outcome.stats.batch is not None:
+        from engine.progress import batch_line
+
+        batch = outcome.stats.batch
+        batch.next_poll_at = None
+        out.print(batch_line(batch), highlight=False)
+        for failed in batch.failed_jobs:
+            err.print(f"[bold yellow]warning:[/] batch job {escape(failed)}; its unanswered cells are errors, submitted again by the next run", highlight=False, soft_wrap=True)
     if outcome.stats.interrupted:
         err.print("interrupted: completed cells are cached; rerun the same command to resume.")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -192,10 +200,16 @@ def _estimate_frame(config, shard=None) -> pl.DataFrame:
     finally:
         if cache is not None:
             cache.close()
-    rows = [(mid, e.calls, e.input_tokens, e.output_tokens, e.usd) for mid, e in est.items()]
-    known = [e.usd for e in est.values() if e.usd is not None]
-    rows.append(("total", sum(e.calls for e in est.values()), sum(e.input_tokens for e in est.values()), sum(e.output_tokens for e in est.values()), sum(known) if known else None))
-    return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd"], orient="row")
+    rows = [(mid, e.calls, e.input_tokens, e.output_tokens, e.usd, e.online_usd, e.batch_usd) for mid, e in est.items()]
+
+    def total(values):
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    rows.append(("total", sum(e.calls for e in est.values()), sum(e.input_tokens for e in est.values()), sum(e.output_tokens for e in est.values()),
+                 total(e.usd for e in est.values()), total(e.online_usd for e in est.values()), total(e.batch_usd for e in est.values())))
+    # usd: at each model's transport; usd_online / usd_batch: the same calls online and through the batch API (engine.batch)
+    return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd", "usd_online", "usd_batch"], orient="row")
 
 
 def _print_power(config) -> None:

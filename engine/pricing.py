@@ -97,7 +97,9 @@ class Estimate:
     calls: int
     input_tokens: int
     output_tokens: int  # an upper bound: max_tokens per call
-    usd: float | None  # None: no price known for this model
+    usd: float | None  # at the price of the model's transport (batch or online); None: no price known
+    online_usd: float | None = None  # the same calls online
+    batch_usd: float | None = None  # the same calls through the provider's batch API; None where it has none
 
 
 def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache | None) -> dict[str, Estimate]:
@@ -157,6 +159,10 @@ class _Tally:
             self.tokens_out += request.decoding.max_tokens
 
     def estimate(self, model: ModelConfig) -> Estimate:
-        price = price_for(model)
-        usd = None if price is None else call_cost(price, round(self.tokens_in), self.tokens_out)
-        return Estimate(self.calls, round(self.tokens_in), self.tokens_out, usd)
+        from engine.batch import BATCH_PROVIDERS
+
+        def cost(price: tuple[float, float] | None) -> float | None:
+            return None if price is None else call_cost(price, round(self.tokens_in), self.tokens_out)
+
+        batch = cost(batch_price(model)) if model.provider in BATCH_PROVIDERS else None
+        return Estimate(self.calls, round(self.tokens_in), self.tokens_out, cost(price_for(model)), cost(online_price(model)), batch)

@@ -8,7 +8,15 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from engine.batch import BatchStats
 from engine.scheduler import RunStats
+
+
+def batch_line(b: BatchStats, now: float | None = None) -> str:
+    """Batch jobs submitted / in progress / done, requests done of submitted, seconds to the next poll."""
+    wait = "" if b.next_poll_at is None else f", next poll in {max(0.0, b.next_poll_at - (now or time.time())):.0f}s"
+    return (f"batch jobs {b.jobs_submitted:,} submitted / {b.jobs_in_progress:,} in progress / {b.jobs_done:,} done, "
+            f"requests {b.requests_done:,}/{b.requests_submitted:,} done{wait}")
 
 
 class LiveProgress:
@@ -32,6 +40,8 @@ class LiveProgress:
         s = self.stats
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         info = f"hits {s.cache_hits:,}  calls {s.calls_made:,} ({s.calls_made / elapsed:,.1f}/s)  errors {sum(s.errors.values()):,}"
+        if (b := s.batch) is not None:
+            info += f"  {batch_line(b)}"
         self._progress.update(self._task, completed=s.cells_done, info=info)
 
     async def run(self) -> None:

@@ -252,3 +252,31 @@ def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_not
         with sqlite3.connect(tmp_path / "cache.sqlite") as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")] == []
+
+
+def test_batch_price_is_half_the_online_price_unless_overridden():
+    from engine.config import BatchConfig, ModelConfig
+    from engine.pricing import batch_price, online_price, price_for
+
+    online = ModelConfig(id="m", provider="openai", model="gpt-4o-mini")  # list price $0.15 / $0.60 per M tokens
+    batch = ModelConfig(id="m", provider="openai", model="gpt-4o-mini", transport="batch")
+    assert price_for(online) == online_price(batch) == (0.15, 0.60)
+    assert price_for(batch) == batch_price(online) == (0.075, 0.30)
+    custom = ModelConfig(id="m", provider="openai", model="gpt-4o-mini", transport="batch", batch=BatchConfig(input_price=0.1))
+    assert price_for(custom) == (0.1, 0.30)
+    assert price_for(ModelConfig(id="m", provider="openai", model="unlisted", transport="batch")) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ('provider = "local"\nmodel = "x"\ntransport = "batch"', "models[0].transport: \"batch\" is offered for providers openai, not 'local'"),
+        ('provider = "openai"\nmodel = "x"\n[models.batch]\npoll_s = 5', 'models[0].batch: applies only to transport = "batch"'),
+        ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\nmax_requests = 50001', "models[0].batch.max_requests: expected an integer in [1, 50,000], got 50,001"),
+        ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\ncompletion_window = "1h"', "models[0].batch.completion_window: OpenAI offers only \"24h\", got '1h'"),
+    ],
+)
+def test_bad_batch_keys_are_one_line_exit_2(tmp_path, model, message):
+    (tmp_path / "grid.toml").write_text(f'[run]\nname = "t"\n\n[[benchmarks]]\nname = "truthfulqa"\n\n[[models]]\nid = "m"\n{model}\n\n[[conditions]]\nname = "baseline"\n')
+    proc = _run(tmp_path / "grid.toml")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
