@@ -280,3 +280,25 @@ def test_bad_batch_keys_are_one_line_exit_2(tmp_path, model, message):
     (tmp_path / "grid.toml").write_text(f'[run]\nname = "t"\n\n[[benchmarks]]\nname = "truthfulqa"\n\n[[models]]\nid = "m"\n{model}\n\n[[conditions]]\nname = "baseline"\n')
     proc = _run(tmp_path / "grid.toml")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
+    """As tests/engine/providers/test_key_never_written.py, for batch: the server echoes the key in a failed
+    job's message and in every per-request error line; no 12-character piece of it may reach the cache (its
+    job tables included), the run folder, a spool file, stdout/stderr or `batches list`."""
+    from tests.engine.providers.test_key_never_written import _text_of
+
+    with OpenAIBatchServer(BatchState(process_s=0.05, fail_jobs={1}), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 4")
+        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["errors"] == {"batch_failed": 4, "bad_request": 12}
+        listed = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "list", str(grid), "--json"], capture_output=True, text=True)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("grid.toml", "personas.jsonl")]
+    haystack = {str(p.relative_to(tmp_path)): _text_of(p) for p in written}
+    haystack |= {"stdout": proc.stdout, "stderr": proc.stderr, "list": listed.stdout + listed.stderr}
+    pieces = {KEY[i : i + PIECE] for i in range(len(KEY) - PIECE + 1)}
+    assert sorted((name, piece) for name, text in haystack.items() for piece in pieces if piece in text) == []
+    assert "[redacted]" in "".join(text for name, text in haystack.items() if name.startswith("cache.sqlite"))
+    assert [j["provider_status"] for j in orjson.loads(listed.stdout)] == ["failed", "completed", "completed", "completed"]
