@@ -32,7 +32,7 @@ from engine.batch import BatchStats, BatchTransport, JobState, open_transport
 from engine.batch.store import NEW, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
-from engine.providers.errors import classify, describe
+from engine.providers.errors import classify, describe, is_transient
 from engine.request import Request, Response
 
 log = logging.getLogger(__name__)
@@ -241,10 +241,31 @@ class BatchDriver:
                 raise
             except Exception as exc:
                 self._note(job.id, exc)
+                if not is_transient(exc):  # refused (too large, bad key, ...): asking again cannot succeed
+                    await self._refused(job, exc)
+                    return
                 await asyncio.sleep(min(_RETRY_S, self.config.batch.poll_s))
         self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
         self._count_submitted(job)
         path.unlink(missing_ok=True)
+
+    async def _refused(self, job: Job, exc: BaseException) -> None:
+        """A job the provider refused to take: its requests become errors of that kind (submitted again by the
+        next run), whatever it had uploaded is deleted, and the job is closed."""
+        remote, input_ref = await self._retrying(lambda: self.transport.find(job.id))
+        if remote is not None:  # the refusal was of a retry: the first attempt got through
+            self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
+            self._count_submitted(job)
+            return
+        if input_ref is not None:
+            await self._retrying(lambda: self.transport.cleanup(input_ref, None))
+        self._spool(job.id).unlink(missing_ok=True)
+        why = Response.failed(classify(exc), f"batch job not accepted: {self.provider._redact(describe(exc))}")
+        leftovers = [(k, self.provider.name, self.config.model, why) for k in self.store.members(job.id)]
+        self.store.close(job.id, leftovers, "refused", why.error)
+        self.hooks.stats.failed_jobs.append(f"{job.id}: refused: {why.error}")
+        for key, *_ in leftovers:
+            await self._answer(key, why)
 
     async def _create(self, job: Job, path: Path | None = None) -> None:
         remote = await self.transport.create(job.id, job.input_ref, path or self._spool(job.id))

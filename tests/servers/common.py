@@ -122,7 +122,7 @@ def pick_letter(text: str, digest: str) -> tuple[list[str], str]:
     return letters, letters[int(digest, 16) % len(letters)]
 
 
-def make_app(wire: Wire, state: ServerState) -> web.Application:
+def make_app(wire: Wire, state: ServerState, client_max_size: int = 1024**2) -> web.Application:
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         state.statuses[status] += 1
         return web.Response(status=status, body=orjson.dumps(wire.error(status, message)), content_type="application/json", headers=headers or {})
@@ -227,7 +227,7 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
     async def stats(_: web.Request) -> web.Response:
         return web.json_response(state.stats())
 
-    app = web.Application()
+    app = web.Application(client_max_size=client_max_size)  # aiohttp's default 1 MB; a batch input file is larger
     app.router.add_post(wire.generate_path, generate)
     app.router.add_get(wire.model_path, model)
     if wire.list_path:

@@ -37,6 +37,7 @@ from tests.servers.common import FAIL_MARKER, CompatServer, ServerState, make_ap
 from tests.servers.openai_compat import WIRE, _error
 
 _ENDPOINT = "/v1/chat/completions"
+_MAX_UPLOAD = 200 * 1024 * 1024 + 1024**2  # OpenAI's 200 MB input file limit, plus the multipart framing
 _EXPIRED = "This request could not be executed before the completion window expired."
 _CANCELLED = "This request was cancelled before it was executed."
 
@@ -275,6 +276,31 @@ class OpenAIBatchServer(CompatServer):
         self.batch = batch or BatchState()
 
     def app(self) -> web.Application:
-        app = make_app(self.wire, self.state)
+        app = make_app(self.wire, self.state, client_max_size=_MAX_UPLOAD)
         add_batch_routes(app, self.state, self.batch)
         return app
+
+
+def main() -> None:
+    """Run standalone (for bench/batch.py): python -m tests.servers.openai_batch --port 8012 [--process-s 0.5].
+    GET /batch_stats answers the counts (creates, uploads, deletes, retrieves, downloads, duplicates, simulated_s)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--process-s", type=float, default=0.0)
+    args = parser.parse_args()
+    state, batch = ServerState(), BatchState(process_s=args.process_s)
+    app = make_app(WIRE, state, client_max_size=_MAX_UPLOAD)
+    add_batch_routes(app, state, batch)
+
+    async def stats(_: web.Request) -> web.Response:
+        keys = ("creates", "uploads", "deletes", "retrieves", "downloads", "simulated_s")
+        return web.json_response({**{k: getattr(batch, k) for k in keys}, "duplicates": batch.duplicates(), "submitted": len(batch.submitted)})
+
+    app.router.add_get("/batch_stats", stats)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
