@@ -302,3 +302,17 @@ def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
     assert sorted((name, piece) for name, text in haystack.items() for piece in pieces if piece in text) == []
     assert "[redacted]" in "".join(text for name, text in haystack.items() if name.startswith("cache.sqlite"))
     assert [j["provider_status"] for j in orjson.loads(listed.stdout)] == ["failed", "completed", "completed", "completed"]
+
+
+def test_a_job_the_provider_refuses_ends_as_cell_errors_and_the_next_run_submits_it(tmp_path):
+    state = BatchState(process_s=0.05, max_file_bytes=1000)  # every 16-request input file is larger: HTTP 413
+    with OpenAIBatchServer(state, api_key=KEY) as server:
+        grid = _grid(tmp_path, server)
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["errors"] == {"bad_request": CELLS} and server.batch.creates == 0
+        assert _results(tmp_path)["error"].str.contains("batch job not accepted: HTTP 413").all()
+        assert [(s, p) for s, p, *_ in _jobs(tmp_path)] == [("closed", "refused")] and _members(tmp_path) == 0
+        state.max_file_bytes = 10**9
+        proc, summary = _summary(tmp_path, grid)
+        assert summary["errors"] == {} and summary["cells_done"] == CELLS and server.batch.duplicates() == 0

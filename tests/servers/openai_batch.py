@@ -49,6 +49,7 @@ class BatchState:
     expire_jobs: set[int] = field(default_factory=set)
     retrieve_5xx_every: int = 0
     shuffle: bool = False
+    max_file_bytes: int = 200 * 1024 * 1024  # a larger upload is refused (413), as OpenAI refuses one over 200 MB
     seed: int = 0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> FileObject fields
     contents: dict[str, bytes] = field(default_factory=dict)
@@ -99,8 +100,11 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         f, purpose = form.get("file"), form.get("purpose")
         if f is None or not hasattr(f, "file") or purpose is None:
             return error(400, "expected multipart fields 'file' and 'purpose'")
+        data = f.file.read()
+        if len(data) > batch.max_file_bytes:
+            return error(413, f"File is too large: {len(data)} bytes, the limit is {batch.max_file_bytes}.")
         batch.uploads += 1
-        return web.json_response(new_file(f.filename, str(purpose), f.file.read()))
+        return web.json_response(new_file(f.filename, str(purpose), data))
 
     async def list_files(request: web.Request) -> web.Response:
         purpose = request.query.get("purpose")
