@@ -2,8 +2,9 @@
 
 Prints, for each cell count (default 20,000 and 100,000, to show memory flat in the number of cells):
 - end to end: `mtpa-engine run` of a batch grid in its own process against the server in another one (no
-  simulated processing: a job ends at its first poll, so the wall time is all engine, transfer and poll
-  waits), its wall s, CPU s, CPU ms per cell and peak RSS (MB); the server's jobs and duplicate submissions;
+  simulated processing: a job ends at its first poll after creation), its wall s, CPU s, CPU ms per cell and
+  peak RSS (MB); the server's jobs, duplicate submissions, input files left, and its own CPU s (the test
+  server parses the upload and answers every line in Python: wall time the engine spends waiting on it);
 - packing and parsing alone, in this process: CPU ms per request to turn a request into its JSONL line
   (OpenAIBatch.line), to parse a result line into a Response (OpenAIBatch._response: JSON, body checks, the
   online parser), and to commit results with their membership (BatchStore.commit, chunks of 2,000).
@@ -23,6 +24,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, free_port, write_grid  # noqa: E402
@@ -50,18 +53,35 @@ def _server(port: int) -> subprocess.Popen:
     raise RuntimeError("the batch server did not start")
 
 
+def _grid(root: Path, base_url: str, personas: int, model_extra: str) -> Path:
+    """bench._common's grid, its personas made distinct (a respondent number trait): every cell its own request."""
+    grid = write_grid(root, base_url, personas, QUESTIONS, 1, model_extra=model_extra)
+    lines = (root / "personas.jsonl").read_bytes().splitlines()
+    with (root / "personas.jsonl").open("wb") as fh:
+        for i, line in enumerate(lines):
+            persona = orjson.loads(line)
+            persona["traits"]["respondent"] = {"question": "Respondent number", "answer": str(i), "category": "demographic"}
+            fh.write(orjson.dumps(persona) + b"\n")
+    return grid
+
+
+def _run_child(grid: Path) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", str(grid)], capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def end_to_end(cells: int, poll_s: float) -> dict:
     port = free_port()
     server = _server(port)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             personas = cells // QUESTIONS - 1
-            grid = write_grid(Path(tmp), f"http://127.0.0.1:{port}/v1", personas, QUESTIONS, 1, model_extra=f'transport = "batch"\n[models.batch]\npoll_s = {poll_s}')
-            proc = subprocess.run([sys.executable, __file__, "--child", str(grid)], capture_output=True, text=True, cwd=REPO)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-3000:])
-            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            grid = _grid(Path(tmp), f"http://127.0.0.1:{port}/v1", personas, f'transport = "batch"\n[models.batch]\npoll_s = {poll_s}')
+            out = _run_child(grid)
             out["server"] = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/batch_stats").read())
+            out["warm"] = _run_child(grid)  # the same grid again: every cell a cache hit, no batch work
             return out
     finally:
         server.terminate()
@@ -70,8 +90,6 @@ def end_to_end(cells: int, poll_s: float) -> dict:
 
 def pack_and_parse(cells: int) -> dict:
     """CPU ms per request of packing, parsing and committing, on `cells` requests of a real plan."""
-    import orjson
-
     from engine.batch.openai import OpenAIBatch
     from engine.batch.store import BatchStore
     from engine.cache import ResponseCache, cache_key
@@ -82,7 +100,7 @@ def pack_and_parse(cells: int) -> dict:
     from tests.servers.openai_compat import WIRE
 
     with tempfile.TemporaryDirectory() as tmp:
-        grid_path = write_grid(Path(tmp), "http://127.0.0.1:9/v1", cells // QUESTIONS - 1, QUESTIONS, 1, model_extra='transport = "batch"\napi_key_env = "NONE"')
+        grid_path = _grid(Path(tmp), "http://127.0.0.1:9/v1", cells // QUESTIONS - 1, 'transport = "batch"\napi_key_env = "NONE"')
         grid = load_grid(grid_path)
         plan = Plan.from_grid(grid)
         model = grid.models[0]
@@ -136,7 +154,9 @@ def main() -> None:
         print(
             f"{cells:>7,} cells end to end: wall {e['wall_s']:.1f} s, CPU {e['cpu_s']:.1f} s ({1000 * e['cpu_s'] / cells:.3f} ms/cell), "
             f"peak RSS {e['rss_mb']:.0f} MB; cells done {s['cells_done']:,}, jobs {srv['creates']}, "
-            f"duplicates {srv['duplicates']}, inputs left {srv['uploads'] - srv['deletes'] if 'deletes' in srv else '?'}"
+            f"duplicates {srv['duplicates']}, inputs left {srv['uploads'] - srv['deletes']}; the server's own CPU {srv['cpu_s']:.1f} s "
+            f"(wall outside it ~{e['wall_s'] - srv['cpu_s']:.1f} s); "
+            f"the warm rerun (all cache hits): wall {e['warm']['wall_s']:.1f} s, peak RSS {e['warm']['rss_mb']:.0f} MB"
         )
         p = pack_and_parse(cells)
         print(

@@ -300,7 +300,8 @@ def main() -> None:
 
     async def stats(_: web.Request) -> web.Response:
         keys = ("creates", "uploads", "deletes", "retrieves", "downloads", "simulated_s")
-        return web.json_response({**{k: getattr(batch, k) for k in keys}, "duplicates": batch.duplicates(), "submitted": len(batch.submitted)})
+        counts = {k: getattr(batch, k) for k in keys}
+        return web.json_response({**counts, "duplicates": batch.duplicates(), "submitted": len(batch.submitted), "cpu_s": time.process_time()})
 
     app.router.add_get("/batch_stats", stats)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
