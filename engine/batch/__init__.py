@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from engine.batch.store import Job
     from engine.providers.api import APIProvider
     from engine.request import Request, Response
 
@@ -35,7 +36,7 @@ BATCH_LIMITS: dict[str, BatchLimits] = {
     "anthropic": BatchLimits(100_000, 256 * 1024 * 1024),
     "google": BatchLimits(100_000, 20 * 1024 * 1024),
 }
-_TRANSPORTS = {"openai": "engine.batch.openai:OpenAIBatch"}
+_TRANSPORTS = {"openai": "engine.batch.openai:OpenAIBatch", "anthropic": "engine.batch.anthropic:AnthropicBatch"}
 BATCH_PROVIDERS = tuple(_TRANSPORTS)
 
 
@@ -102,8 +103,9 @@ class BatchTransport(ABC):
         """Create the job (tagged with the local `job` id where the provider keeps tags); its provider id."""
 
     @abstractmethod
-    async def find(self, job: str) -> tuple[str | None, str | None]:
-        """After a kill: (provider job id, uploaded input id) the provider holds for the local `job`, or None."""
+    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
+        """After a kill: (provider job id, uploaded input id) the provider holds for the local `job`, or None;
+        `taken(remote_id)` says a provider job is already recorded for another local job."""
 
     @abstractmethod
     async def poll(self, remote_id: str) -> JobState: ...

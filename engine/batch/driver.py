@@ -100,7 +100,7 @@ class BatchDriver:
         for job in self.store.jobs(self.grid, self.config.id, live=True):
             if job.status == SUBMITTED or owner_alive(job.owner):
                 continue
-            remote, input_ref = await self._retrying(lambda job=job: self.transport.find(job.id))
+            remote, input_ref = await self._retrying(lambda job=job: self.transport.find(job, self._taken))
             if remote is not None:
                 self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
             elif job.status == UPLOADED and job.input_ref:
@@ -198,6 +198,9 @@ class BatchDriver:
                     pass
         return chunk
 
+    def _taken(self, remote_id: str) -> bool:
+        return self.store.job(remote_id) is not None
+
     async def _held(self, key: str, holder: str) -> None:
         """A key a live job already holds: awaited when the job is this grid's, else an error (left alone)."""
         other = self.store.job(holder)
@@ -224,7 +227,7 @@ class BatchDriver:
         path = self._spool(job.id)
         first = True
         while True:
-            remote, input_ref = (None, None) if first else await self._retrying(lambda: self.transport.find(job.id))
+            remote, input_ref = (None, None) if first else await self._retrying(lambda: self.transport.find(job, self._taken))
             first = False
             if remote is not None:
                 break
@@ -252,7 +255,7 @@ class BatchDriver:
     async def _refused(self, job: Job, exc: BaseException) -> None:
         """A job the provider refused to take: its requests become errors of that kind (submitted again by the
         next run), whatever it had uploaded is deleted, and the job is closed."""
-        remote, input_ref = await self._retrying(lambda: self.transport.find(job.id))
+        remote, input_ref = await self._retrying(lambda: self.transport.find(job, self._taken))
         if remote is not None:  # the refusal was of a retry: the first attempt got through
             self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
             self._count_submitted(job)

@@ -15,13 +15,14 @@ twice; the driver retries on its next poll, after `find` has looked for what the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from engine.batch import BATCH_LIMITS, BatchTransport, JobState, parse_request
+from engine.batch.store import Job
 from engine.providers.api import APIProvider, loads
 from engine.providers.errors import HTTPStatusError, body_error, classify, describe
 from engine.request import Response
@@ -64,17 +65,18 @@ class OpenAIBatch(BatchTransport):
         batch = await self._sdk().batches.create(input_file_id=input_ref, endpoint=_ENDPOINT, completion_window=window, metadata={"mtpa_job": job})
         return batch.id
 
-    async def find(self, job: str) -> tuple[str | None, str | None]:
+    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
         client = self._sdk()
         async for batch in client.batches.list(limit=100):
-            if (batch.metadata or {}).get("mtpa_job") == job:
+            if (batch.metadata or {}).get("mtpa_job") == job.id:
                 return batch.id, batch.input_file_id
         async for f in client.files.list(purpose="batch"):
-            if f.filename == _file_name(job):
+            if f.filename == _file_name(job.id):
                 return None, f.id
         return None, None
 
     async def poll(self, remote_id: str) -> JobState:
+        """The job's status and counts; `outputs` its output and error files."""
         b = await self._sdk().batches.retrieve(remote_id)
         counts = b.request_counts
         done = (counts.completed + counts.failed) if counts else 0

@@ -19,6 +19,7 @@ import pytest
 
 from engine.results import read_results
 from tests.conftest import run_until_killed, write_grid
+from tests.servers.anthropic_batch import AnthropicBatchServer
 from tests.servers.openai_batch import BatchState, OpenAIBatchServer
 from tests.servers.openai_compat import OpenAICompatServer
 
@@ -32,10 +33,10 @@ def _key(monkeypatch):
     monkeypatch.setenv("MTPA_TEST_KEY", KEY)
 
 
-def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3):
+def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3, provider: str = "openai"):
     extra = f'api_key_env = "MTPA_TEST_KEY"\ntransport = "batch"\n[models.batch]\n{batch}'
     grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra)
-    grid.write_text(grid.read_text().replace('name = "t"', f'name = "{name}"', 1))
+    grid.write_text(grid.read_text().replace('name = "t"', f'name = "{name}"', 1).replace('provider = "openai"', f'provider = "{provider}"'))
     return grid
 
 
@@ -270,7 +271,7 @@ def test_batch_price_is_half_the_online_price_unless_overridden():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ('provider = "local"\nmodel = "x"\ntransport = "batch"', "models[0].transport: \"batch\" is offered for providers openai, not 'local'"),
+        ('provider = "local"\nmodel = "x"\ntransport = "batch"', "models[0].transport: \"batch\" is offered for providers openai, anthropic, not 'local'"),
         ('provider = "openai"\nmodel = "x"\n[models.batch]\npoll_s = 5', 'models[0].batch: applies only to transport = "batch"'),
         ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\nmax_requests = 50001', "models[0].batch.max_requests: expected an integer in [1, 50,000], got 50,001"),
         ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\ncompletion_window = "1h"', "models[0].batch.completion_window: OpenAI offers only \"24h\", got '1h'"),
@@ -316,3 +317,33 @@ def test_a_job_the_provider_refuses_ends_as_cell_errors_and_the_next_run_submits
         state.max_file_bytes = 10**9
         proc, summary = _summary(tmp_path, grid)
         assert summary["errors"] == {} and summary["cells_done"] == CELLS and server.batch.duplicates() == 0
+
+
+def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_after_a_kill(tmp_path):
+    """Anthropic through the official SDK: job 1 (8 requests) expires with its first half done; the prose cells'
+    "<<fail:400>>" come back as errored results (bad_request); results out of order, a 5xx on every third
+    retrieve. A SIGKILL right after a create (before or after its id is recorded), then reruns: no request is
+    submitted twice beyond the ones that failed."""
+    state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
+    with AnthropicBatchServer(state, api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        # Job 1: cells 0-7 (shuffled; the first 4 of the shuffled order answered, the other 4 expired), job 2: 8-15.
+        assert summary["errors"].get("expired") == 4 and summary["cells_done"] == CELLS
+        assert summary["batch"]["jobs_submitted"] == 2 and server.batch.duplicates() == 0
+        expired = set(_results(tmp_path).filter(pl.col("error_kind") == "expired")["key"].to_list())
+        proc, summary = _summary(tmp_path, grid)
+        assert summary["batch"]["requests_submitted"] == 4 and summary["errors"] == {}
+        assert {k for k, n in server.batch.submitted.items() if n > 1} == expired
+
+    # A fresh cache: killed right after its first create, then resumed.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
+        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
+        assert _kill_when(grid, lambda: server.batch.creates >= 1)
+        proc, summary = _summary(fresh, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
+        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
