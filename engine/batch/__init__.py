@@ -36,7 +36,11 @@ BATCH_LIMITS: dict[str, BatchLimits] = {
     "anthropic": BatchLimits(100_000, 256 * 1024 * 1024),
     "google": BatchLimits(100_000, 20 * 1024 * 1024),
 }
-_TRANSPORTS = {"openai": "engine.batch.openai:OpenAIBatch", "anthropic": "engine.batch.anthropic:AnthropicBatch"}
+_TRANSPORTS = {
+    "openai": "engine.batch.openai:OpenAIBatch",
+    "anthropic": "engine.batch.anthropic:AnthropicBatch",
+    "google": "engine.batch.google:GoogleBatch",
+}
 BATCH_PROVIDERS = tuple(_TRANSPORTS)
 
 

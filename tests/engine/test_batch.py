@@ -20,6 +20,7 @@ import pytest
 from engine.results import read_results
 from tests.conftest import run_until_killed, write_grid
 from tests.servers.anthropic_batch import AnthropicBatchServer
+from tests.servers.google_batch import GoogleBatchServer
 from tests.servers.openai_batch import BatchState, OpenAIBatchServer
 from tests.servers.openai_compat import OpenAICompatServer
 
@@ -271,7 +272,7 @@ def test_batch_price_is_half_the_online_price_unless_overridden():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ('provider = "local"\nmodel = "x"\ntransport = "batch"', "models[0].transport: \"batch\" is offered for providers openai, anthropic, not 'local'"),
+        ('provider = "local"\nmodel = "x"\ntransport = "batch"', "models[0].transport: \"batch\" is offered for providers openai, anthropic, google, not 'local'"),
         ('provider = "openai"\nmodel = "x"\n[models.batch]\npoll_s = 5', 'models[0].batch: applies only to transport = "batch"'),
         ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\nmax_requests = 50001', "models[0].batch.max_requests: expected an integer in [1, 50,000], got 50,001"),
         ('provider = "openai"\nmodel = "x"\ntransport = "batch"\n[models.batch]\ncompletion_window = "1h"', "models[0].batch.completion_window: OpenAI offers only \"24h\", got '1h'"),
@@ -342,6 +343,36 @@ def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_aft
     fresh.mkdir()
     with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
         grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
+        assert _kill_when(grid, lambda: server.batch.creates >= 1)
+        proc, summary = _summary(fresh, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
+        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
+
+
+def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a_kill(tmp_path):
+    """Gemini through google-genai: inline requests with the cache key in each request's metadata; job 1 (8
+    requests) expires (Gemini returns no output for it: 8 expired); the prose cells' "<<fail:400>>" come back
+    as error entries; a 5xx on every third get; then a SIGKILL right after a create and a rerun."""
+    state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
+    with GoogleBatchServer(state, api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
+        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        # Job 1: cells 0-7 expired (8); job 2: cells 8-15, all prose: 8 HTTP 400 entries.
+        assert summary["errors"] == {"expired": 8, "bad_request": 8} and server.batch.duplicates() == 0
+        rows = _results(tmp_path).sort("cell")
+        assert rows["error_kind"].to_list() == ["expired"] * 8 + ["bad_request"] * 8
+        assert rows["error"][:8].str.contains("JOB_STATE_EXPIRED").all()
+        proc, summary = _summary(tmp_path, grid)
+        # All 16 again: the 4 baseline cells answer now, the 12 prose cells are 400s.
+        assert summary["batch"]["requests_submitted"] == 16 and summary["errors"] == {"bad_request": 12}
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with GoogleBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
+        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
         assert _kill_when(grid, lambda: server.batch.creates >= 1)
         proc, summary = _summary(fresh, grid)
         assert proc.returncode == 0, proc.stderr
