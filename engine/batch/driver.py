@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.batch import BatchStats, BatchTransport, JobState, open_transport
-from engine.batch.store import NEW, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
+from engine.batch.store import SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
 from engine.providers.errors import classify, describe, is_transient
@@ -105,7 +105,7 @@ class BatchDriver:
                 self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
             elif job.status == UPLOADED and job.input_ref:
                 self.store.update(job.id, owner=owner_tag())
-                await self._create(self.store.job(job.id))  # type: ignore[arg-type]
+                await self._submit(self.store.job(job.id))  # type: ignore[arg-type]  # creates it from its uploaded input
             else:
                 if input_ref is not None:
                     await self._retrying(lambda ref=input_ref: self.transport.cleanup(ref, None))
@@ -231,6 +231,7 @@ class BatchDriver:
             first = False
             if remote is not None:
                 break
+            input_ref = input_ref or job.input_ref
             try:
                 if input_ref is None:
                     input_ref = await self.transport.upload(job.id, path)
