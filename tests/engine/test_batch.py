@@ -6,6 +6,7 @@ Grid: 3 personas x 4 TruthfulQA questions x (baseline + prose) = 4 + 12 = 16 cel
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -378,3 +379,26 @@ def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a
         assert proc.returncode == 0, proc.stderr
         assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
         assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
+
+
+def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
+    from engine import runner
+    from engine.batch import BatchStats
+    from engine.config import load_grid
+    from engine.pricing import estimate
+    from engine.progress import batch_line
+
+    stats = BatchStats(jobs_submitted=3, jobs_in_progress=2, jobs_done=1, requests_submitted=150, requests_done=50, next_poll_at=130.0)
+    assert batch_line(stats, now=100.0) == "batch jobs 3 submitted / 2 in progress / 1 done, requests 50/150 done, next poll in 30s"
+
+    grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", personas=3, questions=4, extra_model='transport = "batch"')
+    grid.write_text(grid.read_text().replace('model = "test"', 'model = "gpt-4o-mini"'))
+    plan, providers = runner.prepare(load_grid(grid))
+    e = estimate(plan, providers, None)["m"]
+    # gpt-4o-mini: $0.15 / $0.60 per million tokens online, half in batch; max_tokens 4 per call.
+    assert e.calls == CELLS and e.output_tokens == 4 * CELLS
+    assert e.online_usd == (e.input_tokens * 0.15 + e.output_tokens * 0.60) / 1e6
+    assert e.batch_usd == (e.input_tokens * 0.075 + e.output_tokens * 0.30) / 1e6 == e.usd
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    header = next(line for line in proc.stdout.splitlines() if "usd_online" in line)
+    assert proc.returncode == 0 and header.index("usd") < header.index("usd_online") < header.index("usd_batch"), proc.stdout
