@@ -402,3 +402,24 @@ def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     header = next(line for line in proc.stdout.splitlines() if "usd_online" in line)
     assert proc.returncode == 0 and header.index("usd") < header.index("usd_online") < header.index("usd_batch"), proc.stdout
+
+
+def test_two_runs_over_one_cache_never_submit_a_request_twice(tmp_path):
+    """Two processes of one grid (two output folders, one cache) started together: the keys each claims are
+    its own (one SQLite transaction), the other waits for them and both collect; every cell answered in both."""
+    with OpenAIBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 3", personas=6)  # 4 + 24 = 28 cells
+        text = grid.read_text()
+        grids = []
+        for name in ("a", "b"):
+            path = tmp_path / f"{name}.toml"
+            path.write_text(text.replace('output_dir = "out/{name}"', f'output_dir = "out/{name}"'))
+            grids.append(path)
+        procs = [subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(g), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for g in grids]
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errs
+        assert server.batch.duplicates() == 0 and len(server.batch.submitted) == 28
+        assert server.batch.live_files("batch") == []
+    for name in ("a", "b"):
+        rows = read_results(tmp_path / "out" / name).collect()
+        assert rows.height == 28 and rows["status"].to_list() == ["ok"] * 28
