@@ -423,3 +423,22 @@ def test_two_runs_over_one_cache_never_submit_a_request_twice(tmp_path):
     for name in ("a", "b"):
         rows = read_results(tmp_path / "out" / name).collect()
         assert rows.height == 28 and rows["status"].to_list() == ["ok"] * 28
+
+
+def test_ctrl_c_while_waiting_exits_130_and_the_rerun_polls_the_same_jobs(tmp_path):
+    with OpenAIBatchServer(BatchState(process_s=600), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while [s for s, *_ in _jobs(tmp_path)] != ["submitted", "submitted"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # polling
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "rerun the same command to resume" in err, err
+        assert [s for s, *_ in _jobs(tmp_path)] == ["submitted", "submitted"] and _members(tmp_path) == CELLS
+        for bid in server.batch.ready_at:
+            server.batch.ready_at[bid] = 0.0  # the jobs finish now
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0 and summary["cells_done"] == CELLS and summary["batch"]["jobs_submitted"] == 0
+        assert server.batch.creates == 2 and server.batch.duplicates() == 0 and server.batch.live_files("batch") == []
