@@ -28,7 +28,7 @@ def openai_server(latency: float) -> Iterator[str]:
     """The test suite's OpenAI-compatible server in its own process, so its CPU is not the engine's."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.servers.openai_compat", "--port", str(port), "--latency", str(latency)], cwd=REPO
+        [sys.executable, "-m", "engine.testing.servers.openai_compat", "--port", str(port), "--latency", str(latency)], cwd=REPO
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -112,12 +112,9 @@ def write_grid(
 
 def engine_run(grid_path: Path) -> tuple[float, float, dict]:
     """Run a grid in this process: (wall s, CPU s, run summary)."""
-    from rich.console import Console
+    import engine
 
-    from engine import runner
-    from engine.config import load_grid
-
-    grid = load_grid(grid_path)
+    grid = engine.load_grid(grid_path)
     cpu, started = time.process_time(), time.perf_counter()
-    outcome = runner.run(grid, Console(quiet=True), show_progress=False)
+    outcome = engine.run(grid)
     return time.perf_counter() - started, time.process_time() - cpu, outcome.stats.summary()

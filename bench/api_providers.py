@@ -1,6 +1,6 @@
 """The three API providers (openai, anthropic, google) against their wire-exact test servers (issue 5).
 
-Each measurement starts a fresh server process (tests/servers/*_compat.py) with 50 ms latency and runs the
+Each measurement starts a fresh server process (engine/testing/servers/*_compat.py) with 50 ms latency and runs the
 engine in-process (engine.runner.run, lean aiohttp channel), next to a plain asyncio.gather + semaphore
 client on the same server:
 
@@ -50,7 +50,7 @@ WIRES = {
 def server(provider: str, *args: str) -> Iterator[str]:
     module = WIRES[provider][0]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", f"tests.servers.{module}", "--port", str(port), "--latency", str(LATENCY), *args], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", f"engine.testing.servers.{module}", "--port", str(port), "--latency", str(LATENCY), *args], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):

@@ -43,7 +43,7 @@ def _child(grid: str) -> None:
 
 
 def _server(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.openai_batch", "--port", str(port)], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.testing.servers.openai_batch", "--port", str(port)], cwd=REPO)
     for _ in range(200):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read()
@@ -92,12 +92,13 @@ def pack_and_parse(cells: int) -> dict:
     """CPU ms per request of packing, parsing and committing, on `cells` requests of a real plan."""
     from engine.batch.openai import OpenAIBatch
     from engine.batch.store import BatchStore
-    from engine.cache import ResponseCache, cache_key
-    from engine.config import load_grid
+    from engine.cache import ResponseCache
+    from engine.grid import load_grid
+    from engine.keys import Keys
     from engine.plan import Plan
     from engine.providers import create_provider
-    from tests.servers.common import pick_letter, prompt_digest
-    from tests.servers.openai_compat import WIRE
+    from engine.testing.servers.common import pick_letter, prompt_digest
+    from engine.testing.servers.openai_compat import WIRE
 
     with tempfile.TemporaryDirectory() as tmp:
         grid_path = _grid(Path(tmp), "http://127.0.0.1:9/v1", cells // QUESTIONS - 1, 'transport = "batch"\napi_key_env = "NONE"')
@@ -105,9 +106,9 @@ def pack_and_parse(cells: int) -> dict:
         plan = Plan.from_grid(grid)
         model = grid.models[0]
         provider = create_provider(model)
-        identity = provider.identity()
         requests = [plan.request(c) for c in plan.cells(model)][:cells]
-        keys = [cache_key(model.provider, identity, r) for r in requests]
+        of = Keys({model.id: provider}).of
+        keys = [of(model, r) for r in requests]
         transport = OpenAIBatch(provider)  # type: ignore[arg-type]
 
         started = time.process_time()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from engine.report.aggregate import OVERALL, Index, Settings  # noqa: E402
 from engine.report.effects import persona_effect  # noqa: E402
 from engine.report.load import open_run  # noqa: E402
-from tests.engine.report.synthetic import BASELINE, condition, write_run  # noqa: E402
+from engine.testing.synthetic import BASELINE, condition, write_run  # noqa: E402
 
 TRUE_DELTA = 0.05
 

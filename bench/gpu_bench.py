@@ -132,7 +132,8 @@ def run_local(provider, requests: list, batch: int) -> tuple[float, list]:
 
 def bench_model(shape: str, args: argparse.Namespace) -> list[tuple[str, float, float | None, float | None]]:
     """[(method, prompts/s, share of prompt tokens not recomputed, agreement with (1))] for one model shape."""
-    from engine.config import LimitsConfig, load_grid
+    from engine.config import LimitsConfig
+    from engine.grid import load_grid
     from engine.plan import Plan
     from engine.providers import create_provider, hf_scoring, weights
 

@@ -34,7 +34,7 @@ def grid_requests(personas: int, questions: int, max_tokens: int, mode: str, wit
     import tempfile
     import textwrap
 
-    from engine.config import load_grid
+    from engine.grid import load_grid
     from engine.plan import Plan
 
     condition = 'name = "prose"\nformat = "prose"' if with_personas else 'name = "baseline"'

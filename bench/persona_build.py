@@ -2,7 +2,7 @@
 
     python bench/persona_build.py [--rows 160000] [--n 50000]
 
-Generates the file in a temporary folder in a child process (tests/persona_builder/fixtures.py writes the
+Generates the file in a temporary folder in a child process (persona_builder/testing.py writes the
 real schema and quirks), then times `build` alone and prints wall seconds and this process's peak RSS,
 which therefore is the build's.
 """
@@ -10,7 +10,6 @@ which therefore is the build's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import resource
 import sys
 import tempfile
@@ -25,9 +24,7 @@ from persona_builder.build import build  # noqa: E402
 
 
 def _generate(path: Path, rows: int, columns: int) -> None:
-    spec = importlib.util.spec_from_file_location("persona_fixtures", ROOT / "tests" / "persona_builder" / "fixtures.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    import persona_builder.testing as gen
     base = len(gen.write_joint(path, n=2).read_text().splitlines()[0].split(","))
     gen.write_joint(path, n=rows, seed=11, extra_columns=max(0, columns - base))
 

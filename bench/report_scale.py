@@ -31,7 +31,7 @@ EFFECTS = {"prose": 0.02, "json": -0.03}
 
 
 def _generate(run_dir: Path, questions: int, personas: int, countries: int) -> int:
-    from tests.engine.report.synthetic import BASELINE, condition, personas_frame, random_results, write_run
+    from engine.testing.synthetic import BASELINE, condition, personas_frame, random_results, write_run
 
     people = personas_frame(personas, [f"country-{i:02d}" for i in range(countries)])
     chunks = random_results(models=MODELS, benchmarks=BENCHMARKS, effects=EFFECTS, questions=questions, personas=people)

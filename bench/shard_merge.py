@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import cache_tools  # noqa: E402
 from engine.cache import ResponseCache  # noqa: E402
-from engine.config import load_grid  # noqa: E402
+from engine.grid import load_grid  # noqa: E402
 from engine.plan import Plan  # noqa: E402
 from engine.request import Response  # noqa: E402
 from engine.shard import Shard  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import REPO, write_grid  # noqa: E402
-from tests.servers.openai_compat import OpenAICompatServer  # noqa: E402
+from engine.testing.servers.openai_compat import OpenAICompatServer  # noqa: E402
 
 
 def one_kill(repo: Path, concurrency: int, target: int) -> int:

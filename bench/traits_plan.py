@@ -55,14 +55,14 @@ def write_grid(folder: Path, conditions: int) -> Path:
 
 
 def _plan(grid: Path) -> int:
-    from engine.config import load_grid
+    from engine.grid import load_grid
     from engine.plan import Plan
 
     return len(Plan.from_grid(load_grid(grid)))
 
 
 def _enumerate(grid: Path) -> int:
-    from engine.config import load_grid
+    from engine.grid import load_grid
     from engine.plan import Plan
 
     return sum(1 for _ in Plan.from_grid(load_grid(grid)))
@@ -71,8 +71,8 @@ def _enumerate(grid: Path) -> int:
 def _requests(grid: Path, sample: int | None = None) -> int:
     from itertools import islice
 
-    from engine.cache import cache_key
-    from engine.config import load_grid
+    from engine.grid import load_grid
+    from engine.keys import cache_key
     from engine.runner import prepare
 
     plan, providers = prepare(load_grid(grid))

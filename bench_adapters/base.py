@@ -69,6 +69,9 @@ class Adapter(Protocol):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
     rubric: ClassVar[str | None]  # judge mode: the default rubric (bench_adapters.rubric)
+    # Whether a higher per-item score is the better one, as lm-eval's task configs declare per metric
+    # (`higher_is_better`): the report carries it beside every Δ, so a Δ's sign is read the right way round.
+    higher_is_better: ClassVar[bool]
     mode: str
 
     def items(self) -> Iterator[Item]: ...

@@ -141,7 +141,9 @@ class MultipleChoice:
     """Base for adapters whose items are lettered options with known correct answers.
 
     Subclasses provide `load()`; this class renders prompts and scores in all three modes. `options` names
-    the grid.toml benchmark keys beyond path/limit/seed/mode that the adapter accepts.
+    the grid.toml benchmark keys beyond path/limit/seed/mode that the adapter accepts: each is a keyword
+    parameter of the constructor, whose annotation types it (engine.grid checks the grid against it) and whose
+    body validates its value (ValueError, one line).
     """
 
     name: ClassVar[str]
@@ -150,6 +152,7 @@ class MultipleChoice:
     default_path: ClassVar[Path | None] = None
     rubric: ClassVar[str | None] = None  # judge mode: the built-in rubric used when the grid names none
     letter_meta: ClassVar[tuple[str, ...]] = ()  # meta fields that name an option by its letter (follow reordering)
+    higher_is_better: ClassVar[bool] = True  # the score is the correct answer's (accuracy, MC2 mass, p_gold)
 
     def __init__(self, path: Path | None = None, limit: int | None = None, seed: int = 0, mode: str = "letter") -> None:
         if mode not in self.modes:

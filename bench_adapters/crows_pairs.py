@@ -28,6 +28,11 @@ LIKELIHOOD_PROMPT = "Say one sentence."
 
 class CrowsPairs(MultipleChoice):
     name: ClassVar[str] = "crows_pairs"
+    # The item's score is 1 when the model prefers sent_more, the MORE stereotypical sentence (upstream
+    # metric.py's "metric score"): higher means more bias. lm-eval's crows_pairs_english.yaml declares its
+    # pct_stereotype `higher_is_better: false` for the same reason. A positive Δ here is a worse score,
+    # where on TruthfulQA it is a better one; the report shows the direction, it never flips the sign.
+    higher_is_better: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ("categories",)
     default_path = DEFAULT_PATH
 

@@ -223,11 +223,12 @@ def _prior_predictors(
     test personas `ids`."""
     k = len(scale)
     position = {label: j for j, label in enumerate(scale)}
-    everyone = personas.select("persona_id", *(c for c in (target, *PRIOR_CELL) if c in personas.columns))
+    # A target that is itself a cell trait (sex, age band) is left out of the cell: the cell would give the answer away.
+    cell_cols = [c for c in PRIOR_CELL if c in personas.columns and c != target]
+    everyone = personas.select("persona_id", *(c for c in (target, *cell_cols) if c in personas.columns))
     if target not in everyone.columns:
         everyone = everyone.with_columns(pl.lit(MISSING).alias(target))
     answers = np.array([position.get(a, -1) for a in everyone[target].to_list()])
-    cell_cols = [c for c in PRIOR_CELL if c in everyone.columns]
     cells = (everyone.select(pl.struct(cell_cols).rank("dense")).to_series().to_numpy().astype(np.int64) - 1) if cell_cols else np.zeros(everyone.height, np.int64)
     priors = loo_priors(answers, cells, k)
     where = {pid: i for i, pid in enumerate(everyone["persona_id"].to_list())}

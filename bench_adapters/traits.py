@@ -64,6 +64,7 @@ class Traits:
     modes: ClassVar[tuple[str, ...]] = ("letter", "letter-logprob")
     options: ClassVar[tuple[str, ...]] = ("targets", "withhold", "shots")
     rubric: ClassVar[str | None] = None
+    higher_is_better: ClassVar[bool] = True  # the score is matching the respondent's real answer
     per_persona: ClassVar[bool] = True  # items come from each persona: engine.plan calls bind() and items_for()
 
     def __init__(

@@ -3,28 +3,26 @@
 Plain sqlite3 rather than sqlite-utils: the cache needs exact control of pragmas, transactions and
 batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap.
 
-The key is the sha256 of the canonical encoding of everything that determines a model's output. Transport
-settings and secrets never enter the key or the row. WAL mode with synchronous=NORMAL: a committed row
+Rows are addressed by the key engine.keys computes (the sha256 of everything that determines a model's
+output); this module stores and finds them, and never computes one. Secrets never enter a row. WAL mode with synchronous=NORMAL: a committed row
 survives a SIGKILL of the process, and readers never block the single writer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from engine.request import Request, Response
+from engine.errors import CacheError, CacheWriteError
+from engine.request import Response
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 1  # the file's table layout (meta.schema); cache keys have their own version (engine.keys)
 _LOOKUP_CHUNK = 500
 
 _DDL = """
@@ -55,33 +53,6 @@ CREATE TABLE IF NOT EXISTS errors (
 """
 
 
-def cache_key(provider: str, identity: Mapping[str, Any], request: Request) -> str:
-    payload = {"schema": CACHE_SCHEMA, "provider": provider, "model": identity, **request.key_fields()}
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    text: str | None
-    letter_logprobs: dict[str, float] | None
-    option_logprobs: tuple[float, ...] | None
-    option_tokens: tuple[int, ...] | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_s: float | None
-
-    def as_response(self) -> Response:
-        return Response(
-            text=self.text,
-            letter_logprobs=self.letter_logprobs,
-            option_logprobs=self.option_logprobs,
-            option_tokens=self.option_tokens,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            latency_s=self.latency_s or 0.0,
-        )
-
-
 def _dump(value: object) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -92,14 +63,6 @@ def _load(text: str | None) -> dict | None:
 
 def _tuple(text: str | None) -> tuple | None:
     return tuple(orjson.loads(text)) if text else None
-
-
-class CacheError(RuntimeError):
-    """The cache file cannot be used or written; the message names the file and the cause."""
-
-
-class CacheWriteError(CacheError):
-    """A commit failed mid-run (e.g. "database or disk is full"); every earlier commit stays."""
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -222,8 +185,10 @@ class ResponseCache:
             if name not in have:
                 self._db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind.rstrip(',')}")
 
-    def lookup(self, keys: Sequence[str]) -> dict[str, Cached]:
-        found: dict[str, Cached] = {}
+    def lookup(self, keys: Sequence[str]) -> dict[str, Response]:
+        """The stored answer of each key that has one (keys without an answer are absent). An answer's
+        `latency_s` is its original call's; `attempts` is 1 (the run that reads it made no call)."""
+        found: dict[str, Response] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -232,7 +197,10 @@ class ResponseCache:
                 f"latency_s FROM responses WHERE key IN ({marks})",
                 chunk,
             ):
-                found[key] = Cached(text, _load(lp), _tuple(olp), _tuple(otok), pt, ct, lat)
+                found[key] = Response(
+                    text=text, letter_logprobs=_load(lp), option_logprobs=_tuple(olp), option_tokens=_tuple(otok),
+                    prompt_tokens=pt, completion_tokens=ct, latency_s=lat or 0.0,
+                )
         return found
 
     def contains_keys(self, keys: Sequence[str]) -> set[str]:
@@ -280,9 +248,6 @@ class ResponseCache:
     def connection(self) -> sqlite3.Connection:
         """The open connection, for tables kept beside the responses (engine.batch.store); autocommit mode."""
         return self._db
-
-    def count(self) -> int:
-        return self._db.execute("SELECT count(*) FROM responses").fetchone()[0]
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -32,6 +32,7 @@ import orjson
 import sqlite_utils
 
 from engine.cache import CACHE_SCHEMA, ResponseCache
+from engine.errors import CacheToolError
 
 # The columns that are the answer; two entries of one key that differ here are a conflict.
 ANSWER_COLUMNS = ("text", "letter_logprobs", "option_logprobs", "option_tokens")
@@ -39,10 +40,6 @@ _JSON_COLUMNS = ("letter_logprobs", "option_logprobs", "option_tokens")
 _ERROR_COLUMNS = "key, provider, model, kind, message, attempts, created_at"
 _CONFLICT_EXAMPLES = 5
 EXPORT_FORMATS = (".jsonl", ".csv")
-
-
-class CacheToolError(ValueError):
-    """A file that is not a usable cache, or a bad argument: the message is one line naming the file."""
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The `mtpa-engine` command line."""
+"""The `mtpa-engine` command line: a thin shell over the library face (engine._api).
+
+It parses arguments, calls the face, prints (tables, the live bar, one-line errors) and owns what a library
+must not: signal handling (Ctrl-C: exit 130, never a traceback) and exit codes (2 bad input, 74 a write failed
+mid-run, 75 stopped on --budget, 130 interrupted)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from engine.config import GridError, load_grid  # noqa: E402
 from engine.cache_cli import app as cache_app  # noqa: E402
 from engine.batch.cli import app as batches_app  # noqa: E402
 
@@ -85,7 +88,7 @@ def run(
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt, handled below
+    signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
         outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
     except KeyboardInterrupt:
@@ -141,14 +144,53 @@ def run(
         raise typer.Exit(EXIT_BUDGET)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C outside the calls: a KeyboardInterrupt where the program is, at once. Not signal.default_int_handler,
+    which asyncio.run would swap for its own (cancel the task at its next await, however far that is)."""
+    raise KeyboardInterrupt
+
+
+class _RunShell:
+    """The run's progress callback: draws the live bar and, while the calls run, makes Ctrl-C (and SIGTERM) a
+    graceful stop (no new calls; calls in flight finish, are cached and summarised) instead of an interrupt."""
+
+    def __init__(self, show_progress: bool) -> None:
+        from engine.progress import LiveProgress
+
+        self.bar = LiveProgress(err, show_progress)
+        self.stop = None  # the run's asyncio.Event, made on its loop
+        self.calling = False
+
+    async def run(self, config, budget: float | None, part):
+        import asyncio
+
+        import engine
+
+        self.stop = asyncio.Event()
+        return await engine.run_async(config, budget_usd=budget, shard=part, progress=self, stop=self.stop)
+
+    def __call__(self, stats, done: bool) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if not done and not self.calling:
+            self.calling = True
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop.set)
+        self.bar(stats, done)
+        if done and self.calling:
+            self.calling = False
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)  # SIGINT back to a KeyboardInterrupt, SIGTERM to its default
+
+
 def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
-    from engine import runner
-    from engine.cache import CacheError, CacheWriteError
-    from engine.providers.base import PreflightError
-    from engine.results import ResultsWriteError
-    from engine.rundir import RunDirError
+    import asyncio
+
+    import engine
+    from engine.errors import CacheError, GridError, PreflightError, RunDirError, WriteError
     from engine.shard import Shard, locate
     from persona_builder import PersonaFileError
 
@@ -156,19 +198,14 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         if grid.is_dir():
             raise _fail(f"{grid}: is a folder, expected a grid .toml file")
         part = Shard.parse(shard) if shard is not None else None
-        config = locate(load_grid(grid), part, cache)
+        config = locate(engine.load_grid(grid), part, cache)
         if dry_run:
-            counts = runner.dry_run(config, part)
-            rows = [(mid, total, cached, total - cached) for mid, (total, cached) in counts.items()]
-            frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
-            print_frame(out, frame, f"dry run: {config.path.name}" + (f" (shard {part.index}/{part.count})" if part else ""))
-            _print_power(config)
-            print_frame(out, _estimate_frame(config, part), "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
+            _print_dry_run(engine.dry_run(config, part), config.path.name, part)
             return None
         if budget is not None and budget <= 0:
             raise _fail("--budget: expected a positive number of USD")
-        return runner.run(config, err, show_progress=progress, budget_usd=budget, shard=part)
-    except (CacheWriteError, ResultsWriteError) as exc:
+        return asyncio.run(_RunShell(progress).run(config, budget, part))
+    except WriteError as exc:
         raise _write_failed(str(exc)) from None
     except (RunDirError, CacheError) as exc:
         raise _fail(str(exc)) from None
@@ -188,18 +225,15 @@ def _write_failed(message: str) -> typer.Exit:
     return typer.Exit(EXIT_WRITE_FAILED)
 
 
-def _estimate_frame(config, shard=None) -> pl.DataFrame:
-    from engine import runner
-    from engine.cache import ResponseCache
-    from engine.pricing import estimate
+def _print_dry_run(result, grid_name: str, part) -> None:
+    from engine.power import REFERENCE_DELTA
 
-    plan, providers = runner.prepare(config, shard)
-    cache = ResponseCache(config.cache_path) if config.cache_path.exists() else None
-    try:
-        est = estimate(plan, providers, cache)
-    finally:
-        if cache is not None:
-            cache.close()
+    rows = [(mid, total, cached, total - cached) for mid, (total, cached) in result.cells.items()]
+    frame = pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
+    print_frame(out, frame, f"dry run: {grid_name}" + (f" (shard {part.index}/{part.count})" if part else ""))
+    if not result.power.is_empty():
+        print_frame(out, result.power, f"power: MDE = the Δ found with 80% power at α = 0.05; P(find {REFERENCE_DELTA}) = power at Δ = {REFERENCE_DELTA}")
+    est = result.estimate
     rows = [(mid, e.calls, e.input_tokens, e.output_tokens, e.usd, e.online_usd, e.batch_usd) for mid, e in est.items()]
 
     def total(values):
@@ -209,15 +243,8 @@ def _estimate_frame(config, shard=None) -> pl.DataFrame:
     rows.append(("total", sum(e.calls for e in est.values()), sum(e.input_tokens for e in est.values()), sum(e.output_tokens for e in est.values()),
                  total(e.usd for e in est.values()), total(e.online_usd for e in est.values()), total(e.batch_usd for e in est.values())))
     # usd: at each model's transport; usd_online / usd_batch: the same calls online and through the batch API (engine.batch)
-    return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd", "usd_online", "usd_batch"], orient="row")
-
-
-def _print_power(config) -> None:
-    from engine.power import REFERENCE_DELTA, dry_run_power
-
-    frame = dry_run_power(config)
-    if not frame.is_empty():
-        print_frame(out, frame, f"power: MDE = the Δ found with 80% power at α = 0.05; P(find {REFERENCE_DELTA}) = power at Δ = {REFERENCE_DELTA}")
+    frame = pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd", "usd_online", "usd_batch"], orient="row")
+    print_frame(out, frame, "estimate for the calls to make (tokens ~4 characters each; output at most max_tokens)")
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
@@ -240,22 +267,19 @@ def report(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
-    from engine.report.aggregate import Settings
-    from engine.report.build import ReportOptions, build_report, parse_by, write_report
-    from engine.report.load import ReportError, open_run
+    import engine
+    from engine.errors import ReportError
     from engine.report.tables import print_tables, report_tables
 
     try:
-        options = ReportOptions(by=parse_by(by) if by else None, settings=Settings(resamples=bootstrap, seed=seed, min_size=min_size))
-        result = build_report(open_run(run_dir, baseline, score), options)
+        written = engine.build_report(run_dir, by=by, baseline=baseline, score=score, bootstrap=bootstrap, seed=seed, min_size=min_size, out_dir=out_dir)
     except ReportError as exc:
         raise _fail(str(exc)) from None
-    target = out_dir or run_dir / "report"
-    written = write_report(result, target)
+    result, target = written.report, written.out_dir
     print_tables(out, report_tables(result))
     for line in (*(f"position bias: {w}" for w in result.warnings), *result.run.notes):
         out.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    out.print(f"{len(written)} files -> {target}  (open {target / 'report.html'})", highlight=False)
+    out.print(f"{len(written.files)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 
 app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")

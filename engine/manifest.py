@@ -15,6 +15,7 @@ import orjson
 
 from bench_adapters.rubric import Rubric
 from engine.config import GridConfig
+from engine.grid import option_defaults
 
 _PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "typer", "tenacity")
 
@@ -30,14 +31,21 @@ def package_versions() -> dict[str, str | None]:
 
 
 def build_manifest(
-    grid: GridConfig, identities: dict[str, dict[str, Any]], cells: dict[str, int], rubrics: dict[str, Rubric] | None = None
+    grid: GridConfig,
+    identities: dict[str, dict[str, Any]],
+    cells: dict[str, int],
+    rubrics: dict[str, Rubric] | None = None,
+    higher_is_better: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
+    """The manifest of a run starting now (status "running"). `higher_is_better`: per benchmark (its grid id),
+    its adapter's score direction, which the report reads from here (it imports no adapter)."""
     return {
         "run": grid.run.name,
         "grid_file": str(grid.path),
-        "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest(),
-        "config_hash": grid.config_hash(),
-        "config": grid.canonical(),
+        # None for a grid given as text or a dict (engine.grid.load_grid with base_dir): there is no file
+        "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest() if grid.path.is_file() else None,
+        "config_hash": grid.config_hash(option_defaults()),
+        "config": grid.canonical(option_defaults()),
         "seeds": {
             "run": grid.run.seed,
             "benchmarks": {b.label: b.seed for b in grid.benchmarks},
@@ -49,6 +57,7 @@ def build_manifest(
         else {"id": grid.judge.model.id, "provider": grid.judge.model.provider, "model": grid.judge.model.model, "mode": grid.judge.mode, "identity": identities[grid.judge.model.id]},
         "rubrics": {label: {"name": r.name, "source": r.source, "sha256": r.digest} for label, r in (rubrics or {}).items()},
         "cells": cells,
+        "higher_is_better": higher_is_better or {},
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),

@@ -27,7 +27,8 @@ from typing import cast
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
 from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
-from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, GridError, ModelConfig
+from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
+from engine.errors import GridError
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
 from persona_builder import Persona, load_personas, render
@@ -145,7 +146,7 @@ class Plan:
         for i, b in enumerate(grid.benchmarks):
             kind = ADAPTERS[b.name]
             path = grid.resolve(b.path) if b.path else None
-            adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
+            adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options())
             if getattr(adapter, "per_persona", False):
                 try:
                     cast(PersonaItems, adapter).bind(personas)
@@ -224,9 +225,6 @@ class Plan:
 
     def adapter(self, benchmark: str) -> Adapter:
         return self._benchmarks[benchmark].adapter
-
-    def mode(self, benchmark: str) -> str:
-        return self._benchmarks[benchmark].config.mode
 
     @property
     def rubrics(self) -> dict[str, Rubric]:

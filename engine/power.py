@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
+from engine.keys import Keys
 from engine.config import GridConfig, ModelConfig
 from engine.plan import Benchmark, Cell, Plan
 from engine.providers import Provider
@@ -93,13 +94,13 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
             ]
     cells = cells[:SAMPLE_CELLS]
     p_gold = plan.grid.run.score == "p_gold"
-    identity = provider.identity()
-    keys = [cache_key(model.provider, identity, plan.request(c)) for c in cells]
+    keys_of = Keys({model.id: provider})
+    keys = [keys_of.of(model, plan.request(c)) for c in cells]
     found = cache.lookup(keys)
     scores = []
     for cell, key in zip(cells, keys):
         if key in found:
-            score = plan.score(cell, found[key].as_response())
+            score = plan.score(cell, found[key])
             if p_gold:  # the grid's Δ is on p_gold ([run] score): its variance is what matters
                 if score.p_gold is not None:
                     scores.append(score.p_gold)

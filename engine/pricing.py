@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.cache import Cached, ResponseCache, cache_key
+from engine.cache import ResponseCache
+from engine.keys import Keys
 from engine.config import ModelConfig
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
 from engine.providers.base import Provider
-from engine.request import Request
+from engine.request import Request, Response
 
 PRICES: dict[str, tuple[float, float]] = {
     # openai
@@ -41,7 +42,7 @@ PRICES: dict[str, tuple[float, float]] = {
     "gemini-2.5-flash-lite": (0.10, 0.40),
     "gemini-2.0-flash": (0.10, 0.40),
 }
-_FREE = frozenset({"local", "vllm"})  # our own hardware
+_FREE = frozenset({"transformers", "local", "vllm"})  # our own hardware
 
 
 def price_for(model: ModelConfig) -> tuple[float, float] | None:
@@ -109,19 +110,18 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
     answer is max_tokens long (an upper bound); a cached answer counts only if its verdict is not cached."""
     out = {}
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
-    judge_identity = providers[judge.id].identity() if judge is not None else None
+    keys_of = Keys(providers)
     verdicts = _Tally()
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         answers = _Tally()
         cells = plan.cells(model)
         while chunk := [c for _, c in zip(range(2048), cells)]:
-            requests = {cache_key(model.provider, identity, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
+            requests = {keys_of.of(model, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
             requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
             keys = list(requests)
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
             if cache is None:
-                known: Mapping[str, Cached | None] = {}
+                known: Mapping[str, Response | None] = {}
             else:
                 known = cache.lookup(keys) if judge is not None else dict.fromkeys(cache.contains_keys(keys))
             judged: dict[str, Request] = {}  # verdicts on cached answers, looked up together below
@@ -134,7 +134,7 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
                     verdicts.add(f"answer:{key}", plan.judge_request(cell, "x" * (4 * request.decoding.max_tokens)), cached=False)
                 else:
                     verdict = plan.judge_request(cell, hit.text or "")
-                    judged[cache_key(judge.provider, judge_identity, verdict)] = verdict
+                    judged[keys_of.of(judge, verdict)] = verdict
             found = cache.contains_keys(list(judged)) if judged and cache is not None else set()
             for vkey, verdict in judged.items():
                 verdicts.add(vkey, verdict, cached=vkey in found)

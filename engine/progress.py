@@ -1,15 +1,19 @@
-"""Live progress: cells done, cache hits, calls/s, errors, ETA; redrawn a few times a second, not per cell."""
+"""Live progress: cells done, cache hits, calls/s, errors, ETA; redrawn a few times a second, not per cell.
+
+The CLI's display, driven by the run's progress callback (engine.runner.ProgressCallback): the engine itself
+never prints."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from engine.batch import BatchStats
-from engine.scheduler import RunStats
+if TYPE_CHECKING:
+    from engine.batch import BatchStats
+    from engine.scheduler import RunStats
 
 
 def batch_line(b: BatchStats, now: float | None = None) -> str:
@@ -20,37 +24,35 @@ def batch_line(b: BatchStats, now: float | None = None) -> str:
 
 
 class LiveProgress:
-    def __init__(self, stats: RunStats, console: Console, enabled: bool = True) -> None:
-        self.stats = stats
+    """Call it as the run's progress callback: the first call starts the bar, the `done` call draws the last state."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
         self.enabled = enabled
-        self._progress = Progress(
-            TextColumn("[bold]cells"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-            disable=not enabled,
-        )
-        self._task = self._progress.add_task("run", total=stats.cells_total, info="")
+        self._progress: Progress | None = None
+        self._task = None
         self._started = time.perf_counter()
 
-    def refresh(self) -> None:
-        s = self.stats
-        elapsed = max(time.perf_counter() - self._started, 1e-9)
-        info = f"hits {s.cache_hits:,}  calls {s.calls_made:,} ({s.calls_made / elapsed:,.1f}/s)  errors {sum(s.errors.values()):,}"
-        if (b := s.batch) is not None:
-            info += f"  {batch_line(b)}"
-        self._progress.update(self._task, completed=s.cells_done, info=info)
-
-    async def run(self) -> None:
+    def __call__(self, stats: RunStats, done: bool) -> None:
         if not self.enabled:
             return
-        with self._progress:
-            try:
-                while True:
-                    self.refresh()
-                    await asyncio.sleep(0.25)
-            finally:
-                self.refresh()
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]cells"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._task = self._progress.add_task("run", total=stats.cells_total, info="")
+            self._started = time.perf_counter()
+            self._progress.start()
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        info = f"hits {stats.cache_hits:,}  calls {stats.calls_made:,} ({stats.calls_made / elapsed:,.1f}/s)  errors {sum(stats.errors.values()):,}"
+        if (b := stats.batch) is not None:
+            info += f"  {batch_line(b)}"
+        self._progress.update(self._task, completed=stats.cells_done, info=info)
+        if done:
+            self._progress.stop()

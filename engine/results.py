@@ -13,48 +13,55 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Annotated, NamedTuple, get_args, get_type_hints
 
 import polars as pl
 
-SCHEMA: dict[str, pl.DataType] = {
-    "cell": pl.Int64(),
-    "cell_id": pl.String(),
-    "model": pl.String(),
-    "benchmark": pl.String(),
-    "item_id": pl.String(),
-    "condition": pl.String(),
-    "persona_id": pl.String(),
-    "sample": pl.Int32(),
-    "key": pl.String(),
-    "cached": pl.Boolean(),
-    "status": pl.String(),  # ok | error
-    "response": pl.String(),
-    "answer": pl.String(),  # parsed letter; null when invalid or errored
-    "gold": pl.String(),
-    "correct": pl.Float64(),  # null when the call errored (no answer to score)
-    "invalid": pl.Boolean(),
-    "p_gold": pl.Float64(),
-    "prompt_tokens": pl.Int64(),
-    "completion_tokens": pl.Int64(),
-    "latency_s": pl.Float64(),
-    "error_kind": pl.String(),
-    "error": pl.String(),
-    "score": pl.Float64(),  # the benchmark's primary per-item metric (e.g. TruthfulQA MC2 mass); null when errored
-    "meta": pl.String(),  # JSON of the item's slicing metadata (category, BBQ context and biased letter, ...)
-    "judge_key": pl.String(),  # judge mode: the cache key of the judge's verdict on `response`
-    "verdict": pl.String(),  # judge mode: the judge's raw text (its level letter is `answer`)
-    "order": pl.Int32(),  # the item's option order (grid key `orders`); 0: the seeded shuffle
-    "option": pl.Int32(),  # the chosen option as its index in order 0, comparable across orders; null without an answer
-}
+from engine.errors import ResultsWriteError
+
+
+class ResultRow(NamedTuple):
+    """One cell's result: one row of RUN_DIR/results/*.parquet. The fields, in order, are the Parquet columns;
+    each one's annotation carries its Parquet type (SCHEMA). Every field but the identifying ones is None
+    (null) where it does not apply; a failed call has status "error" and no answer, score or option."""
+
+    cell: Annotated[int, pl.Int64()]  # the cell's index in plan order
+    cell_id: Annotated[str, pl.String()]
+    model: Annotated[str, pl.String()]  # the grid's model id
+    benchmark: Annotated[str, pl.String()]  # the benchmark's id (its label)
+    item_id: Annotated[str, pl.String()]
+    condition: Annotated[str, pl.String()]
+    persona_id: Annotated[str | None, pl.String()]  # null in a condition without a persona
+    sample: Annotated[int, pl.Int32()]
+    key: Annotated[str, pl.String()]  # the answer's cache key (engine.keys)
+    cached: Annotated[bool, pl.Boolean()]  # answer (and verdict, if judged) taken from the cache
+    status: Annotated[str, pl.String()]  # ok | error
+    response: Annotated[str | None, pl.String()]  # the model's text
+    answer: Annotated[str | None, pl.String()]  # parsed letter; null when invalid or errored
+    gold: Annotated[str | None, pl.String()]
+    correct: Annotated[float | None, pl.Float64()]  # null when the call errored (no answer to score)
+    invalid: Annotated[bool | None, pl.Boolean()]
+    p_gold: Annotated[float | None, pl.Float64()]
+    prompt_tokens: Annotated[int | None, pl.Int64()]
+    completion_tokens: Annotated[int | None, pl.Int64()]
+    latency_s: Annotated[float | None, pl.Float64()]
+    error_kind: Annotated[str | None, pl.String()]
+    error: Annotated[str | None, pl.String()]
+    score: Annotated[float | None, pl.Float64()]  # the benchmark's primary per-item metric (e.g. TruthfulQA MC2 mass); null when errored
+    meta: Annotated[str | None, pl.String()]  # JSON of the item's slicing metadata (category, BBQ context and biased letter, ...)
+    judge_key: Annotated[str | None, pl.String()]  # judge mode: the cache key of the judge's verdict on `response`
+    verdict: Annotated[str | None, pl.String()]  # judge mode: the judge's raw text (its level letter is `answer`)
+    order: Annotated[int, pl.Int32()]  # the item's option order (grid key `orders`); 0: the seeded shuffle
+    option: Annotated[int | None, pl.Int32()]  # the chosen option as its index in order 0, comparable across orders; null without an answer
+
+
+# column name -> Parquet type, in column order: derived from ResultRow, never written out twice
+SCHEMA: dict[str, pl.DataType] = {name: get_args(hint)[1] for name, hint in get_type_hints(ResultRow, include_extras=True).items()}
 COLUMNS = tuple(SCHEMA)
 
 
 def results_glob(run_dir: Path) -> str:
     return str(Path(run_dir) / "results" / "*.parquet")
-
-
-class ResultsWriteError(RuntimeError):
-    """A part file could not be written; the message names the file and the cause (e.g. no space left)."""
 
 
 _PRIVATE_PREFIX = ".results-"
@@ -81,7 +88,7 @@ class ResultsWriter:
         self._parts = 0
         self.rows = 0
 
-    def add(self, row: tuple) -> None:
+    def add(self, row: ResultRow) -> None:
         for col, value in zip(self._cols, row):
             col.append(value)
         self.rows += 1

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class RunDirError(RuntimeError):
-    """A path the run needs is unusable, or another run holds the folder; the message names the path."""
+from engine.errors import RunDirError
 
 
 def check_folder(path: Path, what: str) -> None:

@@ -30,13 +30,14 @@ from itertools import islice
 import orjson
 
 from engine.batch import BatchStats
-from engine.cache import ResponseCache, cache_key
+from engine.cache import ResponseCache
 from engine.config import ModelConfig
+from engine.keys import Keys
 from engine.plan import Cell, Plan
 from engine.pricing import call_cost, price_for
 from engine.providers import Provider
 from engine.request import Request, Response
-from engine.results import ResultsWriter
+from engine.results import ResultRow, ResultsWriter
 
 _CHUNK = 512
 _BATCH_WAIT_S = 0.01
@@ -98,7 +99,7 @@ class Scheduler:
         self.cache = cache
         self.writer = writer
         self.stats = RunStats(cells_total=len(plan))
-        self._identity = {mid: p.identity() for mid, p in providers.items()}
+        self.keys = Keys(providers)
         # key -> cells waiting on that call; a judge call's waiters carry the answer it grades
         self._pending: dict[str, list[tuple[Cell, _Answer | None]]] = {}
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
@@ -118,9 +119,6 @@ class Scheduler:
         judge = plan.grid.judge
         self._judge: ModelConfig | None = judge.model if judge is not None else None
         self._judge_queue: asyncio.Queue | None = None
-
-    def key(self, model: ModelConfig, request: Request) -> str:
-        return cache_key(model.provider, self._identity[model.id], request)
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         started = time.perf_counter()
@@ -190,13 +188,13 @@ class Scheduler:
             if stop.is_set() or self.stats.budget_exhausted:
                 return
             requests = [self.plan.request(c) for c in chunk]
-            keys = [self.key(model, r) for r in requests]
+            keys = [self.keys.of(model, r) for r in requests]
             hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
             for cell, request, key in zip(chunk, requests, keys):
                 cached = hits.get(key)
                 if cached is not None:
                     self.stats.cache_hits += 1
-                    await self._deliver(cell, key, cached.as_response(), cached=True)
+                    await self._deliver(cell, key, cached, cached=True)
                 elif key in self._fresh:
                     self.stats.cache_hits += 1
                     await self._deliver(cell, key, self._fresh[key], cached=True)
@@ -217,11 +215,10 @@ class Scheduler:
     async def _ask_judge(self, cell: Cell, answer: _Answer) -> None:
         assert self._judge is not None and self._judge_queue is not None
         request = self.plan.judge_request(cell, answer.response.text or "")
-        key = self.key(self._judge, request)
+        key = self.keys.of(self._judge, request)
         verdict = self._fresh.get(key)
         if verdict is None and key not in self._pending:
-            hit = self.cache.lookup([key]).get(key)
-            verdict = hit.as_response() if hit is not None else None
+            verdict = self.cache.lookup([key]).get(key)
         if verdict is not None:
             self.stats.cache_hits += 1
             self._emit(cell, answer.key, answer.response, answer.cached, (key, verdict, True))
@@ -332,7 +329,7 @@ class Scheduler:
                 remaining.append((key, request))
             else:
                 self.stats.cache_hits += len(self._pending.get(key, ()))
-                await self._settle(queue, key, hit.as_response(), cached=True)
+                await self._settle(queue, key, hit, cached=True)
         return remaining
 
     async def _settle(self, queue: asyncio.Queue, key: str, response: Response, cached: bool) -> None:
@@ -398,35 +395,35 @@ class Scheduler:
         # A failed verdict is the cell's error, named as the judge's so it is never mistaken for the model's.
         error_kind = None if failed is None else failed.error_kind if failed is response else f"judge_{failed.error_kind}"
         self.writer.add(
-            (
-                cell.index,
-                cell.id,
-                cell.model.id,
-                cell.benchmark,
-                item.id,
-                cell.condition.name,
-                cell.persona.id if cell.persona else None,
-                cell.sample,
-                key,
-                cached and (judged is None or judged[2]),
-                "ok" if failed is None else "error",
-                response.text,
-                answer,
-                item.gold_letter,
-                correct,
-                invalid,
-                p_gold,
-                response.prompt_tokens,
-                response.completion_tokens,
-                response.latency_s,
-                error_kind,
-                None if failed is None else failed.error,
-                score,
-                orjson.dumps(item.meta).decode() if item.meta else None,
-                judged[0] if judged else None,
-                verdict.text if verdict is not None else None,
-                cell.order,
-                None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
+            ResultRow(
+                cell=cell.index,
+                cell_id=cell.id,
+                model=cell.model.id,
+                benchmark=cell.benchmark,
+                item_id=item.id,
+                condition=cell.condition.name,
+                persona_id=cell.persona.id if cell.persona else None,
+                sample=cell.sample,
+                key=key,
+                cached=cached and (judged is None or judged[2]),
+                status="ok" if failed is None else "error",
+                response=response.text,
+                answer=answer,
+                gold=item.gold_letter,
+                correct=correct,
+                invalid=invalid,
+                p_gold=p_gold,
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                latency_s=response.latency_s,
+                error_kind=error_kind,
+                error=None if failed is None else failed.error,
+                score=score,
+                meta=orjson.dumps(item.meta).decode() if item.meta else None,
+                judge_key=judged[0] if judged else None,
+                verdict=verdict.text if verdict is not None else None,
+                order=cell.order,
+                option=None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
             )
         )
         self.stats.cells_done += 1
@@ -442,11 +439,11 @@ class Scheduler:
 def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> dict[str, tuple[int, int]]:
     """Per model: (cells, cells already answered in the cache), without calling anything."""
     out = {}
+    keys_of = Keys(providers)
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         total = cached = 0
         for chunk in _chunks(plan.cells(model), 2048):
-            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
+            keys = [keys_of.of(model, plan.request(c)) for c in chunk]
             total += len(chunk)
             found = cache.contains_keys(keys)
             cached += sum(1 for k in keys if k in found)
@@ -461,17 +458,16 @@ def models_to_call(plan: Plan, providers: dict[str, Provider], cache: ResponseCa
     are unknown yet) or a cached answer's verdict is not cached."""
     needed: set[str] = set()
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
+    keys_of = Keys(providers)
     for model in plan.grid.models:
-        identity = providers[model.id].identity()
         for chunk in _chunks(plan.cells(model), 2048):
-            keys = [cache_key(model.provider, identity, plan.request(c)) for c in chunk]
+            keys = [keys_of.of(model, plan.request(c)) for c in chunk]
             answers = cache.lookup(keys) if judge is not None and judge.id not in needed else None
             if len(set(answers) if answers is not None else cache.contains_keys(keys)) < len(set(keys)):
                 needed.add(model.id)
                 break
             if answers is not None:
-                judge_identity = providers[judge.id].identity()
-                verdicts = [cache_key(judge.provider, judge_identity, plan.judge_request(c, answers[k].text or "")) for c, k in zip(chunk, keys) if plan.judged(c.benchmark)]
+                verdicts = [keys_of.of(judge, plan.judge_request(c, answers[k].text or "")) for c, k in zip(chunk, keys) if plan.judged(c.benchmark)]
                 if len(cache.contains_keys(verdicts)) < len(set(verdicts)):
                     needed.add(judge.id)
     if judge is not None and needed:

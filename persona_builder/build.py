@@ -23,7 +23,7 @@ import polars as pl
 from persona_builder.catalog import Catalog, TraitSpec, load_catalog
 from persona_builder.clean import deduplicate, drop_incomplete, drop_overlap, drop_sparse_traits
 from persona_builder.harmonize import ID, SOURCE, SUBREGION, SURVEY, WEIGHT, SurveyTable, harmonize
-from persona_builder.persona import TRAITS_METADATA, Persona, PersonaFileError, Trait
+from persona_builder.persona import STRATA_COLUMNS, TRAITS_METADATA, Persona, PersonaFileError, Trait
 from persona_builder.sample import add_strata, stratified_sample
 
 PARQUET, JSONL, REPORT = "personas.parquet", "personas.jsonl", "report.json"
@@ -59,12 +59,13 @@ def personas_from_frame(frame: pl.DataFrame, catalog: Catalog) -> list[Persona]:
     traits = [k for k in catalog.traits if k in frame.columns]
     # Question, category, scale and ordinal per (survey, trait), resolved once, not per persona.
     fixed = {(s, k): _trait_fields(catalog.traits[k], s) for s in catalog.surveys for k in traits}
+    strata = [k for k in STRATA_COLUMNS if k in frame.columns]
     personas = []
-    for row in frame.select(ID, SOURCE, SURVEY, *traits).iter_rows(named=True):
+    for row in frame.select(ID, SOURCE, SURVEY, *traits, *strata).iter_rows(named=True):
         survey = row[SURVEY]
         personas.append(Persona(row[ID], row[SOURCE], {
             k: Trait(**fixed[survey, k], answer=row[k]) for k in traits if row[k] is not None
-        }))
+        }, {k: row[k] for k in strata if row[k] is not None}))
     return personas
 
 

@@ -3,7 +3,12 @@
 On disk a persona file is JSONL (one record a line) or Parquet. Record shape:
 
     {"id": "wvs7-156070594", "source": "WVS-7",
+     "strata": {"region": "Southern Asia", "age_band": "35-44"},
      "traits": {"country": {"question": "...", "answer": "India", "category": "demographic"}, ...}}
+
+`strata` (optional) holds the build's sampling and reporting strata (STRATA_COLUMNS: world region, the survey's own
+subregion such as the GSS census region, age band): not traits, never shown to a model, but written into a run
+folder so the analysis can group by them (`report --by subregion`). Files written before it lack it.
 
 A trait may also carry `scale` (every answer label of its question, in the survey's order) and `ordinal`
 (whether that order is meaningful, e.g. an agree-disagree scale, or nominal, e.g. a religion): trait inference
@@ -18,13 +23,14 @@ categories, scales and ordinal flags in the file metadata under TRAITS_METADATA,
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 
 TRAITS_METADATA = "mtpa.traits"
+STRATA_COLUMNS = ("region", "subregion", "age_band")  # the build's strata columns, in its Parquet's order
 
 
 class PersonaFileError(ValueError):
@@ -45,6 +51,7 @@ class Persona:
     id: str
     source: str
     traits: Mapping[str, Trait]
+    strata: Mapping[str, str] = field(default_factory=dict)  # of STRATA_COLUMNS, those known; {} for hand-made files
 
     def answer(self, key: str) -> str | None:
         trait = self.traits.get(key)
@@ -54,6 +61,7 @@ class Persona:
         return {
             "id": self.id,
             "source": self.source,
+            **({"strata": dict(self.strata)} if self.strata else {}),
             "traits": {k: _trait_record(t) for k, t in self.traits.items()},
         }
 
@@ -94,7 +102,10 @@ def _parse_record(raw: object, where: str) -> Persona:
         if ordinal is not None and not isinstance(ordinal, bool):
             raise PersonaFileError(f"{where}: trait '{name}': 'ordinal' must be true or false")
         traits[name] = Trait(str(t["question"]), str(t["answer"]), str(t["category"]), tuple(scale), ordinal)
-    return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits)
+    strata = raw.get("strata") or {}
+    if not isinstance(strata, dict) or not all(k in STRATA_COLUMNS and (v is None or isinstance(v, str)) for k, v in strata.items()):
+        raise PersonaFileError(f"{where}: 'strata' must be an object of {', '.join(STRATA_COLUMNS)} -> label")
+    return Persona(id=str(raw["id"]), source=str(raw["source"]), traits=traits, strata={k: v for k, v in strata.items() if v is not None})
 
 
 def iter_personas(path: Path) -> Iterator[Persona]:
@@ -130,7 +141,8 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
         return
     schema = orjson.loads(meta[TRAITS_METADATA])
     keys = [k for k in schema if k in frame.columns]
-    for i, row in enumerate(frame.select("id", "source", *keys).iter_rows(named=True)):
+    strata = [k for k in STRATA_COLUMNS if k in frame.columns]
+    for i, row in enumerate(frame.select("id", "source", *keys, *strata).iter_rows(named=True)):
         traits = {
             k: {"question": schema[k]["questions"].get(row["source"], schema[k]["question"]),
                 "answer": row[k], "category": schema[k]["category"],
@@ -138,7 +150,8 @@ def _iter_parquet(path: Path) -> Iterator[Persona]:
                 "ordinal": _per_source(schema[k].get("ordinal"), row["source"])}
             for k in keys
         }
-        yield _parse_record({"id": row["id"], "source": row["source"], "traits": traits}, f"{path}: row {i + 1}")
+        record = {"id": row["id"], "source": row["source"], "strata": {k: row[k] for k in strata}, "traits": traits}
+        yield _parse_record(record, f"{path}: row {i + 1}")
 
 
 def _per_source(value: object, source: str) -> object:

@@ -14,7 +14,7 @@ import random
 
 import polars as pl
 
-from persona_builder.catalog import Catalog
+from persona_builder.catalog import Catalog, load_catalog
 from persona_builder.harmonize import ID, WEIGHT
 
 STRATA = ("region", "age_band", "sex")
@@ -84,3 +84,24 @@ def stratified_sample(frame: pl.DataFrame, n: int, seed: int, weighted: bool) ->
         "max_abs_deviation": max((r["deviation"] for r in rows), default=0.0), "strata": rows,
     }
     return sample, report
+
+
+def derive_strata(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` (one row per persona, traits as string columns) with `age_band` from `age` and `region` from
+    `country` added where the frame has the trait and not the stratum, by the build's own definitions (the
+    catalog's age bands and world regions); an age that is not a number has no band. For personas from a file
+    without strata (hand-made JSONL), so a run folder always carries them."""
+    need_band = "age" in frame.columns and "age_band" not in frame.columns
+    need_region = "country" in frame.columns and "region" not in frame.columns
+    if not (need_band or need_region):
+        return frame
+    raw = frame.select(
+        pl.col("age").cast(pl.Int64, strict=False) if need_band else pl.lit(0).alias("age"),
+        pl.col("country") if "country" in frame.columns else pl.lit(None, pl.String).alias("country"),
+    )
+    strata = add_strata(raw, load_catalog()).select(
+        # add_strata puts an age it cannot read in the top band; here it is missing
+        pl.when(pl.col("age").is_null()).then(None).otherwise(pl.col("age_band")).alias("age_band"),
+        "region",
+    )
+    return frame.hstack([strata[c] for c, needed in (("age_band", need_band), ("region", need_region)) if needed])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PERSONAS = REPO / "examples" / "personas.jsonl"

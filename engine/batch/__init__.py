@@ -2,7 +2,7 @@
 
 One small interface per provider (`BatchTransport`, one file each: engine/batch/openai.py, ...), one driver
 (engine/batch/driver.py) that the scheduler calls through one hook, and the job state in the cache database
-(engine/batch/store.py). This module stays import-light: engine.config reads BATCH_LIMITS.
+(engine/batch/store.py). This module stays import-light: engine.grid reads BATCH_LIMITS to check [models.batch].
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ def _fail(message: str) -> typer.Exit:
 def _open(grid: Path | None, cache: Path | None):
     """(grid config or None, BatchStore) of the grid's cache, or of --cache."""
     from engine.batch.store import BatchStore
-    from engine.cache import CacheError, ResponseCache
-    from engine.config import GridError, load_grid
+    from engine.cache import ResponseCache
+    from engine.errors import CacheError, GridError
+    from engine.grid import load_grid
 
     config = None
     if grid is not None:

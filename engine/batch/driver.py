@@ -384,7 +384,7 @@ class BatchDriver:
         for key in gone:
             self._outstanding.discard(key)
             hit = hits.get(key)
-            answer = hit.as_response() if hit is not None else Response.failed("batch_error", "its batch job was collected by another run without an answer for it; rerun to submit it again")
+            answer = hit if hit is not None else Response.failed("batch_error", "its batch job was collected by another run without an answer for it; rerun to submit it again")
             await self.hooks.answered(key, answer)
 
     async def _answer(self, key: str, response: Response) -> None:

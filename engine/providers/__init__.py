@@ -8,6 +8,9 @@ from engine.config import ModelConfig
 from engine.providers.base import Provider
 
 PROVIDERS: dict[str, str] = {
+    # HF transformers on torch, in this process. "local" is its first name, kept as an alias: vLLM is local too.
+    # Both spellings give the same cache keys (engine.keys uses the provider's own `name`, "local").
+    "transformers": "engine.providers.local:LocalProvider",
     "local": "engine.providers.local:LocalProvider",
     "openai": "engine.providers.openai:OpenAIProvider",
     "anthropic": "engine.providers.anthropic:AnthropicProvider",

@@ -11,8 +11,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from engine.errors import ContentFiltered, IncompleteAnswer
 from engine.providers.api import APIProvider, Channel, JSONTransport, count, loads
-from engine.providers.errors import ContentFiltered, IncompleteAnswer
 from engine.request import Request, Response
 
 API_VERSION = "2023-06-01"

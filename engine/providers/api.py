@@ -24,8 +24,9 @@ import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from engine.config import ModelConfig
+from engine.errors import PreflightError
 from engine.limits import Limiter, estimate_prompt_tokens, shared_limiter
-from engine.providers.base import PreflightError, Provider
+from engine.providers.base import Provider
 from engine.providers.errors import QUOTA, HTTPStatusError, MalformedBody, body_error, classify, describe, headers_of, is_transient
 from engine.request import Request, Response
 

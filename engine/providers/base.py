@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from engine.config import ModelConfig
+from engine.errors import PreflightError
 from engine.request import Request, Response
 
-
-class PreflightError(RuntimeError):
-    """A model cannot be called at all (no key, key rejected, unknown model): stop before the grid starts."""
+__all__ = ["PreflightError", "Provider"]  # PreflightError lives in engine.errors; providers raise it
 
 
 class Provider(ABC):

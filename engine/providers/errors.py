@@ -6,27 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-
-class HTTPStatusError(Exception):
-    """A non-2xx answer from a provider, for transports that do not raise their own typed errors."""
-
-    def __init__(self, status_code: int, body: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(body)
-        self.status_code = status_code
-        self.headers = headers or {}
-
-
-class MalformedBody(Exception):
-    """A 2xx answer whose body is not the JSON it should be: a truncated or garbled reply, worth one more try."""
-
-
-class ContentFiltered(Exception):
-    """The provider refused or blocked the answer; asking again would only pay for the same refusal."""
-
-
-class IncompleteAnswer(MalformedBody):
-    """A 2xx JSON body without an answer where one must be (no choices, or null text and no finish reason):
-    a server hiccup, retried like a garbled body and never cached as the model's answer."""
+from engine.errors import ContentFiltered, HTTPStatusError, MalformedBody
 
 
 TRANSIENT = frozenset({"rate_limit", "server_error", "timeout", "connection"})

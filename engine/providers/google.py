@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from engine.errors import ContentFiltered, HTTPStatusError, IncompleteAnswer
 from engine.providers.api import APIProvider, Channel, JSONTransport, count, entry, letter_logprobs, loads
-from engine.providers.errors import ContentFiltered, HTTPStatusError, IncompleteAnswer
 from engine.request import Request, Response
 
 API_VERSION = "v1beta"

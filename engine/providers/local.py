@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from engine.config import ModelConfig
+from engine.errors import PreflightError
 from engine.providers import hf_scoring, weights
-from engine.providers.base import PreflightError
 from engine.providers.in_process import InProcessProvider
 from engine.request import Request, Response
 

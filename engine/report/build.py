@@ -1,20 +1,25 @@
-"""Compute every aggregate of a report and write them: CSV + Parquet each, a Markdown summary, one HTML file."""
+"""Compute every aggregate of a report from a run folder (engine.report.write writes them out).
+
+The report imports no benchmark adapter and no persona code: a benchmark's own tables (BBQ bias scores,
+CrowS-Pairs preference, trait-inference alignment, ...) come from the `tables` functions the caller hands in
+(`ReportOptions.benchmark_tables`; engine.benchmark_tables.BENCHMARK_TABLES is the full set)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
-from bench_adapters.metrics import benchmark_metrics
 from engine.report import effects, position
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
-from engine.report.load import ReportError, Run, open_run
-from engine.report.traits import traits_tables
+from engine.report.load import ReportError, Run
 
 DEFAULT_BY = ("country", "region", "sex", "age_band")
 RUN_TABLES_BY: tuple[Spec, ...] = (("country",), ("sex",))  # what a run prints and writes when it ends
+
+# (run, per-order result rows, subgroup specs, settings) -> table name -> table: a benchmark's own tables
+BenchmarkTables = Callable[[Run, pl.LazyFrame, tuple[Spec, ...], Settings], dict[str, pl.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,7 @@ class ReportOptions:
     by: tuple[Spec, ...] | None = None  # None: whichever of DEFAULT_BY the personas have
     settings: Settings = field(default_factory=Settings)
     extras: bool = True  # trait ablation, pass@k and format agreement besides scores and Δ
+    benchmark_tables: tuple[BenchmarkTables, ...] = ()  # each benchmark's own tables, from the caller
 
 
 @dataclass
@@ -74,9 +80,10 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
     consistency = position.order_consistency(rows, index)
     if not consistency.is_empty():
         tables["order_consistency"] = consistency
-    # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, ...), by its definition,
-    # from the per-order rows: with several orders each order's answer counts (letters match that order's meta).
-    tables.update({f"metrics_{name}": t for name, t in benchmark_metrics(rows, run.adapters).items() if not t.is_empty()})
+    # Each benchmark's own published metrics (BBQ bias scores, CrowS-Pairs preference, trait alignment, ...), by
+    # its definition, from the per-order rows: with several orders each order's answer counts.
+    for benchmark_tables in options.benchmark_tables:
+        tables.update(benchmark_tables(run, rows, specs, options.settings))
     if options.extras:
         extra = {
             "trait_ablation": effects.trait_ablation(run, index),
@@ -84,7 +91,6 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
             "format_agreement": effects.format_agreement(run, index),
         }
         tables.update({name: t for name, t in extra.items() if not t.is_empty()})
-    tables.update(traits_tables(run, specs, options.settings))  # trait inference: priors and alignment need the personas
     return Report(run, options.settings, specs, tables)
 
 
@@ -105,44 +111,3 @@ def _other_score(run: Run) -> Run | None:
     if rows.filter(pl.col("status") == "ok").select(pl.col("p_gold").is_not_null().any()).collect().item() is not True:
         return None
     return run.rescored("p_gold" if run.score == "primary" else "primary")
-
-
-def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, table in report.tables.items():
-        written.append(out_dir / f"{name}.csv")
-        table.write_csv(written[-1])
-        if parquet:
-            written.append(out_dir / f"{name}.parquet")
-            table.write_parquet(written[-1])
-    return written
-
-
-def write_report(report: Report, out_dir: Path) -> list[Path]:
-    from engine.report.html import render_html
-    from engine.report.tables import render_markdown
-
-    written = write_tables(report, out_dir)
-    for name, text in (("summary.md", render_markdown(report)), ("report.html", render_html(report))):
-        (out_dir / name).write_text(text, encoding="utf-8")
-        written.append(out_dir / name)
-    return written
-
-
-def run_tables(run_dir: Path, baseline: str | None, score: str = "primary") -> Report | None:
-    """The report a finished run writes to RUN_DIR/analysis/ (CSV) and prints: scores, Δ by condition (on
-    `score` and, where the run has p_gold, on the other score), country and sex, with intervals, and the
-    position-bias diagnostic; None when no call succeeded. `mtpa-engine report` gives the rest."""
-    try:
-        run = open_run(run_dir, baseline, score)
-    except ReportError:
-        if score == "primary":
-            raise
-        run = open_run(run_dir, baseline, "primary")  # no p_gold anywhere in this run: the tables say which score they show
-    if run.results.filter(pl.col("status") == "ok").select(pl.len()).collect().item() == 0:
-        return None  # every call failed: nothing to score, and the run's error summary says why
-    specs = tuple(s for s in RUN_TABLES_BY if set(s) <= set(run.traits))
-    report = build_report(run, ReportOptions(by=specs, extras=False))
-    write_tables(report, Path(run_dir) / "analysis", parquet=False)
-    return report

@@ -60,7 +60,7 @@ def scores(run: Run, index: Index) -> pl.DataFrame:
     ratios = [Ratio("score", "value"), Ratio("invalid", "invalid", boot=False), Ratio("p_gold", "p_gold", "p_gold_n", boot=False)]
     table = aggregate(cells, ratios, index)[OVERALL]
     errors = run.results.group_by(FAMILY).agg((pl.col("status") != "ok").sum().alias("errors")).collect()
-    return _in_grid_order(table.join(errors, on=list(FAMILY), how="left"), run)
+    return with_direction(_in_grid_order(table.join(errors, on=list(FAMILY), how="left"), run), run)
 
 
 def persona_effect(run: Run, index: Index, specs: Sequence[Spec]) -> dict[Spec, pl.DataFrame]:
@@ -92,7 +92,17 @@ def persona_effect(run: Run, index: Index, specs: Sequence[Spec]) -> dict[Spec, 
         Ratio("inv_persona", "invalid", boot=False),
         Ratio("delta_p", "delta_p", "delta_p_n", boot=False),
     ]
-    return {spec: _in_grid_order(t, run) for spec, t in aggregate(cells, ratios, index, specs, test="delta").items()}
+    return {spec: with_direction(_in_grid_order(t, run), run) for spec, t in aggregate(cells, ratios, index, specs, test="delta").items()}
+
+
+def with_direction(table: pl.DataFrame, run: Run) -> pl.DataFrame:
+    """`table` with a last column `higher_is_better` per benchmark (the adapter's, from the run's manifest;
+    null where the run does not say): a Δ's sign means "better" only where it is true. CrowS-Pairs' score is
+    choosing the stereotype, so its positive Δ is more bias; the sign is shown as computed, never flipped."""
+    if table.is_empty() or "benchmark" not in table.columns:
+        return table
+    direction = pl.col("benchmark").replace_strict(run.higher_is_better, default=None, return_dtype=pl.Boolean)
+    return table.with_columns(direction.alias("higher_is_better"))
 
 
 def ablation_references(run: Run) -> dict[str, str]:

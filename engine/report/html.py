@@ -9,9 +9,23 @@ from html import escape
 import polars as pl
 
 from engine.report import svg
+from engine.report.aggregate import Spec
 from engine.report.build import Report
+from engine.report.load import Run
 from engine.report.effects import interval_note
 from engine.report.tables import SCORE_NAMES, SIGNIFICANT_Q, primary_condition, report_tables
+
+# The trait-inference heat map's subgroup: the first of these with more than one level (a one-country survey
+# such as the GSS has one country, and one world region).
+HEAT_TRAITS = ("country", "region", "age_band")
+
+
+def heat_spec(run: Run) -> Spec | None:
+    """The first of HEAT_TRAITS on which the personas differ (the trait-inference tables add it to their specs)."""
+    for trait in HEAT_TRAITS:
+        if trait in run.personas.columns and run.personas[trait].drop_nulls().n_unique() > 1:
+            return (trait,)
+    return None
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
@@ -57,9 +71,9 @@ def _figures(report: Report, primary: str | None) -> list[str]:
     country = report.effect(("country",))
     if country is not None and not country.is_empty():
         figures += _country_bars(country.filter(pl.col("condition") == primary), primary)
-    heat_spec = next((s for s in report.specs if s == ("country",)), report.specs[0] if report.specs else None)
-    if heat_spec is not None and report.effect(heat_spec) is not None:
-        figures.append(_heatmap(report.effect(heat_spec).filter(pl.col("condition") == primary), heat_spec, primary))
+    shown = next((s for s in report.specs if s == ("country",)), report.specs[0] if report.specs else None)
+    if shown is not None and report.effect(shown) is not None:
+        figures.append(_heatmap(report.effect(shown).filter(pl.col("condition") == primary), shown, primary))
     figures += _position_bars(report.tables.get("position_bias"))
     ablation = report.tables.get("trait_ablation")
     if ablation is not None:
@@ -119,8 +133,6 @@ def _heatmap(table: pl.DataFrame, spec: tuple[str, ...], primary: str | None) ->
 def _traits_heatmaps(tables: dict[str, pl.DataFrame]) -> list[str]:
     """Trait inference: alignment with the real answers, target × the first of country, region, age band on which
     the personas differ, per model and condition."""
-    from engine.report.traits import HEAT_TRAITS  # here, not at the top: keeps this file's imports as they were
-
     out = []
     for name in [n for n in tables if n.startswith("traits") and n.endswith("_by_target")]:
         found = [(t, tables[f"{name}_x_{t}"]) for t in HEAT_TRAITS if f"{name}_x_{t}" in tables]

@@ -1,5 +1,6 @@
 """A run directory as the report sees it: lazy results with one `value` column to score, the personas'
-trait columns (plus age band and region derived when the file lacks them), and the grid's conditions.
+trait and strata columns (region, subregion, age band: written by the run, engine.runner), and the grid's
+conditions. It reads only the run folder: a run written before the strata were (issue 14) has only its traits.
 
 `value` is the benchmark's primary score (`score` where a row has one, else `correct`) or, with
 `--score p_gold`, the probability on the correct option(s). When a grid showed questions in several option
@@ -17,15 +18,12 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from engine.errors import ReportError
 from engine.results import read_results, results_glob
 
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
 UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
-
-
-class ReportError(ValueError):
-    """A run directory or option the report cannot use; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,13 @@ class Run:
     conditions: dict[str, Condition]
     baseline: str | None
     adapters: dict[str, str]  # benchmark as results name it (its grid id) -> the adapter that scored it
+    # benchmark -> whether a higher score is better (the manifest's, from each adapter); absent in runs
+    # written before issue 14: their tables say "unknown" (null), never a guess
+    higher_is_better: dict[str, bool] = dataclasses.field(default_factory=dict)
     rows: pl.LazyFrame | None = None  # the per-order result rows (== results when no question had two orders)
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
+    manifest: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # manifest.json ({} if none)
 
     def rescored(self, score: str) -> Run:
         """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
@@ -83,9 +85,11 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
         conditions=conditions,
         baseline=_baseline(conditions, baseline, run_dir),
         adapters={b.get("id") or b["name"]: b["name"] for b in manifest.get("config", {}).get("benchmarks", [])},
+        higher_is_better={str(k): v for k, v in (manifest.get("higher_is_better") or {}).items() if isinstance(v, bool)},
         rows=rows,
         score=score,
         notes=notes,
+        manifest=manifest,
     )
 
 
@@ -167,27 +171,4 @@ def _personas(run_dir: Path) -> pl.DataFrame:
     frame = pl.read_parquet(path)
     if "id" in frame.columns and "persona_id" not in frame.columns:  # a `personas build` file copied in
         frame = frame.rename({"id": "persona_id"})
-    frame = frame.select("persona_id", *(pl.col(c).cast(pl.String) for c in frame.columns if c not in ("persona_id", "source", "weight")))
-    return _derive_strata(frame)
-
-
-def _derive_strata(frame: pl.DataFrame) -> pl.DataFrame:
-    """Age band and world region with the persona builder's own definitions, for runs whose persona file
-    kept only the raw traits (the run writes each persona's traits, not the build's strata columns)."""
-    need_band = "age" in frame.columns and "age_band" not in frame.columns
-    need_region = "country" in frame.columns and "region" not in frame.columns
-    if not (need_band or need_region):
-        return frame
-    from persona_builder.catalog import load_catalog
-    from persona_builder.sample import add_strata
-
-    raw = frame.select(
-        pl.col("age").cast(pl.Int64, strict=False) if need_band else pl.lit(0).alias("age"),
-        pl.col("country") if "country" in frame.columns else pl.lit(None, pl.String).alias("country"),
-    )
-    strata = add_strata(raw, load_catalog()).select(
-        # add_strata puts an age it cannot read in the top band; here it is missing
-        pl.when(pl.col("age").is_null()).then(None).otherwise(pl.col("age_band")).alias("age_band"),
-        "region",
-    )
-    return frame.hstack([strata[c] for c, needed in (("age_band", need_band), ("region", need_region)) if needed])
+    return frame.select("persona_id", *(pl.col(c).cast(pl.String) for c in frame.columns if c not in ("persona_id", "source", "weight")))

@@ -9,16 +9,14 @@ with fewer personas than the minimum size (shown, not hidden).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from engine.report.build import Report
 from engine.report.effects import interval_note
-
-if TYPE_CHECKING:
-    from engine.report.build import Report
+from engine.report.position import display as position_display
 
 SIGNIFICANT_Q = 0.05
 SCORE_NAMES = {"primary": "the primary score (accuracy; TruthfulQA MC2: the true options' mass)", "p_gold": "p_gold (probability on the correct option)"}
@@ -55,27 +53,25 @@ def primary_condition(tables: dict[str, pl.DataFrame], preferred: list[str]) -> 
 def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, model: str | None = None, score: str = "primary") -> list[tuple[str, pl.DataFrame]]:
     """The printed tables; `score` names what delta_by_condition is on (the other score's Δ, when the run has
     it, follows as Table 2b)."""
-    from engine.report.position import display as position_display
-
     primary = primary or primary_condition(tables, [])
     shown: list[tuple[str, pl.DataFrame]] = []
     effect = tables.get("delta_by_condition")
     if effect is not None and not effect.is_empty():
-        shown.append((f"Table 2 · persona effect per model on {SCORE_NAMES[score]}: baseline vs persona vs Δ (delta by condition)", _effect_table(effect)))
+        shown.append((f"Table 2 · persona effect per model on {SCORE_NAMES[score]}: baseline vs persona vs Δ (delta by condition){direction_note(effect)}", _effect_table(effect)))
         for other in SCORE_NAMES:
             table = tables.get(f"delta_by_condition_{other}")
             if other != score and table is not None:
-                shown.append((f"Table 2b · the same on {SCORE_NAMES[other]} (delta by condition_{other})", _effect_table(table)))
+                shown.append((f"Table 2b · the same on {SCORE_NAMES[other]} (delta by condition_{other}){direction_note(table)}", _effect_table(table)))
     elif "scores_by_condition" in tables:
         shown.append(("Scores by condition (no baseline and persona pair to compare in this run)", _scores_table(tables["scores_by_condition"])))
     for trait, label in (("country", "Table 3"), ("sex", "Table 4")):
         table = tables.get(f"delta_by_{trait}")
         if table is not None and not table.is_empty():
-            shown.append((f"{label} · score and Δ per model, condition {primary} (delta by {trait})", _by_trait(table, trait, primary)))
+            shown.append((f"{label} · score and Δ per model, condition {primary} (delta by {trait}){direction_note(table)}", _by_trait(table, trait, primary)))
     country = tables.get("delta_by_country")
     if country is not None and not country.is_empty():
         model = model or country["model"][0]
-        shown.append((f"Table 5 · persona score, benchmark × country, model {model}, condition {primary}", _benchmark_by_country(country, model, primary)))
+        shown.append((f"Table 5 · persona score, benchmark × country, model {model}, condition {primary}{direction_note(country)}", _benchmark_by_country(country, model, primary)))
     shown += _traits_tables(tables)
     if "trait_ablation" in tables:
         shown.append(("Trait ablation: what the left-out traits add (full − partial persona, paired)", _ablation_table(tables["trait_ablation"])))
@@ -99,6 +95,20 @@ def _order_table(table: pl.DataFrame) -> pl.DataFrame:
     return _drop_benchmark(pl.DataFrame(rows), table)
 
 
+def _bench(row: dict) -> str:
+    """A benchmark's name as shown, marked ↓ where a lower score is the better one (see DIRECTION_NOTE)."""
+    return row["benchmark"] + (" ↓" if row.get("higher_is_better") is False else "")
+
+
+DIRECTION_NOTE = "↓: lower is better (e.g. CrowS-Pairs scores choosing the stereotype): there a positive Δ is a worse score"
+
+
+def direction_note(table: pl.DataFrame) -> str:
+    """DIRECTION_NOTE in brackets when a benchmark of `table` has a lower-is-better score, else ""."""
+    lower = "higher_is_better" in table.columns and table["higher_is_better"].eq(False).any()
+    return f" [{DIRECTION_NOTE}]" if lower else ""
+
+
 def _single_benchmark(frame: pl.DataFrame) -> bool:
     return frame["benchmark"].n_unique() == 1
 
@@ -107,7 +117,7 @@ def _effect_table(effect: pl.DataFrame) -> pl.DataFrame:
     rows = [
         {
             "model": r["model"],
-            "benchmark": r["benchmark"],
+            "benchmark": _bench(r),
             "condition": r["condition"],
             "n": str(r["n"]),
             "personas": str(r["personas"]) + (" †" if r["small"] else ""),
@@ -124,7 +134,7 @@ def _effect_table(effect: pl.DataFrame) -> pl.DataFrame:
 
 def _scores_table(scores: pl.DataFrame) -> pl.DataFrame:
     rows = [
-        {"model": r["model"], "benchmark": r["benchmark"], "condition": r["condition"], "n": str(r["n"]),
+        {"model": r["model"], "benchmark": _bench(r), "condition": r["condition"], "n": str(r["n"]),
          "score": ci(r, "score"), "invalid": _num(r["invalid"]), "errors": str(r["errors"])}
         for r in scores.iter_rows(named=True)
     ]
@@ -137,7 +147,7 @@ def _by_trait(table: pl.DataFrame, trait: str, condition: str | None) -> pl.Data
     keys = ["benchmark", trait] if not _single_benchmark(table) else [trait]
     out: dict[tuple, dict[str, str]] = {}
     for r in table.iter_rows(named=True):
-        row = out.setdefault(tuple(r[k] for k in keys), {**{k: str(r[k]) for k in keys}})
+        row = out.setdefault(tuple(r[k] for k in keys), {**{k: _bench(r) if k == "benchmark" else str(r[k]) for k in keys}})
         row[trait] = _level(r, [trait])
         row[f"{r['model']} persona"] = ci(r, "persona")
         row[f"{r['model']} Δ"] = ci(r, "delta", signed=True, tested=True)
@@ -149,7 +159,7 @@ def _benchmark_by_country(table: pl.DataFrame, model: str, condition: str | None
     out: dict[str, dict[str, str]] = {}
     for r in table.iter_rows(named=True):
         row = out.setdefault(r["country"], {"country": _level(r, ["country"])})
-        row[r["benchmark"]] = ci(r, "persona")
+        row[_bench(r)] = ci(r, "persona")
     return pl.DataFrame(list(out.values()))
 
 
@@ -180,7 +190,7 @@ def _format_table(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def _traits_tables(tables: dict[str, pl.DataFrame]) -> list[tuple[str, pl.DataFrame]]:
-    """Trait inference (engine.report.traits): per trait, each model and condition beside the population priors."""
+    """Trait inference (engine.benchmark_tables): per trait, each model and condition beside the population priors."""
     shown = []
     for name, table in tables.items():
         if not (name.startswith("traits") and name.endswith("_by_target")):

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 from tests.conftest import write_grid
 

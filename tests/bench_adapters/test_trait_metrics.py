@@ -132,3 +132,17 @@ def test_nominal_alignment_uses_jensen_shannon(tmp_path):
     assert m["alignment_lo"] is None, "no resamples, no interval"
     summary = per_target(rows).row(0, named=True)
     assert summary["target"] == "death_penalty" and summary["n"] == 9 and math.isclose(summary["accuracy"], 4 / 9)
+
+
+def test_a_target_that_is_a_prior_cell_trait_is_left_out_of_the_cell():
+    # Predicting sex: a country × sex × age-band cell would hold the answer itself. Four respondents of one
+    # country and age band, M M F F: leave-one-out over country × age band alone gives each the other sex's
+    # majority (p1: M F F → F), so the cell prior scores 0, where a cell keyed on sex would score 1.
+    from bench_adapters.trait_metrics import _prior_predictors
+
+    personas = pl.DataFrame({"persona_id": ["p1", "p2", "p3", "p4"], "country": ["X"] * 4, "age_band": ["30-44"] * 4,
+                             "sex": ["Male", "Male", "Female", "Female"]})
+    real = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    priors = {p.model: p for p in _prior_predictors("sex", ("Male", "Female"), False, personas["persona_id"], personas, real, np.zeros((4, 2)))}
+    np.testing.assert_allclose(priors["prior:country_sex_age"].accuracy, [0, 0, 0, 0])
+    np.testing.assert_allclose(priors["prior:country_sex_age"].probs, [[0, 1], [0, 1], [1, 0], [1, 0]])

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bench_adapters.traits import Traits, expected_position
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 from persona_builder.persona import load_personas
 from tests.bench_adapters.helpers import letters, text

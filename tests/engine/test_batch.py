@@ -20,10 +20,10 @@ import pytest
 
 from engine.results import read_results
 from tests.conftest import run_until_killed, write_grid
-from tests.servers.anthropic_batch import AnthropicBatchServer
-from tests.servers.google_batch import GoogleBatchServer
-from tests.servers.openai_batch import BatchState, OpenAIBatchServer
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.anthropic_batch import AnthropicBatchServer
+from engine.testing.servers.google_batch import GoogleBatchServer
+from engine.testing.servers.openai_batch import BatchState, OpenAIBatchServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 KEY = "sk-batch-Q7hT2mVx9LpR4nWc8KzY3bJd6FsG1aEu5oHi"
 CELLS = 16
@@ -384,7 +384,7 @@ def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a
 def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
     from engine import runner
     from engine.batch import BatchStats
-    from engine.config import load_grid
+    from engine.grid import load_grid
     from engine.pricing import estimate
     from engine.progress import batch_line
 

@@ -6,8 +6,10 @@ import subprocess
 import sys
 import textwrap
 
-from engine.cache import ResponseCache, cache_key
-from engine.config import LimitsConfig, load_grid
+from engine.cache import ResponseCache
+from engine.config import LimitsConfig
+from engine.grid import load_grid
+from engine.keys import cache_key
 from engine.plan import Plan
 from engine.providers import create_provider
 from engine.request import Decoding, Request, Response
@@ -23,7 +25,7 @@ def test_key_is_stable_across_processes():
     here = cache_key("openai", {"model": "m"}, _request())
     code = textwrap.dedent(
         """
-        from engine.cache import cache_key
+        from engine.keys import cache_key
         from engine.request import Decoding, Request
         r = Request((("user", "Q?\\nA. x\\nB. y"),), Decoding(0.0, 8, 1.0, None), 0, "letter", ("A", "B"), True)
         print(cache_key("openai", {"model": "m"}, r))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from tests.conftest import write_grid
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bench_adapters.rubric import load_rubric
 from tests.conftest import EXAMPLE_PERSONAS, run_until_killed
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 QUESTIONS = 3
 CELLS = QUESTIONS + 2 * QUESTIONS  # baseline + 2 personas in prose

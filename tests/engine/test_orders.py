@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from bench_adapters.choice import option_orders, reorder
-from engine.cache import cache_key
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
+from engine.keys import cache_key
 from engine.plan import Plan
 
 PERSONAS = [

@@ -5,7 +5,7 @@ import tracemalloc
 
 import pytest
 
-from engine.config import GridError, load_grid
+from engine.grid import GridError, load_grid
 from engine.plan import Plan
 from persona_builder import Persona, Trait
 from tests.conftest import write_grid

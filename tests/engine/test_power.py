@@ -10,7 +10,7 @@ import sys
 import polars as pl
 import pytest
 
-from engine.config import load_grid
+from engine.grid import load_grid
 from engine.power import DEFAULT_VARIANCE, dry_run_power, minimum_detectable, power, standard_error
 from tests.conftest import write_grid
 

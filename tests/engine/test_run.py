@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import run_until_killed, write_grid
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 
 def _run(grid, *args, check=True):
@@ -139,3 +139,20 @@ def test_sigint_stops_cleanly_and_keeps_what_finished(tmp_path):
         with sqlite3.connect(tmp_path / "cache.sqlite") as db:
             committed = db.execute("SELECT count(*) FROM responses").fetchone()[0]
         assert committed >= 15  # flushed on the way out, not lost
+
+
+def test_the_run_folder_carries_the_personas_strata_and_the_report_reads_only_it(tmp_path, openai_server):
+    grid = write_grid(tmp_path, base_url=openai_server.base_url, personas=4, questions=2)
+    _run(grid)
+    run_dir = grid.parent / "out" / "t"
+    personas = pl.read_parquet(run_dir / "personas.parquet")
+    # examples/personas.jsonl records carry the build's strata; the run writes them beside the traits.
+    assert personas.columns[:5] == ["persona_id", "source", "region", "subregion", "age_band"]
+    assert set(personas["subregion"]) <= {"Northeast", "Midwest", "South", "West"} and personas["region"].to_list() == ["Northern America"] * 4
+    # Only the run folder is read: the grid and its persona file can be gone.
+    grid.unlink()
+    (tmp_path / "personas.jsonl").unlink()
+    report = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(run_dir), "--by", "subregion", "--bootstrap", "0"], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    table = pl.read_csv(run_dir / "report" / "delta_by_subregion.csv")
+    assert set(table["subregion"]) == set(personas["subregion"])

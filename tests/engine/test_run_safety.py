@@ -21,7 +21,7 @@ from bench.cache_open_stress import run_pairs
 from engine.cache import CacheError, ResponseCache
 from engine.request import Response
 from tests.conftest import REPO, run_until_killed, write_grid
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 TOTAL = 30 + 8 * 30  # write_grid(personas=8, questions=30): baseline questions + persona x question cells
 root_only = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare -m for a private mount")

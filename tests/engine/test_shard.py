@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.config import load_grid
+from engine.grid import load_grid
 from engine.plan import Plan
 from engine.shard import Shard, locate
 from persona_builder import Persona, Trait

@@ -9,13 +9,13 @@ import sys
 import orjson
 import polars as pl
 
-from engine.cache import cache_key
-from engine.config import load_grid
+from engine.grid import load_grid
+from engine.keys import cache_key
 from engine.plan import Plan
 from engine.runner import prepare
 from tests.bench_adapters.traits_fixtures import write_personas, write_traits_grid
 from tests.conftest import run_until_killed
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 TARGETS = 'targets = "all"\nshots = 1'
 

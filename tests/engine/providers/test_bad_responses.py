@@ -1,19 +1,19 @@
 """Quota errors, lenient reading of optional response parts, 200s carrying errors, and cache identity of
-endpoints (issue 12 items 10, 12, 13), against the wire-exact servers in tests/servers/."""
+endpoints (issue 12 items 10, 12, 13), against the wire-exact servers in engine/testing/servers/."""
 
 from __future__ import annotations
 
 import asyncio
 import pytest
 
-from engine.cache import cache_key
+from engine.keys import cache_key
 from engine.config import ModelConfig
 from engine.providers import create_provider
 from engine.providers.api import scrub
 from engine.providers.errors import HTTPStatusError, classify
 from engine.request import Decoding, Request
 from tests.engine.providers.test_limits_and_faults import COMBOS, KEY, SERVERS, model, request
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 
 @pytest.fixture(autouse=True)

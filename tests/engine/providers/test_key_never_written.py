@@ -17,9 +17,9 @@ import orjson
 import polars as pl
 import pytest
 
-from tests.servers.anthropic_compat import AnthropicCompatServer
-from tests.servers.google_compat import GoogleCompatServer
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.anthropic_compat import AnthropicCompatServer
+from engine.testing.servers.google_compat import GoogleCompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 SERVERS = {"openai": OpenAICompatServer, "anthropic": AnthropicCompatServer, "google": GoogleCompatServer}
 

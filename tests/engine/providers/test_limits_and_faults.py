@@ -13,11 +13,11 @@ import pytest
 
 from engine.config import LimitsConfig, ModelConfig
 from engine.providers import create_provider
-from engine.providers.base import PreflightError
+from engine.errors import PreflightError
 from engine.request import Decoding, Request
-from tests.servers.anthropic_compat import AnthropicCompatServer
-from tests.servers.google_compat import GoogleCompatServer
-from tests.servers.openai_compat import OpenAICompatServer
+from engine.testing.servers.anthropic_compat import AnthropicCompatServer
+from engine.testing.servers.google_compat import GoogleCompatServer
+from engine.testing.servers.openai_compat import OpenAICompatServer
 
 SERVERS = {"openai": OpenAICompatServer, "anthropic": AnthropicCompatServer, "google": GoogleCompatServer}
 COMBOS = [(p, t) for p in SERVERS for t in ("aiohttp", "sdk")]

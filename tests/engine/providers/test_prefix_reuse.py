@@ -192,7 +192,7 @@ def test_a_prompt_the_template_refuses_fails_only_its_own_cell(no_system, mode):
 
 
 def test_check_request_names_the_roles_the_template_refuses(no_system):
-    from engine.providers.base import PreflightError
+    from engine.errors import PreflightError
 
     no_system.check_request(_request(QUESTIONS[0], None, "letter"))
     no_system.check_request(_request(QUESTIONS[0], PERSONAS[0], "letter", "user"))

@@ -17,7 +17,8 @@ import polars as pl
 import pytest
 
 from bench_adapters import ADAPTERS
-from engine.config import GridError, LimitsConfig, ModelConfig, VllmConfig, load_grid
+from engine.config import LimitsConfig, ModelConfig, VllmConfig
+from engine.grid import GridError, load_grid
 from engine.providers import PROVIDERS, create_provider
 from engine.request import Decoding, Request
 from tests.conftest import EXAMPLE_PERSONAS

@@ -10,13 +10,14 @@ import polars as pl
 import pytest
 
 from engine.report.aggregate import OVERALL, Index, Settings
-from engine.report.build import ReportOptions, build_report, write_report
+from engine.report.build import ReportOptions, build_report
+from engine.report.write import write_report
 from engine.report.clustered import two_way_se
 from engine.report.effects import persona_effect
 from engine.report.load import open_run
 from engine.report.stats import benjamini_hochberg, t_critical, t_two_sided_p
 from engine.report.tables import ci
-from tests.engine.report.synthetic import BASELINE, condition, write_run
+from engine.testing.synthetic import BASELINE, condition, write_run
 
 
 def _run(tmp_path, baseline: list[float], answers: dict[str, list[float]], countries: dict[str, str] | None = None):

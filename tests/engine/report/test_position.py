@@ -29,10 +29,10 @@ import polars as pl
 import pytest
 
 from engine.report.aggregate import Settings
-from engine.report.build import ReportOptions, build_report, write_report
+from engine.report.build import ReportOptions, build_report
 from engine.report.load import ReportError, open_run
 from engine.report.position import chi2_answers_vs_gold, chi2_sf, position_bias, warnings
-from tests.engine.report.synthetic import BASELINE, condition, write_run
+from engine.testing.synthetic import BASELINE, condition, write_run
 
 #          item  cond       persona order answer gold option correct p_gold invalid
 ROWS = [
@@ -163,7 +163,7 @@ def test_the_grids_run_score_is_the_reports_default_and_a_flag_overrides_it(run_
 
 
 def test_run_score_is_validated(tmp_path):
-    from engine.config import GridError, load_grid
+    from engine.grid import GridError, load_grid
     from tests.conftest import write_grid
 
     grid = write_grid(tmp_path, base_url="http://127.0.0.1:1/v1")

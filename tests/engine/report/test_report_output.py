@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.engine.report.synthetic import BASELINE, condition, personas_frame, random_results, write_run
+from engine.testing.synthetic import BASELINE, condition, personas_frame, random_results, write_run
 
 CONDITIONS = [BASELINE, condition("prose"), condition("json", "json"), condition("no_country", traits="-country"),
               condition("demographic", traits="demographic"), condition("values", traits="values")]

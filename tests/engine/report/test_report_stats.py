@@ -13,7 +13,7 @@ from engine.report.build import ReportOptions, build_report
 from engine.report.effects import persona_effect
 from engine.report.load import ReportError, open_run
 from engine.report.stats import benjamini_hochberg, pass_at_k
-from tests.engine.report.synthetic import BASELINE, condition, personas_frame, random_results, write_run
+from engine.testing.synthetic import BASELINE, condition, personas_frame, random_results, write_run
 
 PERSONAS = pl.DataFrame({"persona_id": ["p1", "p2", "p3"], "country": ["A", "B", "B"], "sex": ["Female", "Male", "Male"], "age": ["30", "70", "x"]})
 

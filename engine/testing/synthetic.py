@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 
 from engine.results import SCHEMA
+from persona_builder.sample import derive_strata
 
 BASELINE = {"name": "baseline", "format": None, "traits": "all", "placement": "system"}
 
@@ -28,7 +29,7 @@ def write_run(run_dir: Path, results: pl.DataFrame | Iterable[pl.DataFrame], per
         full = chunk.with_columns(**{c: pl.col(c).fill_null(v) if c in chunk.columns else v for c, v in defaults.items()})
         full = full.select(pl.col(c).cast(t) if c in full.columns else pl.lit(None, t).alias(c) for c, t in SCHEMA.items())
         full.write_parquet(run_dir / "results" / f"part-{i:05d}.parquet")
-    personas.write_parquet(run_dir / "personas.parquet")
+    derive_strata(personas).write_parquet(run_dir / "personas.parquet")  # the strata a run writes beside the traits
     (run_dir / "manifest.json").write_bytes(orjson.dumps({"run": run_dir.name, "config": {"conditions": conditions}}))
     return run_dir
 

@@ -2,9 +2,9 @@
 
 `POST /v1/chat/completions` (Bearer key), `GET /v1/models` and `GET /v1/models/{model}`; errors as
 `{"error": {"message", "type", "param", "code"}}`; rate-limit headers `x-ratelimit-*`. Faults, limits and
-counting: see tests.servers.common.
+counting: see engine.testing.servers.common.
 
-Run standalone: python -m tests.servers.openai_compat --port 8011 --latency 0.05 [--limit 200 --window 10]
+Run standalone: python -m engine.testing.servers.openai_compat --port 8011 --latency 0.05 [--limit 200 --window 10]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.servers.common import FAIL_MARKER, CompatServer, ServerState, Wire, main
+from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, Wire, main
 
 __all__ = ["FAIL_MARKER", "OpenAICompatServer", "ServerState", "WIRE"]
 

@@ -1,7 +1,8 @@
 """Synthetic survey files in the exact public schemas, for tests, the bench and the shipped example personas.
 
 The real WVS, EVS/WVS and GSS microdata may not be redistributed, so every file here is generated: random
-respondents written with the real headers, codes and quirks (see ../shared/docs/survey-file-schemas.md):
+respondents written with the real headers, codes and quirks (see ../shared/docs/survey-file-schemas.md).
+Shipped in the package (as engine.testing is) so benches and code built on the builder need not import tests/:
 
 * WVS-7 CSV: upper-case Q-numbered header, negative missing codes -1..-5, a country whose whole block is
   -4 (not asked), yes/no items coded 1/2, D_INTERVIEW that repeats, one "-4.0" float artifact, a quoted

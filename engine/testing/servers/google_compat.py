@@ -3,9 +3,9 @@
 `POST /v1beta/models/{model}:generateContent` with `x-goog-api-key`; `GET /v1beta/models/{model}`;
 errors as `{"error": {"code", "message", "status"}}`, a 429 carrying `RetryInfo.retryDelay` in its details
 (Google sends no Retry-After); logprobs as `logprobsResult.topCandidates`. Faults, limits and counting:
-see tests.servers.common.
+see engine.testing.servers.common.
 
-Run standalone: python -m tests.servers.google_compat --port 8013 --latency 0.05
+Run standalone: python -m engine.testing.servers.google_compat --port 8013 --latency 0.05
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tests.servers.common import CompatServer, Wire, main
+from engine.testing.servers.common import CompatServer, Wire, main
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 

@@ -3,9 +3,9 @@
 `POST /v1/messages` with the key as `x-api-key` (the API) or `Authorization: Bearer` (what anthropic 2.12's
 client sends) and an `anthropic-version` header (required, as by the API); `GET /v1/models/{model}`;
 errors as `{"type": "error", "error": {"type", "message"}}` (529 = overloaded); `anthropic-ratelimit-*`
-headers with RFC 3339 resets. Faults, limits and counting: see tests.servers.common.
+headers with RFC 3339 resets. Faults, limits and counting: see engine.testing.servers.common.
 
-Run standalone: python -m tests.servers.anthropic_compat --port 8012 --latency 0.05
+Run standalone: python -m engine.testing.servers.anthropic_compat --port 8012 --latency 0.05
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.servers.common import CompatServer, Wire, main
+from engine.testing.servers.common import CompatServer, Wire, main
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
 

@@ -6,7 +6,7 @@ Routes (platform.openai.com/docs/api-reference/batch and /files; shapes as opena
   GET /v1/files/{id}/content, DELETE /v1/files/{id};
 - POST /v1/batches {input_file_id, endpoint, completion_window, metadata}, GET /v1/batches/{id},
   GET /v1/batches?after=&limit= (newest first), POST /v1/batches/{id}/cancel;
-- everything of tests.servers.openai_compat (chat completions, model lookup), for the engine's preflight.
+- everything of engine.testing.servers.openai_compat (chat completions, model lookup), for the engine's preflight.
 
 A job's input is validated at create (each line a JSON object with a custom_id unique in the file, method
 POST, url = the endpoint, a body; else status "failed" with errors.data naming the line). It is in_progress
@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
-from tests.servers.openai_compat import WIRE, _error
+from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
+from engine.testing.servers.openai_compat import WIRE, _error
 
 _ENDPOINT = "/v1/chat/completions"
 _MAX_UPLOAD = 200 * 1024 * 1024 + 1024**2  # OpenAI's 200 MB input file limit, plus the multipart framing
@@ -286,7 +286,7 @@ class OpenAIBatchServer(CompatServer):
 
 
 def main() -> None:
-    """Run standalone (for bench/batch.py): python -m tests.servers.openai_batch --port 8012 [--process-s 0.5].
+    """Run standalone (for bench/batch.py): python -m engine.testing.servers.openai_batch --port 8012 [--process-s 0.5].
     GET /batch_stats answers the counts (creates, uploads, deletes, retrieves, downloads, duplicates, simulated_s)."""
     import argparse
 

@@ -7,12 +7,12 @@ Developer API mode, `_CreateBatchJobParameters_to_mldev`, `_BatchJob_from_mldev`
 - GET /v1beta/batches/{id}: once ended, metadata.output.inlinedResponses.inlinedResponses holds one
   {"response"} or {"error": {"code", "message", "status"}} per request, with its metadata;
 - GET /v1beta/batches?pageSize=&pageToken= -> {"operations": [...], "nextPageToken"}; POST /v1beta/batches/{id}:cancel;
-- everything of tests.servers.google_compat, for the engine's preflight.
+- everything of engine.testing.servers.google_compat, for the engine's preflight.
 
 A batch is BATCH_STATE_RUNNING until `process_s` after its creation, then SUCCEEDED (every request answered
 like generateContent answers it; "<<fail:STATUS>>" gives an error entry), or EXPIRED for `expire_jobs`
 ordinals and CANCELLED after a cancel (no output: Gemini returns none for those). Faults and counts are
-tests.servers.openai_batch's BatchState (`retrieve_5xx_every`, `shuffle`, `submitted`, creates, retrieves).
+engine.testing.servers.openai_batch's BatchState (`retrieve_5xx_every`, `shuffle`, `submitted`, creates, retrieves).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
-from tests.servers.google_compat import WIRE, _error
-from tests.servers.openai_batch import BatchState
+from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
+from engine.testing.servers.google_compat import WIRE, _error
+from engine.testing.servers.openai_batch import BatchState
 
 
 def _iso(t: float) -> str:

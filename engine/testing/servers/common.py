@@ -253,7 +253,7 @@ class CompatServer:
         return f"http://127.0.0.1:{self.port}{self.base_path}"
 
     def app(self) -> web.Application:
-        """The server's routes (a subclass adds its own, e.g. tests.servers.openai_batch)."""
+        """The server's routes (a subclass adds its own, e.g. engine.testing.servers.openai_batch)."""
         return make_app(self.wire, self.state)
 
     def __enter__(self) -> CompatServer:

@@ -7,11 +7,11 @@ canceling-message-batches, retrieving-message-batch-results; shapes as anthropic
   and be unique in the batch, else 400 invalid_request_error (nothing created);
 - GET /v1/messages/batches/{id}, GET /v1/messages/batches?after_id=&limit= (newest first),
   POST /v1/messages/batches/{id}/cancel, GET /v1/messages/batches/{id}/results (JSONL, at `results_url`);
-- everything of tests.servers.anthropic_compat, for the engine's preflight.
+- everything of engine.testing.servers.anthropic_compat, for the engine's preflight.
 
 A batch is in_progress until `process_s` after its creation, then ends (processing_status "ended") on the first
 retrieve after that; each request is answered like the messages server answers it ("<<fail:STATUS>>" in a
-prompt: an errored result of that status's error type). Faults and counts are tests.servers.openai_batch's
+prompt: an errored result of that status's error type). Faults and counts are engine.testing.servers.openai_batch's
 BatchState: `expire_jobs` (the second half of those jobs' requests "expired"), `retrieve_5xx_every`, `shuffle`,
 a cancel (the second half "canceled"), `submitted` per custom_id, creates and retrieves.
 """
@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.servers.anthropic_compat import _ERROR_TYPES, WIRE
-from tests.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
-from tests.servers.openai_batch import BatchState
+from engine.testing.servers.anthropic_compat import _ERROR_TYPES, WIRE
+from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
+from engine.testing.servers.openai_batch import BatchState
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

@@ -1,0 +1,215 @@
+"""The scheduler in process, driven by engine.testing's FakeProvider: real plan, real SQLite cache, real
+Parquet results, no HTTP and no subprocess, so each test runs in well under a second.
+
+The grid asks a `dataset` benchmark of 12 questions with no persona; some questions carry the fake's fault
+markers (engine/testing/fake.py): `<<fail:KIND>>` fails every attempt, `<<flaky:N>>` fails the first N
+attempts, `<<raise>>` makes the provider raise for its whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+
+from engine.cache import ResponseCache
+from engine.grid import load_grid
+from engine.plan import Plan
+from engine.results import ResultsWriter, read_results
+from engine.scheduler import RunStats, Scheduler
+from engine.testing import FakeProvider
+
+QUESTIONS = 12
+
+
+def _grid(tmp_path: Path, questions: list[str], concurrency: int = 3, max_retries: int = 2) -> Path:
+    with (tmp_path / "items.jsonl").open("wb") as f:
+        for i, q in enumerate(questions):
+            f.write(orjson.dumps({"uid": f"q{i:02d}", "q": q, "opts": ["yes", "no", "maybe"], "gold": 0}) + b"\n")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        textwrap.dedent(
+            f"""
+            [run]
+            name = "s"
+            output_dir = "out"
+
+            [[benchmarks]]
+            name = "dataset"
+            path = "items.jsonl"
+            question_field = "q"
+            options_field = "opts"
+            gold_field = "gold"
+            id_field = "uid"
+
+            [[models]]
+            id = "m"
+            provider = "openai"
+            model = "test"
+
+            [models.limits]
+            concurrency = {concurrency}
+            max_retries = {max_retries}
+
+            [[conditions]]
+            name = "baseline"
+            """
+        )
+    )
+    return grid
+
+
+class Run:
+    """One grid's plan, cache and fake provider; `go()` runs the scheduler once over it and returns its stats."""
+
+    def __init__(self, grid: Path, latency_s: float = 0.0, batch_size: int = 1) -> None:
+        self.grid = load_grid(grid)
+        self.plan = Plan.from_grid(self.grid)
+        self.model = self.grid.models[0]
+        self.fake = FakeProvider(self.model, latency_s=latency_s, batch_size=batch_size)
+
+    def go(self, stop: asyncio.Event | None = None, stop_after_calls: int | None = None) -> RunStats:
+        cache = ResponseCache(self.grid.cache_path)
+        self.scheduler = Scheduler(self.plan, {self.model.id: self.fake}, cache, ResultsWriter(self.grid.output_dir))
+
+        async def main() -> RunStats:
+            event = stop or asyncio.Event()
+            if stop_after_calls is not None:
+                async def watch() -> None:
+                    while self.fake.calls < stop_after_calls:
+                        await asyncio.sleep(0.001)
+                    event.set()
+                watcher = asyncio.create_task(watch())
+            stats = await self.scheduler.run(event)
+            if stop_after_calls is not None:
+                watcher.cancel()
+            return stats
+
+        try:
+            return asyncio.run(main())
+        finally:
+            cache.close()
+
+    def results(self) -> pl.DataFrame:
+        return read_results(self.grid.output_dir).collect().sort("cell")
+
+    def cached_rows(self) -> int:
+        cache = ResponseCache(self.grid.cache_path)
+        try:
+            return len(cache.lookup([self.scheduler.keys.of(self.model, self.plan.request(c)) for c in self.plan]))
+        finally:
+            cache.close()
+
+
+def test_concurrency_is_bounded_by_the_models_limit(tmp_path):
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(QUESTIONS)], concurrency=3), latency_s=0.02)
+    stats = run.go()
+    # 12 calls of 20 ms each, 3 at a time: the bound is reached and never passed.
+    assert run.fake.max_in_flight == 3
+    assert (stats.cells_done, stats.calls_made, run.fake.calls, stats.cache_hits) == (QUESTIONS, QUESTIONS, QUESTIONS, 0)
+    assert run.results()["status"].to_list() == ["ok"] * QUESTIONS
+
+
+def test_batches_go_to_a_batching_provider_whole(tmp_path):
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(QUESTIONS)], concurrency=1), batch_size=5)
+    stats = run.go()
+    assert stats.cells_done == QUESTIONS and run.fake.calls == QUESTIONS
+    assert run.fake.batches < QUESTIONS  # the worker gathered queued requests into batches of up to 5
+
+
+def test_one_bad_cell_does_not_kill_the_run_and_its_error_is_recorded_with_the_cause(tmp_path):
+    questions = [f"Question {i}?" for i in range(QUESTIONS)]
+    questions[3] = "Broken <<fail:bad_request>>?"
+    run = Run(_grid(tmp_path, questions, concurrency=2, max_retries=2))
+    stats = run.go()
+    rows = run.results()
+    assert stats.cells_done == QUESTIONS and stats.errors == {"bad_request": 1}
+    bad = rows.filter(pl.col("item_id") == "q03").row(0, named=True)
+    assert (bad["status"], bad["error_kind"], bad["error"]) == ("error", "bad_request", "injected failure <<fail:bad_request>>")
+    assert (bad["answer"], bad["correct"], bad["score"], bad["option"]) == (None, None, None, None)
+    assert rows.filter(pl.col("item_id") != "q03")["status"].to_list() == ["ok"] * (QUESTIONS - 1)
+    # A non-transient kind is not retried: one attempt.
+    assert run.fake.attempts == QUESTIONS
+
+
+def test_a_provider_that_raises_fails_only_its_batch(tmp_path):
+    questions = [f"Question {i}?" for i in range(QUESTIONS)]
+    questions[5] = "Crash <<raise>>?"
+    run = Run(_grid(tmp_path, questions, concurrency=1))
+    stats = run.go()
+    rows = run.results()
+    bad = rows.filter(pl.col("item_id") == "q05").row(0, named=True)
+    assert (bad["status"], bad["error_kind"]) == ("error", "exception")
+    assert bad["error"] == "RuntimeError: fake provider bug on a batch of 1"
+    assert stats.errors == {"exception": 1} and stats.cells_done == QUESTIONS
+    assert rows["status"].value_counts().sort("status").rows() == [("error", 1), ("ok", QUESTIONS - 1)]
+
+
+def test_retried_calls_count_once_with_every_attempt_and_an_error_is_retried_by_the_next_run(tmp_path):
+    questions = [f"Question {i}?" for i in range(QUESTIONS)]
+    questions[0] = "Flaky <<flaky:2>>?"  # succeeds on the 3rd attempt: within max_retries = 2
+    questions[1] = "Flakier <<flaky:7>>?"  # still failing after 3 attempts
+    run = Run(_grid(tmp_path, questions, max_retries=2))
+    stats = run.go()
+    assert (stats.calls_made, stats.attempts) == (QUESTIONS, QUESTIONS - 2 + 3 + 3)
+    rows = run.results()
+    assert rows["status"].to_list()[:2] == ["ok", "error"]
+    assert stats.errors == {"server_error": 1}
+    # The error is logged, never cached as an answer: the rerun calls only that cell (attempts 4 to 6 fail
+    # too), and a third run answers it on its 2nd attempt (the 8th).
+    second = run.go()
+    assert (second.cache_hits, second.calls_made, second.errors) == (QUESTIONS - 1, 1, {"server_error": 1})
+    third = run.go()
+    assert (third.cache_hits, third.calls_made, third.errors) == (QUESTIONS - 1, 1, {})
+    assert run.results()["status"].to_list() == ["ok"] * QUESTIONS
+
+
+def test_a_cache_hit_never_calls_and_the_rerun_writes_the_same_results(tmp_path):
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(QUESTIONS)]))
+    run.go()
+    first = run.results()
+    calls = run.fake.calls
+    stats = run.go()
+    assert run.fake.calls == calls == QUESTIONS
+    assert (stats.cache_hits, stats.calls_made, stats.cells_done) == (QUESTIONS, 0, QUESTIONS)
+    again = run.results()
+    assert again["cached"].to_list() == [True] * QUESTIONS
+    assert again.drop("cached").equals(first.drop("cached"))
+
+
+def test_identical_requests_in_one_run_are_called_once(tmp_path):
+    run = Run(_grid(tmp_path, ["Same?"] * 4 + [f"Question {i}?" for i in range(4)]))
+    stats = run.go()
+    # Four items ask the same prompt: one call, fanned out to four cells.
+    assert (run.fake.calls, stats.cells_done) == (5, 8)
+    rows = run.results()
+    assert rows.filter(pl.col("response").is_not_null()).height == 8
+    assert rows["key"].n_unique() == 5
+
+
+def test_stop_ends_the_run_as_interrupted_keeping_every_answer_received(tmp_path):
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(200)], concurrency=2), latency_s=0.005)
+    stats = run.go(stop_after_calls=10)
+    assert stats.interrupted and stats.cells_done < 200
+    # Nothing lost: every answer the scheduler received is in the cache (a call cancelled in flight is not
+    # received), and the results hold the cells done, each once.
+    before = run.cached_rows()
+    assert before == stats.calls_made >= 10
+    assert run.results()["cell"].n_unique() == run.results().height == stats.cells_done
+    # The resumed run calls only what is missing.
+    rest = run.go()
+    assert not rest.interrupted and rest.cache_hits == before and rest.calls_made == 200 - before
+    assert run.results().height == 200
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_stop_before_the_start_calls_nothing(tmp_path, batch_size):
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(QUESTIONS)]), batch_size=batch_size)
+    stop = asyncio.Event()
+    stop.set()
+    stats = run.go(stop=stop)
+    assert stats.interrupted and run.fake.calls == 0 and stats.cells_done == 0
