@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 MODES = ("letter", "letter-logprob", "likelihood")
 JUDGE = "judge"
 
+# Why an answer is invalid (Score.invalid_kind, results column `invalid_kind`, the run summary's `invalid`).
+UNPARSED = "unparsed"  # a reply (or a reasoning reply's final answer line) that names no option unambiguously
+NO_LOGPROBS = "no_logprobs"  # a logprob mode without usable probabilities from the backend
+TRUNCATED = "truncated"  # reasoning stopped at max_tokens before its final answer line (bench_adapters.modes)
+NO_ANSWER_LINE = "no_answer_line"  # reasoning that ended without a final answer line, under max_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -63,6 +69,8 @@ class Score:
     invalid: bool  # no usable answer: unparseable text, or no logprobs from the backend
     p_gold: float | None  # probability mass on the correct option(s), when the mode gives probabilities
     score: float | None = None  # the benchmark's primary per-item metric (e.g. MC2 mass); None means `correct`
+    # Why `invalid` (UNPARSED, NO_LOGPROBS, TRUNCATED, NO_ANSWER_LINE above); None when valid
+    invalid_kind: str | None = None
 
 
 class Adapter(Protocol):

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import polars as pl
 
-from bench_adapters.base import JUDGE, MODES, Item, Output, Score
-from bench_adapters.letters import format_options, parse_letter
+from bench_adapters.base import JUDGE, MODES, NO_LOGPROBS, UNPARSED, Item, Output, Score
+from bench_adapters.letters import format_options, letters_for, parse_letter
 
 
 # Judge mode: short answers keep the judge's task (and its prompt) focused, as TruthfulQA's own setting does.
@@ -85,8 +85,12 @@ def reorder(item: Item, perm: Sequence[int], letter_meta: Sequence[str] = ()) ->
 
 
 def letter_prompt(question: str, options: tuple[str, ...]) -> str:
-    letters = ", ".join(chr(65 + i) for i in range(len(options)))
-    return f"{question}\n{format_options(options)}\nRespond with a single letter ({letters}) only."
+    return f"{question}\n{format_options(options)}\n{letter_instruction(letters_for(len(options)))}"
+
+
+def letter_instruction(letters: Sequence[str]) -> str:
+    """The closing line of a lettered question (bench_adapters.modes swaps it for the reasoning one)."""
+    return f"Respond with a single letter ({', '.join(letters)}) only."
 
 
 def letter_score(item: Item, text: str | None, letter_logprobs: Mapping[str, float] | None) -> Score:
@@ -102,7 +106,7 @@ def letter_score(item: Item, text: str | None, letter_logprobs: Mapping[str, flo
         if total > 0:
             p_gold = sum(p for k, p in probs.items() if k in accepted) / total
     correct = float(answer in accepted)
-    return Score(answer=answer, correct=correct, invalid=answer is None, p_gold=p_gold, score=correct)
+    return Score(answer=answer, correct=correct, invalid=answer is None, p_gold=p_gold, score=correct, invalid_kind=None if answer else UNPARSED)
 
 
 def choice_score(item: Item, logps: Sequence[float] | None) -> Score:
@@ -113,7 +117,7 @@ def choice_score(item: Item, logps: Sequence[float] | None) -> Score:
     normalised over all options, is MC2's score and the `p_gold` of every benchmark.
     """
     if logps is None or len(logps) != len(item.options) or all(v == -math.inf for v in logps):
-        return Score(answer=None, correct=0.0, invalid=True, p_gold=None, score=0.0)
+        return Score(answer=None, correct=0.0, invalid=True, p_gold=None, score=0.0, invalid_kind=NO_LOGPROBS)
     accepted = set(item.accepted)
     best_true = max(logps[i] for i in accepted)
     best_false = max((v for i, v in enumerate(logps) if i not in accepted), default=-math.inf)

@@ -5,10 +5,15 @@ question, the answer and the item's reference material, and picks a level: by an
 `letter`) or through its next-token distribution over the letters (`letter-logprob`, where the score is the
 expected value). A level whose value reaches `pass` makes the answer correct.
 
-A rubric file is TOML: `prompt` (placeholders {question}, {answer}, {references} and any reference the
-benchmark's items carry, e.g. TruthfulQA's {correct_answers}), optional `name` and `pass` (default: the highest
-value), and `[[levels]]` tables with `label`, `value` and optional `description`. Built-in rubrics live in
-`bench_adapters/rubrics/` and are named without the suffix.
+A rubric file is TOML: `prompt` (placeholders {question}, {answer}, {references}, {persona} and any reference
+the benchmark's items carry, e.g. TruthfulQA's {correct_answers}), optional `name` and `pass` (default: the
+highest value), and `[[levels]]` tables with `label`, `value` and optional `description`. Built-in rubrics live
+in `bench_adapters/rubrics/` and are named without the suffix.
+
+{persona} is the person the answer is graded for: every trait of the cell's persona as "- Label: answer" lines
+(persona_builder.render.trait_lines), the same whatever the condition showed the model (a format, a subset, its
+own summary, or nothing: engine.plan judges the baseline's answer against each persona). The built-in
+`persona_fit` quotes it, after PERSONA Bench's critic.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from bench_adapters.choice import choice_score, letter_logps, letter_prompt, let
 
 BUILTIN_DIR = Path(__file__).parent / "rubrics"
 JUDGE_MODES = ("letter", "letter-logprob")
-_ALWAYS = frozenset({"question", "answer", "references"})  # placeholders every item can fill
+_ALWAYS = frozenset({"question", "answer", "references", "persona"})  # placeholders every item can fill
+PERSONA = "persona"
 
 
 def builtin_rubrics() -> tuple[str, ...]:
@@ -83,12 +89,20 @@ class Rubric:
                     f"{self.source}: prompt uses {{{'}, {'.join(sorted(missing))}}}, which item {item.id} does not provide (available: {have})"
                 )
 
-    def render(self, item: Item, answer: str) -> str:
-        """The judge's prompt: the filled template, the lettered levels, and the one-letter instruction."""
+    @property
+    def quotes_persona(self) -> bool:
+        return PERSONA in self.placeholders
+
+    def render(self, item: Item, answer: str, persona: str | None = None) -> str:
+        """The judge's prompt: the filled template, the lettered levels, and the one-letter instruction.
+        `persona`: the rendered persona the answer was written for; ValueError if the rubric quotes it and it is None."""
+        if persona is None and self.quotes_persona:
+            raise ValueError(f"{self.source}: the prompt quotes {{persona}}, and no persona was given to grade the answer for")
         references = "\n".join(
             f"{name.replace('_', ' ').capitalize()}:{chr(10) if chr(10) in text else ' '}{text}" for name, text in item.refs.items()
         )
-        body = self.prompt.format_map({**item.refs, "question": item.question, "answer": answer.strip(), "references": references})
+        fields = {**item.refs, "question": item.question, "answer": answer.strip(), "references": references, PERSONA: (persona or "").strip()}
+        body = self.prompt.format_map(fields)
         return letter_prompt(body, self._verdict.options)
 
     def score(self, verdict: Output, mode: str) -> Score:
@@ -97,7 +111,7 @@ class Rubric:
         if mode == "letter":
             s = letter_score(item, verdict.text, verdict.letter_logprobs)
             value = values[item.letters.index(s.answer)] if s.answer is not None else 0.0
-            return Score(s.answer, s.correct, s.invalid, s.p_gold, score=value)
+            return Score(s.answer, s.correct, s.invalid, s.p_gold, score=value, invalid_kind=s.invalid_kind)
         logps = letter_logps(item, verdict.letter_logprobs)
         s = choice_score(item, logps)
         if s.invalid or logps is None:

@@ -95,7 +95,7 @@ class TruthfulQA(MultipleChoice):
     def score(self, item: Item, output: Output) -> Score:
         s = super().score(item, output)
         if self.task == "mc2":
-            return Score(s.answer, s.correct, s.invalid, s.p_gold, score=s.p_gold if s.p_gold is not None else 0.0)
+            return Score(s.answer, s.correct, s.invalid, s.p_gold, score=s.p_gold if s.p_gold is not None else 0.0, invalid_kind=s.invalid_kind)
         return s
 
     def _generation_items(self) -> list[Item]:

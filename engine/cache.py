@@ -1,7 +1,8 @@
 """Content-addressed SQLite response cache.
 
 Plain sqlite3 rather than sqlite-utils: the cache needs exact control of pragmas, transactions and
-batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap.
+batched `IN` lookups on a hot path, which sqlite-utils' conveniences would only wrap. (An older file's layout
+migration, engine.cache_schema, does use sqlite-utils' table API.)
 
 Rows are addressed by the key engine.keys computes (the sha256 of everything that determines a model's
 output); this module stores and finds them, and never computes one. Secrets never enter a row. WAL mode with synchronous=NORMAL: a committed row
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import orjson
 
+from engine.cache_schema import migrate
 from engine.errors import CacheError, CacheWriteError
 from engine.request import Response
 
-CACHE_SCHEMA = 1  # the file's table layout (meta.schema); cache keys have their own version (engine.keys)
+CACHE_SCHEMA = 1  # the file's generation (meta.schema): another is refused; compatible layout changes migrate (engine.cache_schema); keys have their own version (engine.keys)
 _LOOKUP_CHUNK = 500
 
 _DDL = """
@@ -149,9 +151,12 @@ class ResponseCache:
                     self._check_schema()
                     for statement in filter(str.strip, _DDL.split(";")):
                         self._db.execute(statement)
-                    self._add_missing_columns()
+                    migrate(self._db)  # an older file's missing columns (engine.cache_schema)
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(CACHE_SCHEMA),))
                     self._db.execute("COMMIT")
+                except ValueError as exc:  # a layout newer than this engine's
+                    self._rollback()
+                    raise CacheError(f"{self.path}: {exc}") from None
                 except BaseException:
                     self._rollback()
                     raise
@@ -175,15 +180,6 @@ class ResponseCache:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-
-    def _add_missing_columns(self) -> None:
-        """Columns added since a cache file was created (all nullable) are added in place: the stored
-        answers stay valid, since the key does not depend on which columns the row has."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
-        declared = [line.split()[:2] for line in _DDL.split("CREATE TABLE IF NOT EXISTS responses (")[1].split(")")[0].splitlines()]
-        for name, kind in (d for d in declared if len(d) == 2):
-            if name not in have:
-                self._db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind.rstrip(',')}")
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Response]:
         """The stored answer of each key that has one (keys without an answer are absent). An answer's

@@ -86,11 +86,12 @@ def run(
     budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
     shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache)
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
@@ -118,6 +119,8 @@ def run(
         out.print(f"[bold yellow]warning:[/] position bias: {escape(warning)}", highlight=False, soft_wrap=True)
     if summary["errors"]:
         print_frame(out, _errors_frame(summary["errors"]), "errors by kind")
+    if summary.get("invalid"):  # answers that were given but name nothing usable, by kind (bench_adapters.base)
+        out.print("invalid answers by kind: " + ", ".join(f"{k} {n:,}" for k, n in sorted(summary["invalid"].items(), key=lambda kv: -kv[1])), highlight=False)
     if summary["errors"].get("quota"):
         err.print("quota: an API account is out of quota or credit (billing); that model's remaining calls were not made. "
                   "Top it up, then rerun the same command to call exactly those cells.", highlight=False, soft_wrap=True)
@@ -184,7 +187,7 @@ class _RunShell:
                 loop.remove_signal_handler(sig)  # SIGINT back to a KeyboardInterrupt, SIGTERM to its default
 
 
-def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None):
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, ray: str | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
     import asyncio
@@ -199,6 +202,10 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             raise _fail(f"{grid}: is a folder, expected a grid .toml file")
         part = Shard.parse(shard) if shard is not None else None
         config = locate(engine.load_grid(grid), part, cache)
+        if ray is not None:
+            from engine.ray_pool import on_ray
+
+            config = on_ray(config, ray)
         if dry_run:
             _print_dry_run(engine.dry_run(config, part), config.path.name, part)
             return None

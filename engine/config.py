@@ -21,12 +21,26 @@ import orjson
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """[run.ray]: where and how wide in-process models (local, vllm) run under executor = "ray" (engine.ray_pool).
+    Scale, not results: none of it enters a cache key."""
+
+    address: str | None = None  # None: Ray's default (a cluster running on this machine, else a new local one); "auto": a running cluster; "HOST:PORT" or "ray://HOST:10001"
+    workers: int = 0  # Ray actors per model; 0 = as many as the cluster's free CPUs (vllm: GPUs) hold
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0  # local on GPUs; vllm takes tensor_parallel_size GPUs per replica
+    batches_per_worker: int = 2  # batches in flight per actor: one computing, one already waiting there
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     seed: int = 0
     output_dir: str = "runs/{name}"  # relative to the grid file; {name} is substituted
     cache: str = "cache.sqlite"  # relative to the grid file
     score: str = "primary"  # what the run's tables (and `report` by default) compute Δ on: primary | p_gold
+    executor: str = "local"  # local (this process) | ray (in-process models on Ray actors; engine.ray_pool)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,10 @@ class ConditionConfig:
     format: str | None = None  # None = baseline (no persona); else prose | json | bullets
     traits: str = "all"  # all | demographic | values | -<trait> (leave one out), then optionally +<trait> (all+year)
     placement: str = "system"  # where the persona goes: system message or ahead of the user turn
+    # PERSONA Bench's generation modes (bench_adapters.modes): reason before a final "Answer:" line; answer
+    # with the model's own summary of the persona (a first, cached call) in place of the persona.
+    reasoning: bool = False
+    summary: bool = False
 
 
 @dataclass(frozen=True)

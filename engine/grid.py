@@ -29,9 +29,10 @@ from urllib.parse import urlsplit
 
 from bench_adapters import ADAPTERS, JUDGE
 from bench_adapters.choice import CYCLIC
+from bench_adapters.modes import REASONING_MODES
 from bench_adapters.rubric import JUDGE_MODES, load_rubric
 from engine.batch import BATCH_LIMITS, BATCH_PROVIDERS
-from engine.config import BatchConfig, BenchmarkConfig, GridConfig, ModelConfig, VllmConfig
+from engine.config import BatchConfig, BenchmarkConfig, GridConfig, ModelConfig, RayConfig, RunConfig, VllmConfig
 from engine.errors import GridError
 from engine.providers import PROVIDERS, provider_class
 from persona_builder import FORMATS
@@ -178,6 +179,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
         problems.append("run.seed: expected a non-negative integer")
     if grid.run.score not in ("primary", "p_gold"):
         problems.append(f"run.score: expected primary or p_gold, got '{grid.run.score}'")
+    _check_executor(grid.run, problems)
     personas = grid.personas
     if personas is not None:
         if not grid.resolve(personas.source).is_file():
@@ -233,6 +235,23 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:
         problems.append("conditions: at most one baseline condition (one without 'format') is allowed")
+    _check_modes(grid, problems)
+
+
+def _check_modes(grid: GridConfig, problems: list[str]) -> None:
+    """`reasoning` needs a generated answer to read; `summary` needs a persona to summarise."""
+    for i, c in enumerate(grid.conditions):
+        where = f"conditions[{i}]"
+        if c.summary and c.format is None:
+            problems.append(f"{where}.summary: a summary is of the persona, and this condition shows none; set format, or leave summary out")
+        if not c.reasoning:
+            continue
+        for j, b in enumerate(grid.benchmarks):
+            if b.mode not in REASONING_MODES:
+                problems.append(
+                    f"{where}.reasoning: benchmarks[{j}] ({b.label}) is scored in mode '{b.mode}', which reads probabilities at the answer "
+                    f"position and generates nothing, so there is no reasoning to ask for (reasoning works with mode {' or '.join(REASONING_MODES)})"
+                )
 
 
 def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
@@ -251,7 +270,7 @@ def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[st
         _check_url(f"{where}.base_url", m.base_url, problems)
     if m.transport not in ("aiohttp", "sdk", "batch"):
         problems.append(f"{where}.transport: expected aiohttp, sdk or batch, got '{m.transport}'")
-    _check_batch(m, where, problems)
+    _check_batch(grid, m, where, problems)
     if m.device not in ("auto", "cpu", "cuda"):
         problems.append(f"{where}.device: expected auto, cpu or cuda")
     if m.dtype not in ("float32", "bfloat16", "float16"):
@@ -283,9 +302,12 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
     if spec is None:
         return
     try:
-        load_rubric(spec, grid.root)
+        rubric = load_rubric(spec, grid.root)
     except ValueError as exc:
         problems.extend(f"{where}.rubric: {line}" for line in str(exc).splitlines())
+        return
+    if rubric.quotes_persona and grid.personas is None:
+        problems.append(f"{where}.rubric: '{rubric.name}' grades an answer against a persona; add a [personas] table")
 
 
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
@@ -325,7 +347,7 @@ def _check_judge(grid: GridConfig, problems: list[str]) -> None:
     _check_model(grid, judge.model, "judge.model", problems)
 
 
-def _check_batch(m: ModelConfig, where: str, problems: list[str]) -> None:
+def _check_batch(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
     b = m.batch
     if m.transport != "batch":
         if b != BatchConfig():
@@ -334,6 +356,10 @@ def _check_batch(m: ModelConfig, where: str, problems: list[str]) -> None:
     if m.provider not in BATCH_PROVIDERS:
         problems.append(f'{where}.transport: "batch" is offered for providers {", ".join(BATCH_PROVIDERS)}, not \'{m.provider}\'')
         return
+    if any(c.summary for c in grid.conditions):
+        # The batch driver packs the misses the plan yields; an answer asked only once its persona summary has
+        # come back (a follow-up on the model's queue) has no job to go into.
+        problems.append(f'{where}.transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model')
     most = BATCH_LIMITS[m.provider].max_requests
     if b.max_requests is not None:
         _check_range(f"{where}.batch.max_requests", b.max_requests, 1, most, problems)
@@ -387,6 +413,32 @@ def _paths_usable(grid: GridConfig, problems: list[str]) -> bool:
     bad = [key for key, value in paths if value is not None and "\0" in value]
     problems.extend(f"{key}: a path cannot contain a NUL character" for key in bad)
     return not bad
+
+
+def ray_problem() -> str | None:
+    """Why executor = "ray" cannot run here (one line), or None when Ray is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "executor \"ray\" needs Ray, which is not installed: pip install 'mtpa-engine[ray]'"
+    return None
+
+
+def _check_executor(run: RunConfig, problems: list[str]) -> None:
+    if run.executor not in ("local", "ray"):
+        problems.append(f"run.executor: expected local or ray, got '{run.executor}'")
+    elif run.executor == "ray" and (missing := ray_problem()):
+        problems.append(f"run.executor: {missing}")
+    r = run.ray
+    if r != RayConfig() and run.executor != "ray":
+        problems.append('run.ray: only used with executor = "ray"')
+    if not 0 <= r.workers <= MAX_CONCURRENCY:
+        problems.append(f"run.ray.workers: expected an integer in [0, {MAX_CONCURRENCY:,}] (0 = as many as the cluster holds)")
+    if r.cpus_per_worker < 0 or r.gpus_per_worker < 0 or r.cpus_per_worker + r.gpus_per_worker == 0:
+        problems.append("run.ray: cpus_per_worker and gpus_per_worker must be non-negative, and not both 0")
+    _check_range("run.ray.batches_per_worker", r.batches_per_worker, 1, 64, problems)
+    if r.address is not None and not r.address.strip():
+        problems.append('run.ray.address: expected "auto", HOST:PORT or ray://HOST:PORT (omit it for Ray\'s default)')
 
 
 def _check_range(where: str, value: int, lo: int, hi: int, problems: list[str]) -> None:

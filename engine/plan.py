@@ -13,10 +13,16 @@ cache entry), and the report averages a question's orders into its position-debi
 
 A cell of a benchmark in judge mode takes two requests: the model's free-text answer, then the judge's verdict
 on it (`judge_request`), built once the answer exists; both are ordinary cached requests.
+
+A cell of a `summary = true` condition also takes two: the model's summary of the persona (`summary_request`:
+one request per persona rendering × model, so every question of that persona shares it), then the answer with
+the summary in the persona's place (`request` of the cell `with_summary`). A `reasoning = true` condition asks
+for reasoning and a final "Answer:" line, and is scored from that line alone (bench_adapters.modes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Iterator
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
 
-from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score
+from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score, modes
 from bench_adapters.base import PersonaItems
 from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
@@ -32,6 +38,7 @@ from engine.errors import GridError
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
 from persona_builder import Persona, load_personas, render
+from persona_builder.render import trait_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,7 @@ class Cell:
     sample: int
     order: int = 0  # which option order of the item (0: the seeded shuffle every grid has)
     perm: tuple[int, ...] | None = None  # order > 0: perm[j] = the order-0 index of the option shown j-th
+    summary: str | None = None  # summary conditions: the model's summary of the persona, once it exists (not in the id)
 
     @property
     def id(self) -> str:
@@ -55,6 +63,9 @@ class Cell:
         if self.order:
             raw += f"\x1f{self.order}"
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+    def with_summary(self, summary: str) -> Cell:
+        return dataclasses.replace(self, summary=summary)
 
     def option(self, letter: str | None) -> int | None:
         """The chosen option as its index in the item's order 0 (comparable across orders); None without one."""
@@ -130,6 +141,7 @@ class Plan:
         self._benchmarks = {b.config.label: b for b in benchmarks}
         self._by_id = {p.id: p for p in personas}
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
+        self._judged_persona = lru_cache(maxsize=4096)(lambda pid: "\n".join(trait_lines(self._by_id[pid])))
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
 
     @classmethod
@@ -162,13 +174,18 @@ class Plan:
             benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
         return cls(grid, personas, benchmarks, shard)
 
-    def _personas_for(self, condition: ConditionConfig) -> list[Persona | None]:
-        return [None] if condition.format is None else list(self.personas)
+    def _personas_for(self, condition: ConditionConfig, bench: Benchmark) -> list[Persona | None]:
+        """The personas a condition's cells carry. The baseline shows none, so has one cell per question, except
+        where a rubric grades fit to a persona (`{persona}`): there the one baseline answer (one call) is judged
+        against each persona, as PERSONA Bench's critic judges its baseline mode, one cell per persona."""
+        if condition.format is None and not (bench.rubric is not None and bench.rubric.quotes_persona):
+            return [None]
+        return list(self.personas)
 
     def _items(self, bench: Benchmark, condition: ConditionConfig) -> int:
         if bench.per_persona:
             return bench.persona_items.count
-        return bench.cells_per_persona * len(self._personas_for(condition))
+        return bench.cells_per_persona * len(self._personas_for(condition, bench))
 
     def count(self, model: ModelConfig) -> int:
         """Cells of `model` in this plan. A shard's are counted by walking its cells once (constant memory)."""
@@ -218,7 +235,7 @@ class Plan:
                 for item in bench.persona_items.items_for(persona):
                     yield persona, item, 0, None
             return
-        for persona in self._personas_for(condition):
+        for persona in self._personas_for(condition, bench):
             for variants in bench.variants:
                 for order, (item, perm) in enumerate(variants):
                     yield persona, item, order, perm
@@ -249,43 +266,92 @@ class Plan:
             self._tasks[key] = self.adapter(benchmark).task_prompt(item)
         return self._tasks[key]
 
+    def _persona_text(self, cell: Cell) -> str | None:
+        """The persona as the condition renders it; None for the baseline."""
+        cond = cell.condition
+        if cell.persona is None or cond.format is None:
+            return None
+        bench = self._benchmarks[cell.benchmark]
+        # a per-persona item never shows the trait it asks for
+        hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
+        return self._render(cell.persona.id, cond.format, cond.traits, hidden)
+
+    def _answer_tokens(self, cell: Cell) -> int | None:
+        """max_tokens of the cell's answer call: the benchmark's; a reasoning cell's at least REASONING_TOKENS."""
+        bench = self._benchmarks[cell.benchmark]
+        if cell.condition.reasoning:
+            return bench.config.max_tokens or max(cell.model.max_tokens, modes.REASONING_TOKENS)
+        return bench.max_tokens
+
+    @property
+    def has_summaries(self) -> bool:
+        """Whether some condition is `summary = true` (else no cell needs a summary: callers skip the check)."""
+        return any(c.summary for c in self.grid.conditions)
+
+    def summary_request(self, cell: Cell) -> Request | None:
+        """A summary cell's first call (the persona in, the model's summary out); None for any other cell.
+        Sample 0 always: one summary per persona rendering × model, shared by the cell's questions and samples."""
+        persona_text = self._persona_text(cell) if cell.condition.summary else None
+        if persona_text is None:
+            return None
+        decoding = self._decoding(cell.model, max(cell.model.max_tokens, modes.SUMMARY_TOKENS))
+        return Request((("user", modes.summary_prompt(persona_text)),), decoding, 0, "generate", (), False)
+
     def request(self, cell: Cell) -> Request:
+        """The cell's answer call. A summary cell needs its summary first (`summary_request`, `Cell.with_summary`)."""
         task = self._task(cell.benchmark, cell.item, cell.order)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
         bench = self._benchmarks[cell.benchmark]
-        if cell.persona is None or cond.format is None:
+        if cond.reasoning:
+            task = modes.reasoning_prompt(task, () if bench.rubric is not None else cell.item.letters)
+        persona_text = self._persona_text(cell)
+        if persona_text is not None and cond.summary:
+            assert cell.summary is not None, "a summary cell's answer is asked once its summary exists"
+            persona_text = modes.summary_persona(cell.summary)
+        if persona_text is None:
             messages = (("user", task),)
+        elif cond.placement == "system":
+            messages = (("system", persona_text), ("user", task))
         else:
-            # a per-persona item never shows the trait it asks for
-            hidden = bench.persona_items.hidden(cell.item) if bench.per_persona else frozenset()
-            persona_text = self._render(cell.persona.id, cond.format, cond.traits, hidden)
-            if cond.placement == "system":
-                messages = (("system", persona_text), ("user", task))
-            else:
-                messages = (("user", f"{persona_text}\n\n{task}"),)
+            messages = (("user", f"{persona_text}\n\n{task}"),)
         m = cell.model
         mode = bench.config.mode
+        decoding = self._decoding(m, self._answer_tokens(cell))
         if bench.rubric is not None:  # a free-text answer, for the judge
-            return Request(messages, self._decoding(m, bench.max_tokens), cell.sample, "generate", (), False)
+            return Request(messages, decoding, cell.sample, "generate", (), False)
         return Request(
             messages=messages,
-            decoding=self._decoding(m, bench.max_tokens),
+            decoding=decoding,
             sample=cell.sample,
             mode=mode,
             letters=cell.item.letters,
-            # letter-logprob is nothing but the letter logprobs; likelihood never needs them
-            want_logprobs=m.logprobs if mode == "letter" else mode == "letter-logprob",
+            # letter-logprob is nothing but the letter logprobs; likelihood never needs them; a reasoning reply's
+            # first token is no answer, so its letter logprobs would mean nothing
+            want_logprobs=(m.logprobs and not cond.reasoning) if mode == "letter" else mode == "letter-logprob",
             continuations=self.adapter(cell.benchmark).continuations(cell.item) if mode == "likelihood" else (),
         )
 
+    def graded_text(self, cell: Cell, response: Response) -> str | None:
+        """What the judge grades: the reply, or a reasoning reply's final answer (None: it has none, so the cell
+        is invalid without a verdict)."""
+        if cell.condition.reasoning:
+            return modes.split(response.text).answer
+        return response.text or ""
+
+    def reasoning(self, cell: Cell, response: Response) -> str | None:
+        """A reasoning cell's reasoning (the reply before its final answer line), for the results; else None."""
+        return modes.split(response.text).reasoning if cell.condition.reasoning and response.ok else None
+
     def judge_request(self, cell: Cell, answer: str) -> Request:
-        """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged."""
+        """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged.
+        A rubric quoting {persona} sees the cell's persona as a plain list of all its traits ("- Label: answer"),
+        the same in every condition (the baseline's too), so a difference in fit is the answers' alone."""
         judge = self.grid.judge
         rubric = self._benchmarks[cell.benchmark].rubric
         assert judge is not None and rubric is not None, "judge_request on a benchmark not in judge mode"
         return Request(
-            messages=(("user", rubric.render(cell.item, answer)),),
+            messages=(("user", rubric.render(cell.item, answer, self._judged_persona(cell.persona.id) if cell.persona else None)),),
             decoding=self._decoding(judge.model),
             sample=0,  # one verdict per answer: several samples of an answer are several answers
             mode=judge.mode,
@@ -294,8 +360,17 @@ class Plan:
         )
 
     def score(self, cell: Cell, response: Response, verdict: Response | None = None) -> Score:
-        """A cell's score: by its benchmark's adapter, or in judge mode by the rubric from the judge's verdict."""
+        """A cell's score: by its benchmark's adapter, or in judge mode by the rubric from the judge's verdict.
+        A reasoning reply is read from its final answer line only; without one it is invalid (truncated or
+        no_answer_line) and has no verdict."""
         rubric = self._benchmarks[cell.benchmark].rubric
+        if cell.condition.reasoning:
+            reasoned = modes.split(response.text)
+            if reasoned.answer is None:
+                kind = modes.missing_answer_kind(response.completion_tokens, self._decoding(cell.model, self._answer_tokens(cell)).max_tokens)
+                return Score(None, 0.0, True, None, 0.0, invalid_kind=kind)
+            if rubric is None:
+                response = dataclasses.replace(response, text=reasoned.answer_line)
         if rubric is None:
             return self.adapter(cell.benchmark).score(cell.item, response)
         assert verdict is not None and self.grid.judge is not None, "a judged cell is scored from the judge's verdict"

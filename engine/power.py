@@ -38,6 +38,7 @@ from engine.keys import Keys
 from engine.config import GridConfig, ModelConfig
 from engine.plan import Benchmark, Cell, Plan
 from engine.providers import Provider
+from engine.summaries import resolve
 
 Z_ALPHA = 1.959963984540054  # two-sided α = 0.05
 Z_POWER = 0.8416212335729143  # power 0.80
@@ -92,9 +93,9 @@ def cached_variance(plan: Plan, model: ModelConfig, provider: Provider, bench: B
                 for order, (item, perm) in enumerate(variants)
                 for s in range(model.samples)
             ]
-    cells = cells[:SAMPLE_CELLS]
     p_gold = plan.grid.run.score == "p_gold"
     keys_of = Keys({model.id: provider})
+    cells = resolve(plan, lambda r: keys_of.of(model, r), cache, cells[:SAMPLE_CELLS]).ready  # summary cells: only once summarised
     keys = [keys_of.of(model, plan.request(c)) for c in cells]
     found = cache.lookup(keys)
     scores = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bench_adapters.modes import SUMMARY_TOKENS
 from engine.cache import ResponseCache
 from engine.keys import Keys
 from engine.config import ModelConfig
@@ -17,6 +18,7 @@ from engine.limits import estimate_prompt_tokens
 from engine.plan import Plan
 from engine.providers.base import Provider
 from engine.request import Request, Response
+from engine.summaries import resolve
 
 PRICES: dict[str, tuple[float, float]] = {
     # openai
@@ -116,7 +118,15 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
         answers = _Tally()
         cells = plan.cells(model)
         while chunk := [c for _, c in zip(range(2048), cells)]:
-            requests = {keys_of.of(model, r): (c, r) for c, r in zip(chunk, map(plan.request, chunk))}
+            # Summary cells: each persona summary not cached is one call; the answers waiting on it are unknown
+            # yet (they embed it), so each counts as a call, its summary at the summary's max_tokens.
+            resolved = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk)
+            for skey, summary in resolved.missing.items():
+                answers.add(skey, summary, cached=False)
+            requests = {keys_of.of(model, r): (c, r) for c, r in zip(resolved.ready, map(plan.request, resolved.ready))}
+            for c in resolved.waiting:
+                placeholder = "x" * (4 * SUMMARY_TOKENS)
+                requests[f"after-summary:{c.id}"] = (c, plan.request(c.with_summary(placeholder)))
             requests = {k: cr for k, cr in requests.items() if k not in answers.seen}
             keys = list(requests)
             # Answers' texts only where a judge will read them; key presence is enough for the rest.
@@ -132,8 +142,8 @@ def estimate(plan: Plan, providers: Mapping[str, Provider], cache: ResponseCache
                 hit = known.get(key)
                 if hit is None:  # one verdict per distinct answer request, whatever the answers turn out to be
                     verdicts.add(f"answer:{key}", plan.judge_request(cell, "x" * (4 * request.decoding.max_tokens)), cached=False)
-                else:
-                    verdict = plan.judge_request(cell, hit.text or "")
+                elif (graded := plan.graded_text(cell, hit)) is not None:
+                    verdict = plan.judge_request(cell, graded)
                     judged[keys_of.of(judge, verdict)] = verdict
             found = cache.contains_keys(list(judged)) if judged and cache is not None else set()
             for vkey, verdict in judged.items():

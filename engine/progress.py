@@ -53,6 +53,8 @@ class LiveProgress:
         info = f"hits {stats.cache_hits:,}  calls {stats.calls_made:,} ({stats.calls_made / elapsed:,.1f}/s)  errors {sum(stats.errors.values()):,}"
         if (b := stats.batch) is not None:
             info += f"  {batch_line(b)}"
+        if stats.executor:
+            info += f"  {stats.executor}"
         self._progress.update(self._task, completed=stats.cells_done, info=info)
         if done:
             self._progress.stop()

@@ -53,6 +53,9 @@ class ResultRow(NamedTuple):
     verdict: Annotated[str | None, pl.String()]  # judge mode: the judge's raw text (its level letter is `answer`)
     order: Annotated[int, pl.Int32()]  # the item's option order (grid key `orders`); 0: the seeded shuffle
     option: Annotated[int | None, pl.Int32()]  # the chosen option as its index in order 0, comparable across orders; null without an answer
+    reasoning: Annotated[str | None, pl.String()]  # reasoning conditions: the reply before its final answer line (bench_adapters.modes)
+    summary: Annotated[str | None, pl.String()]  # summary conditions: the model's summary of the persona, shown in its place
+    invalid_kind: Annotated[str | None, pl.String()]  # why `invalid`: unparsed | no_logprobs | truncated | no_answer_line (judge_*: the verdict's)
 
 
 # column name -> Parquet type, in column order: derived from ResultRow, never written out twice

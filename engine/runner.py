@@ -70,6 +70,10 @@ def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[st
     plan = Plan.from_grid(grid, shard)
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
+    if grid.run.executor == "ray":  # in-process models on Ray actors; nothing starts before the preflight
+        from engine import ray_pool
+
+        providers = ray_pool.wrap(providers, grid.run.ray)
     return plan, providers
 
 
@@ -101,8 +105,12 @@ def _write_personas(plan: Plan, run_dir: Path) -> None:
 
 
 async def _execute(scheduler: Scheduler, stop: asyncio.Event, progress: ProgressCallback | None, interval_s: float) -> RunStats:
+    status = _pool_status(scheduler.providers)
+
     async def tick(report: ProgressCallback) -> None:
         while True:
+            if status is not None:
+                scheduler.stats.executor = status()
             report(scheduler.stats, False)
             await asyncio.sleep(interval_s)
 
@@ -114,6 +122,14 @@ async def _execute(scheduler: Scheduler, stop: asyncio.Event, progress: Progress
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             progress(scheduler.stats, True)
+
+
+def _pool_status(providers: dict[str, Provider]) -> Callable[[], str] | None:
+    """The progress line's Ray part (workers alive, batches in flight), or None when no model runs on Ray."""
+    from engine.ray_pool import pools
+
+    found = pools(providers)
+    return (lambda: "  ".join(p.status() for p in found)) if found else None
 
 
 async def _preflight(providers: dict[str, Provider]) -> dict[str, BaseException]:
@@ -132,6 +148,8 @@ def _check_prompts(plan: Plan, providers: dict[str, Provider]) -> None:
                 if not bench.items or (condition.format is not None and persona is None):
                     continue
                 cell = Cell(0, model, bench.config.label, bench.items[0], condition, persona if condition.format else None, 0)
+                if condition.summary and condition.format:  # the answer's roles, whatever the summary will say
+                    cell = cell.with_summary("")
                 try:
                     providers[model.id].check_request(plan.request(cell))
                 except PreflightError as exc:
@@ -222,6 +240,10 @@ async def _run_held(
     directions = {b.config.label: plan.adapter(b.config.label).higher_is_better for b in plan.benchmarks}
     manifest = build_manifest(grid, identities, {m.id: plan.count(m) for m in grid.models}, plan.rubrics, directions)
     manifest["shard"] = plan.shard.as_dict() if plan.shard is not None else None  # `cells` above are this shard's
+    if grid.run.executor == "ray":
+        from engine.ray_pool import cluster
+
+        manifest["cluster"] = cluster(providers)  # null when every call was cached (no worker started)
     write_json(run_dir / "manifest.json", manifest)
     scheduler: Scheduler | None = None
     try:
@@ -250,6 +272,10 @@ def _finish(run_dir: Path, manifest: dict, status: str, scheduler: Scheduler | N
     manifest.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if scheduler is not None:
         manifest["summary"] = scheduler.stats.summary()
+        if manifest.get("cluster") is not None:  # workers replaced during the run: the record at its end
+            from engine.ray_pool import cluster
+
+            manifest["cluster"] = cluster(scheduler.providers)
     if error is not None:
         manifest["error"] = error
     try:

@@ -16,6 +16,11 @@ ResultsWriteError, naming the file) after cancelling every task; everything comm
 A cell of a judged benchmark is written only once the judge's verdict on its answer is in: the answer goes
 through the model's queue and the cache like any response, then the verdict request through the judge's own
 queue, limits and cache entry. A run killed between the two finds the answer cached and asks only the judge.
+
+A cell of a `summary = true` condition waits for the model's summary of its persona (engine.plan): the producer
+asks for each summary once (cells of the same persona and model wait on the same key) through the model's own
+queue and the cache, and when it arrives `_after_summary` asks every waiting cell's answer with it. A run killed
+between the two finds the summary cached and asks only the answers.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from engine.pricing import call_cost, price_for
 from engine.providers import Provider
 from engine.request import Request, Response
 from engine.results import ResultRow, ResultsWriter
+from engine.summaries import known_summaries, resolve
 
 _CHUNK = 512
 _BATCH_WAIT_S = 0.01
@@ -51,12 +57,14 @@ class RunStats:
     calls_made: int = 0  # requests a provider completed (success or failure), retries not counted
     attempts: int = 0  # every attempt, retries included
     errors: Counter = field(default_factory=Counter)  # by kind, counted per failed call
+    invalid: Counter = field(default_factory=Counter)  # invalid answers by kind (bench_adapters.base), per cell
     wall_s: float = 0.0
     interrupted: bool = False
     cost_usd: float = 0.0  # calls made this run, at engine.pricing's prices (cache hits are free)
     unpriced_calls: int = 0  # calls to models without a known price: not in cost_usd
     budget_exhausted: bool = False
     batch: BatchStats | None = None  # set when a model has transport = "batch" (engine.batch)
+    executor: str = ""  # the progress line's word on remote workers (Ray: workers alive, batches in flight); not in the summary
 
     def summary(self) -> dict:
         return {
@@ -67,6 +75,7 @@ class RunStats:
             "attempts": self.attempts,
             "errors": dict(self.errors),
             "errors_total": sum(self.errors.values()),
+            "invalid": dict(self.invalid),
             "wall_s": round(self.wall_s, 3),
             "interrupted": self.interrupted,
             "cost_usd": round(self.cost_usd, 6),
@@ -85,6 +94,13 @@ class _Answer:
     cached: bool
 
 
+class _AwaitsSummary:
+    """Marks a summary cell waiting on its persona summary's key (it has no answer yet)."""
+
+
+_AWAITS_SUMMARY = _AwaitsSummary()
+
+
 def _chunks(cells: Iterator[Cell], size: int) -> Iterator[list[Cell]]:
     while chunk := list(islice(cells, size)):
         yield chunk
@@ -101,7 +117,9 @@ class Scheduler:
         self.stats = RunStats(cells_total=len(plan))
         self.keys = Keys(providers)
         # key -> cells waiting on that call; a judge call's waiters carry the answer it grades
-        self._pending: dict[str, list[tuple[Cell, _Answer | None]]] = {}
+        self._pending: dict[str, list[tuple[Cell, _Answer | _AwaitsSummary | None]]] = {}
+        self._followups: set[asyncio.Task] = set()  # answers being asked after their persona summary arrived
+        self._summaries = plan.has_summaries
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._flush_scheduled = False
@@ -150,9 +168,10 @@ class Scheduler:
         finally:
             # Any Ctrl-C counts: the run ends as interrupted, never as complete with exit 130.
             self.stats.interrupted = stop.is_set()
-            for task in (*producers, *workers, finished, stopper):
+            followups = tuple(self._followups)
+            for task in (*producers, *workers, *followups, finished, stopper):
                 task.cancel()
-            await asyncio.gather(*producers, *workers, finished, stopper, return_exceptions=True)
+            await asyncio.gather(*producers, *workers, *followups, finished, stopper, return_exceptions=True)
             swapped = False
             try:
                 if not self._failure.done():  # after a failed commit the buffer is not retried: it would mask the cause
@@ -187,34 +206,83 @@ class Scheduler:
         for chunk in _chunks(self.plan.cells(model), _CHUNK):
             if stop.is_set() or self.stats.budget_exhausted:
                 return
-            requests = [self.plan.request(c) for c in chunk]
-            keys = [self.keys.of(model, r) for r in requests]
-            hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
-            for cell, request, key in zip(chunk, requests, keys):
-                cached = hits.get(key)
-                if cached is not None:
-                    self.stats.cache_hits += 1
-                    await self._deliver(cell, key, cached, cached=True)
-                elif key in self._fresh:
-                    self.stats.cache_hits += 1
-                    await self._deliver(cell, key, self._fresh[key], cached=True)
-                elif key in self._pending:
-                    self._pending[key].append((cell, None))
-                else:
-                    self._pending[key] = [(cell, None)]
-                    await queue.put((key, request))
+            chunk = await self._summarised(model, queue, chunk)
+            await self._submit(chunk, queue)
             await asyncio.sleep(0)  # let workers and commits run between chunks of pure cache hits
 
+    async def _submit(self, cells: list[Cell], queue: asyncio.Queue) -> None:
+        """Answer each cell from the cache (or this run's fresh answers), join an identical call in flight, or
+        queue its call."""
+        requests = [self.plan.request(c) for c in cells]
+        keys = [self.keys.of(c.model, r) for c, r in zip(cells, requests)]
+        hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
+        for cell, request, key in zip(cells, requests, keys):
+            cached = hits.get(key)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                await self._deliver(cell, key, cached, cached=True)
+            elif key in self._fresh:
+                self.stats.cache_hits += 1
+                await self._deliver(cell, key, self._fresh[key], cached=True)
+            elif key in self._pending:
+                self._pending[key].append((cell, None))
+            else:
+                self._pending[key] = [(cell, None)]
+                await queue.put((key, request))
+
+    async def _summarised(self, model: ModelConfig, queue: asyncio.Queue, cells: list[Cell]) -> list[Cell]:
+        """The cells that can be asked now: summary cells get their persona summary where it exists (this run's,
+        or cached); the others wait on its key, and its call is queued once, however many cells wait."""
+        if not self._summaries:
+            return cells
+        wanted = {i: r for i, c in enumerate(cells) if (r := self.plan.summary_request(c)) is not None}
+        if not wanted:
+            return cells
+        skeys = {i: self.keys.of(model, r) for i, r in wanted.items()}
+        texts = known_summaries(self.cache, [k for k in set(skeys.values()) if k not in self._pending], self._fresh)
+        ready = []
+        for i, cell in enumerate(cells):
+            skey = skeys.get(i)
+            if skey is None:
+                ready.append(cell)
+            elif skey in texts:
+                ready.append(cell.with_summary(texts[skey]))
+            elif skey in self._pending:
+                self._pending[skey].append((cell, _AWAITS_SUMMARY))
+            else:
+                self._pending[skey] = [(cell, _AWAITS_SUMMARY)]
+                await queue.put((skey, wanted[i]))
+        return ready
+
+    async def _after_summary(self, queue: asyncio.Queue, skey: str, summary: Response, cells: list[Cell]) -> None:
+        """A persona summary arrived: ask each waiting cell's answer with it, or, if it failed, write that failure
+        on each. It owns the summary's queue item, marked done only once every answer is queued, so the run
+        cannot end in between; a task of its own, so a worker never waits on its own full queue."""
+        try:
+            if summary.ok:
+                await self._submit([c.with_summary(summary.text or "") for c in cells], queue)
+            else:
+                for cell in cells:
+                    self._emit(cell, skey, summary, cached=False, stage="summary")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a write failure: the run stops
+            self._fail(exc)
+        finally:
+            queue.task_done()
+
     async def _deliver(self, cell: Cell, key: str, response: Response, cached: bool) -> None:
-        """A model's response for a cell: written now, or, in a judged benchmark, first handed to the judge."""
-        if response.ok and self.plan.judged(cell.benchmark):
-            await self._ask_judge(cell, _Answer(key, response, cached))
+        """A model's response for a cell: written now, or, in a judged benchmark, first handed to the judge (a
+        reasoning reply without a final answer is written at once: there is nothing to grade)."""
+        graded = self.plan.graded_text(cell, response) if response.ok and self.plan.judged(cell.benchmark) else None
+        if graded is not None:
+            await self._ask_judge(cell, _Answer(key, response, cached), graded)
         else:
             self._emit(cell, key, response, cached)
 
-    async def _ask_judge(self, cell: Cell, answer: _Answer) -> None:
+    async def _ask_judge(self, cell: Cell, answer: _Answer, graded: str) -> None:
         assert self._judge is not None and self._judge_queue is not None
-        request = self.plan.judge_request(cell, answer.response.text or "")
+        request = self.plan.judge_request(cell, graded)
         key = self.keys.of(self._judge, request)
         verdict = self._fresh.get(key)
         if verdict is None and key not in self._pending:
@@ -333,17 +401,27 @@ class Scheduler:
         return remaining
 
     async def _settle(self, queue: asyncio.Queue, key: str, response: Response, cached: bool) -> None:
-        """Hand a key's response to its waiting cells and mark the queue item done, even when writing fails."""
+        """Hand a key's response to its waiting cells and mark the queue item done, even when writing fails
+        (a persona summary's item is handed to `_after_summary`, which marks it done)."""
+        handed_off = False
         try:
-            for cell, answer in self._pending.pop(key, []):
+            waiting = self._pending.pop(key, [])
+            summarised = [cell for cell, answer in waiting if answer is _AWAITS_SUMMARY]
+            for cell, answer in waiting:
                 if answer is None:
                     await self._deliver(cell, key, response, cached=cached)
-                else:
+                elif isinstance(answer, _Answer):
                     self._emit(cell, answer.key, answer.response, answer.cached, (key, response, cached))
+            if summarised:
+                task = asyncio.create_task(self._after_summary(queue, key, response, summarised))
+                self._followups.add(task)
+                task.add_done_callback(self._followups.discard)
+                handed_off = True
         except Exception as exc:  # a write failure: the run stops; this item must still count as done
             self._fail(exc)
         finally:
-            queue.task_done()
+            if not handed_off:
+                queue.task_done()
 
     def _count_call(self, provider: Provider, key: str, response: Response) -> None:
         """A response a provider returned: counted, charged, and committed at the end of this loop turn."""
@@ -382,18 +460,24 @@ class Scheduler:
         if self._budget_usd is not None and self.stats.cost_usd - self._batch_spent + self._batch_reserved >= self._budget_usd:
             self.stats.budget_exhausted = True
 
-    def _emit(self, cell: Cell, key: str, response: Response, cached: bool, judged: tuple[str, Response, bool] | None = None) -> None:
-        """Write a cell's row; `judged` is the judge's (key, verdict, cached) for a judged cell."""
+    def _emit(self, cell: Cell, key: str, response: Response, cached: bool, judged: tuple[str, Response, bool] | None = None, stage: str = "") -> None:
+        """Write a cell's row; `judged` is the judge's (key, verdict, cached) for a judged cell; `stage` names the
+        first call of a two-call cell ("summary") when `response` is that call's failure."""
         item = cell.item
         verdict = judged[1] if judged else None
         failed = response if not response.ok else verdict if verdict is not None and not verdict.ok else None
+        invalid_kind = None
         if failed is None:
             s = self.plan.score(cell, response, verdict)
             answer, correct, invalid, p_gold, score = s.answer, s.correct, s.invalid, s.p_gold, s.score
+            if s.invalid:
+                # an unusable verdict is the judge's, never mistaken for the model's
+                invalid_kind = f"judge_{s.invalid_kind}" if judged else s.invalid_kind
+                self.stats.invalid[invalid_kind] += 1
         else:
             answer, correct, invalid, p_gold, score = None, None, None, None, None
-        # A failed verdict is the cell's error, named as the judge's so it is never mistaken for the model's.
-        error_kind = None if failed is None else failed.error_kind if failed is response else f"judge_{failed.error_kind}"
+        # A failed verdict (or summary) is the cell's error, named as the judge's (summary's) so it is never mistaken for the answer's.
+        error_kind = None if failed is None else f"{stage}_{failed.error_kind}" if stage else failed.error_kind if failed is response else f"judge_{failed.error_kind}"
         self.writer.add(
             ResultRow(
                 cell=cell.index,
@@ -424,6 +508,9 @@ class Scheduler:
                 verdict=verdict.text if verdict is not None else None,
                 order=cell.order,
                 option=None if judged else cell.option(answer),  # a judged row's answer is a rubric level, not an option
+                reasoning=self.plan.reasoning(cell, response),
+                summary=cell.summary,
+                invalid_kind=invalid_kind,
             )
         )
         self.stats.cells_done += 1
@@ -443,7 +530,8 @@ def count_cached(plan: Plan, providers: dict[str, Provider], cache: ResponseCach
     for model in plan.grid.models:
         total = cached = 0
         for chunk in _chunks(plan.cells(model), 2048):
-            keys = [keys_of.of(model, plan.request(c)) for c in chunk]
+            ready = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk).ready  # a cell waiting on its summary is not cached
+            keys = [keys_of.of(model, plan.request(c)) for c in ready]
             total += len(chunk)
             found = cache.contains_keys(keys)
             cached += sum(1 for k in keys if k in found)
@@ -461,13 +549,22 @@ def models_to_call(plan: Plan, providers: dict[str, Provider], cache: ResponseCa
     keys_of = Keys(providers)
     for model in plan.grid.models:
         for chunk in _chunks(plan.cells(model), 2048):
+            resolved = resolve(plan, lambda r: keys_of.of(model, r), cache, chunk)
+            if resolved.missing:  # a persona summary to ask for
+                needed.add(model.id)
+                break
+            chunk = resolved.ready
             keys = [keys_of.of(model, plan.request(c)) for c in chunk]
             answers = cache.lookup(keys) if judge is not None and judge.id not in needed else None
             if len(set(answers) if answers is not None else cache.contains_keys(keys)) < len(set(keys)):
                 needed.add(model.id)
                 break
             if answers is not None:
-                verdicts = [keys_of.of(judge, plan.judge_request(c, answers[k].text or "")) for c, k in zip(chunk, keys) if plan.judged(c.benchmark)]
+                verdicts = [
+                    keys_of.of(judge, plan.judge_request(c, graded))
+                    for c, k in zip(chunk, keys)
+                    if plan.judged(c.benchmark) and (graded := plan.graded_text(c, answers[k])) is not None
+                ]
                 if len(cache.contains_keys(verdicts)) < len(set(verdicts)):
                     needed.add(judge.id)
     if judge is not None and needed:

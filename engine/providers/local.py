@@ -78,7 +78,8 @@ class LocalProvider(InProcessProvider):
             import torch
             from transformers import AutoModelForCausalLM
 
-            torch.set_num_threads(os.cpu_count() or 1)
+            # OMP_NUM_THREADS when set (a Ray actor holding some of a node's CPUs: engine.ray_pool), else every core.
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
             device = self.config.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"

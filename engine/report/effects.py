@@ -1,7 +1,8 @@
 """The report's analyses, each a lazy query over the results that feeds `aggregate`:
 
 - scores: every condition's plain score (what a grid without a baseline can still report);
-- persona effect: Δ = score(persona) − score(baseline), paired on model × benchmark × question × sample;
+- persona effect: Δ = score(persona) − score(baseline), paired on model × benchmark × question × sample (and
+  persona, where the baseline's answer was judged against each persona: a rubric quoting {persona});
 - trait ablation: score(full persona) − score(persona less some traits), paired on the same persona too;
 - pass@k and answer agreement across samples, and answer agreement across persona render formats.
 
@@ -68,9 +69,15 @@ def persona_effect(run: Run, index: Index, specs: Sequence[Spec]) -> dict[Spec, 
         return {}
     ok = _ok(run)
     base = ok.filter(pl.col("condition") == run.baseline).select(
-        *PAIR, pl.col("value").alias("base"), pl.col("invalid").alias("base_invalid"), pl.col("p_gold").alias("base_p_gold")
+        *PAIR, "persona_id", pl.col("value").alias("base"), pl.col("invalid").alias("base_invalid"), pl.col("p_gold").alias("base_p_gold")
     )
-    paired = ok.filter(pl.col("condition") != run.baseline).join(base, on=list(PAIR), how="inner")
+    persona = ok.filter(pl.col("condition") != run.baseline)
+    # A baseline answer is one per question, or, where a rubric judged it against each persona (persona_fit),
+    # one per question × persona: those pair on the persona too.
+    paired = pl.concat([
+        persona.join(base.filter(pl.col("persona_id").is_null()).drop("persona_id"), on=list(PAIR), how="inner"),
+        persona.join(base.filter(pl.col("persona_id").is_not_null()), on=[*PAIR, "persona_id"], how="inner"),
+    ])
     p_gold_delta = pl.col("p_gold") - pl.col("base_p_gold")
     cells = _cells(
         paired,

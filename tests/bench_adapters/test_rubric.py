@@ -134,7 +134,7 @@ def test_rubric_file_problems_name_the_file_and_key(tmp_path):
     all_pass = _rubric_file(tmp_path, FIVE_LEVELS.replace("pass = 0.75", "pass = 0.0"))
     with pytest.raises(ValueError, match=r"pass: 0.0 must lie above the lowest level value"):
         load_rubric(str(all_pass))
-    with pytest.raises(ValueError, match=r"no such built-in rubric \(correctness, informative, truthful\)"):
+    with pytest.raises(ValueError, match=r"no such built-in rubric \(correctness, informative, persona_fit, truthful\)"):
         load_rubric("truthfull")
     one_level = _rubric_file(tmp_path, 'prompt = "{answer}"\n[[levels]]\nlabel = "only"\nvalue = 1\n')
     with pytest.raises(ValueError, match=r"levels: expected 2 to 26"):

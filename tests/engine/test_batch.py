@@ -285,6 +285,14 @@ def test_bad_batch_keys_are_one_line_exit_2(tmp_path, model, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_batch_refuses_summary_conditions_one_line_exit_2(tmp_path):
+    summary = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "summ"\nformat = "prose"\nsummary = true\n'
+    grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", extra_model='transport = "batch"', conditions=summary)
+    proc = _run(grid)
+    message = 'models[0].transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model'
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
     """As tests/engine/providers/test_key_never_written.py, for batch: the server echoes the key in a failed
     job's message and in every per-request error line; no 12-character piece of it may reach the cache (its
