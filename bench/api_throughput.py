@@ -8,9 +8,17 @@ a fully cached 100,000-cell grid.
     python bench/api_throughput.py [--cells 5000] [--latency 0.05] [--warm-cells 100000] [--loop uvloop]
 
 `--loop uvloop` runs the engine (and the bare client) on uvloop's event loop, the optional `uvloop` extra
-that `mtpa-engine run` uses when it is installed; `--loop asyncio` the standard one. `--startup N` instead
-times N end-to-end `python -m engine.cli run` subprocesses of a 10-call grid (start-up, preflight, run,
-tables), with `--code PATH` on PYTHONPATH (another checkout, to compare).
+that `mtpa-engine run` uses when it is installed; `--loop asyncio` the standard one. (Start-up and a small
+run end to end: bench/startup.py.)
+
+`--vs OTHER [--rounds 3]` compares two checkouts on a shared, busy machine, where absolute calls/s swing with
+the other users' load: each round runs, one after the other against one server, the bare client and then each
+checkout's engine (each in a fresh subprocess), on asyncio's loop and on uvloop's, and prints every engine
+run's calls/s as a ratio to the bare client of the same round and loop, this checkout's calls/s over OTHER's
+(same round, same loop) and uvloop's over asyncio's (same checkout, same round); then the CPU per call of each
+checkout with every call answered at once, no HTTP (the engine's own work: plan, key, limits, score, cache, results):
+
+    python bench/api_throughput.py --vs /path/to/main --rounds 3 --concurrency 1000 --cells 5000
 """
 
 from __future__ import annotations
@@ -70,11 +78,15 @@ def main() -> None:
     parser.add_argument("--warm-cells", type=int, default=100_000, help="0: skip the warm rerun")
     parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK's transports")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help="with --startup: the checkout whose engine runs")
-    parser.add_argument("--startup", type=int, default=0, metavar="N", help="only time N end-to-end runs of a 10-call grid")
+    parser.add_argument("--code", default=str(Path(__file__).resolve().parent.parent), help=argparse.SUPPRESS)  # with --one
+    parser.add_argument("--vs", metavar="OTHER", help="compare with the checkout at OTHER, interleaved (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --vs: rounds")
+    parser.add_argument("--one", metavar="URL", help=argparse.SUPPRESS)  # internal: one run against URL, JSON out
     args = parser.parse_args()
-    if args.startup:
-        return startup(args)
+    if args.one:
+        return one_run(args)
+    if args.vs:
+        return compare(args)
     if args.loop == "uvloop":
         import uvloop
 
@@ -113,27 +125,100 @@ def main() -> None:
         print(f"warm rerun {warm['cells_total']:,} cells, all cached: {warm_wall:.2f} s wall, {warm_cpu:.2f} s CPU, {warm['cells_total'] / warm_wall:,.0f} cells/s")
 
 
-def startup(args: argparse.Namespace) -> None:
-    """Wall time of `mtpa-engine run` on a 10-call grid (2 questions, baseline + 4 personas), end to end."""
-    import resource
+INSTANT = "instant"
+
+
+def one_run(args: argparse.Namespace) -> None:
+    """One measurement in this fresh process: the bare client (--code bare) or the engine of the checkout at
+    --code, at one concurrency, on --loop; prints {"rate": calls/s, "cpu_ms": engine CPU ms per call}."""
+    import json
+
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    c = args.concurrency[0]
+    if args.code == "bare":
+        cpu = time.process_time()
+        rate = asyncio.run(bare_aiohttp(args.one, args.cells, c))
+        print(json.dumps({"rate": rate, "cpu_ms": (time.process_time() - cpu) / args.cells * 1000}))
+        return
+    sys.path.insert(0, args.code)  # `engine` is imported (by engine_run) from that checkout
+    from engine.scheduler import Scheduler
+
+    if args.one == INSTANT:  # no HTTP: each call answered at once, leaving the engine's own work per call
+        from engine.providers.openai import OpenAIProvider
+
+        class Instant:
+            async def generate(self, params: dict) -> tuple[dict, dict]:
+                await asyncio.sleep(0)
+                return {"choices": [{"message": {"role": "assistant", "content": "A"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 99, "completion_tokens": 1}}, {}
+
+            async def lookup_model(self) -> None:
+                pass
+
+            async def close(self) -> None:
+                pass
+
+        OpenAIProvider._open = lambda self, api_key: Instant()
+
+    # CPU of the scheduler's run alone (what calls/s is measured over): start-up, plan and tables are not per call.
+    spent, run = [], Scheduler.run
+
+    async def timed(self, stop):
+        cpu = time.process_time()
+        try:
+            return await run(self, stop)
+        finally:
+            spent.append(time.process_time() - cpu)
+
+    Scheduler.run = timed
+    with tempfile.TemporaryDirectory() as tmp:
+        url = "http://127.0.0.1:9/v1" if args.one == INSTANT else args.one  # port 9: never reached
+        grid = write_grid(Path(tmp), url, max(1, args.cells // 500 - 1), 500, c, name=f"c{c}")
+        _, _, summary = engine_run(grid)
+    print(json.dumps({"rate": summary["model_calls"] / summary["wall_s"], "cpu_ms": spent[0] / summary["model_calls"] * 1000}))
+
+
+def compare(args: argparse.Namespace) -> None:
+    import json
     import statistics
     import subprocess
 
-    env = {"OPENAI_API_KEY": "x", "PATH": "", "PYTHONPATH": args.code}
-    with openai_server(0.0) as base_url, tempfile.TemporaryDirectory() as tmp:
-        walls, cpus = [], []
-        for i in range(args.startup):
-            grid = write_grid(Path(tmp), base_url, 4, 2, 10, name=f"s{i}")  # a new cache each time: 10 calls
-            before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress"], check=True, capture_output=True, env=env, cwd=args.code)
-            walls.append(time.perf_counter() - started)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-        # CPU seconds are the number to compare on a shared machine: wall time there is mostly waiting for a core.
-        print(
-            f"10-call API grid, end to end ({args.code}): wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}), "
-            f"CPU median {statistics.median(cpus):.2f} s (min {min(cpus):.2f}) over {len(walls)} runs"
-        )
+    here = str(Path(__file__).resolve().parent.parent)
+    other = str(Path(args.vs).resolve())
+    c = max(args.concurrency)
+    loops = ("asyncio", "uvloop")
+
+    def measure(url: str, code: str, loop: str, cells: int = args.cells) -> dict:
+        cmd = [sys.executable, __file__, "--one", url, "--code", code, "--loop", loop, "--cells", str(cells), "--concurrency", str(c)]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+    print(f"C={c}, {args.cells} calls, {args.latency * 1000:.0f} ms latency; bound = min(C/latency, bare client of the same round and loop)")
+    print(f"this: {here}\nother: {other}\n")
+    print(f"{'round':>5} {'loop':>8} {'bound':>7} {'other':>7} {'ratio':>6} {'this':>7} {'ratio':>6} {'this/other':>10}  CPU ms/call: bare, other, this")
+    rows: dict[tuple[str, str], list[float]] = {}
+    with openai_server(args.latency) as url:
+        asyncio.run(bare_aiohttp(url, 500, 100))  # warm the server up
+        for r in range(args.rounds):
+            for loop in loops:
+                bare = measure(url, "bare", loop)
+                bound = min(c / args.latency, bare["rate"])
+                got = {name: measure(url, code, loop) for name, code in (("other", other), ("this", here))}
+                for name in got:
+                    rows.setdefault((name, loop), []).append(got[name]["rate"])
+                o, t = got["other"], got["this"]
+                print(
+                    f"{r + 1:>5} {loop:>8} {bound:>7,.0f} {o['rate']:>7,.0f} {o['rate'] / bound:>6.2f} {t['rate']:>7,.0f} {t['rate'] / bound:>6.2f} "
+                    f"{t['rate'] / o['rate']:>10.2f}  {bare['cpu_ms']:.3f}, {o['cpu_ms']:.3f}, {t['cpu_ms']:.3f}",
+                    flush=True,
+                )
+            # 20,000 calls: with fewer, starting C workers and the run's fixed costs blur the per-call figure
+            got = {name: measure(INSTANT, code, "asyncio", 20_000) for name, code in (("other", other), ("this", here))}
+            print(f"{r + 1:>5} {'no HTTP':>8}: the engine's own CPU per call, other {got['other']['cpu_ms'] * 1000:.1f} µs, this {got['this']['cpu_ms'] * 1000:.1f} µs", flush=True)
+    for name in ("other", "this"):
+        gains = [u / a for u, a in zip(rows[(name, "uvloop")], rows[(name, "asyncio")])]
+        print(f"uvloop / asyncio calls/s, {name}: " + ", ".join(f"{g:.2f}" for g in gains) + f" (median {statistics.median(gains):.2f})")
 
 
 if __name__ == "__main__":

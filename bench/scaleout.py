@@ -2,7 +2,7 @@
 
     python bench/scaleout.py [--personas 4] [--questions 4] [--vllm-model PATH --replicas N]
 
-CPU: a fresh local Ray cluster (one node, 2 CPUs, its own temp folder; tests/ray_cluster.py), then the same grid
+CPU: a fresh local Ray cluster (one node, 2 CPUs, its own temp folder; engine/testing/ray_cluster.py), then the same grid
 (the README's example grid, `--personas` x `--questions`, letter-logprob in every cyclic option order) run with
 `[run.ray] workers = 1` and `workers = 2`, one CPU each, each on an empty cache (and, for reference, in one process
 without Ray). Prints cells, the scheduler's wall
@@ -28,7 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.ray_cluster import local_cluster  # noqa: E402
+from engine.testing.ray_cluster import local_cluster  # noqa: E402
 
 
 def _grid(folder: Path, address: str, workers: int, personas: int, questions: int, model: str) -> Path:

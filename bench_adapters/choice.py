@@ -39,6 +39,27 @@ def permuted(options: Sequence[str], seed: int, item_id: str) -> tuple[tuple[str
     return tuple(options[i] for i in order), order
 
 
+def draw_shots(evaluated: Sequence[Item], dataset: Sequence[Item], k: int, seed: int) -> dict[str, tuple[Item, ...]]:
+    """Few-shot examples per evaluated item (grid key `shots`): k items drawn seeded from the dataset's items
+    that are not evaluated (a separate split), or, when the grid evaluates every item, from the other items.
+
+    Never the evaluated item itself; the same seed gives the same shots in the same order on every machine
+    (a per-item stream, like the option shuffle). Raises ValueError when fewer than k candidates exist.
+    """
+    evaluated_ids = {item.id for item in evaluated}
+    held_out = [item for item in dataset if item.id not in evaluated_ids]
+    pool = held_out or list(dataset)
+    out: dict[str, tuple[Item, ...]] = {}
+    for item in evaluated:
+        # k + 1 drawn, the item itself dropped: no per-item copy of the pool (datasets of 50k items)
+        picks = random.Random(f"{seed}:{item.id}:shots").sample(pool, min(len(pool), k + 1))
+        chosen = tuple(c for c in picks if c.id != item.id)[:k]
+        if len(chosen) < k:
+            raise ValueError(f"shots = {k}: only {len(chosen)} other item(s) to draw examples from")
+        out[item.id] = chosen
+    return out
+
+
 CYCLIC = "cyclic"
 
 

@@ -132,6 +132,8 @@ class ResponseCache:
         except CacheError:
             self._db.close()
             raise
+        self._version = self._data_version()
+        self._elsewhere = False
 
     def _open(self) -> None:
         """Pragmas, schema check and DDL, retried while another process holds the file.
@@ -180,6 +182,20 @@ class ResponseCache:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+    def _data_version(self) -> int:
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def written_elsewhere(self) -> bool:
+        """Whether another connection (another process) has committed to the file since this one opened it;
+        once True, always True.
+
+        SQLite's `PRAGMA data_version` changes when, and only when, another connection commits
+        (sqlite.org/pragma.html#pragma_data_version): ~3 µs, half a one-key `lookup`, so a run alone on its
+        cache can skip the re-check before each call."""
+        if not self._elsewhere:
+            self._elsewhere = self._data_version() != self._version
+        return self._elsewhere
 
     def lookup(self, keys: Sequence[str]) -> dict[str, Response]:
         """The stored answer of each key that has one (keys without an answer are absent). An answer's

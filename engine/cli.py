@@ -21,10 +21,9 @@ if "pytest" not in sys.modules and threading.current_thread() is threading.main_
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
 from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
+from typing import TYPE_CHECKING, Annotated  # noqa: E402
 
 import orjson  # noqa: E402
-import polars as pl  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -32,6 +31,9 @@ from rich.table import Table  # noqa: E402
 
 from engine.cache_cli import app as cache_app  # noqa: E402
 from engine.batch.cli import app as batches_app  # noqa: E402
+
+if TYPE_CHECKING:
+    import polars as pl  # imported where a table is built: `--help`, `cache` and `report` start without it
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
@@ -47,12 +49,12 @@ EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mi
 @app.callback()
 def main() -> None:
     """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
-    _use_uvloop()
 
 
 def _use_uvloop() -> None:
     """uvloop's event loop where the optional `uvloop` extra is installed: at 1,000 concurrent API calls on 2
-    shared cores the engine made 1.1-1.9x the calls/s of asyncio's loop in three paired runs (bench/api_throughput.py --loop)."""
+    shared cores the engine made 1.1-1.9x the calls/s of asyncio's loop in three paired runs (bench/api_throughput.py --loop),
+    and took 8-15% less CPU per call in three interleaved rounds (--vs)."""
     try:
         import uvloop
     except ImportError:
@@ -87,11 +89,13 @@ def run(
     shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
     ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")] = None,
+    show_prompts: Annotated[int | None, typer.Option("--show-prompts", metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
+    _use_uvloop()  # only `run` has an event loop; imported while Ctrl-C still exits 130 quietly (start-up handler)
     signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
-        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray)
+        outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray, show_prompts)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
@@ -187,7 +191,7 @@ class _RunShell:
                 loop.remove_signal_handler(sig)  # SIGINT back to a KeyboardInterrupt, SIGTERM to its default
 
 
-def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, ray: str | None = None):
+def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | None, shard: str | None = None, cache: Path | None = None, ray: str | None = None, show_prompts: int | None = None):
     """The run (its RunOutcome), or the dry run's tables (None). Every known failure is one line: bad input or an
     unusable path exit 2, a write failing mid-run EXIT_WRITE_FAILED."""
     import asyncio
@@ -206,6 +210,15 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             from engine.ray_pool import on_ray
 
             config = on_ray(config, ray)
+        if show_prompts is not None:
+            from engine.plan import Plan
+            from engine.show_prompts import preview
+
+            if show_prompts < 1:
+                raise _fail("--show-prompts: expected a positive number of prompts")
+            for block in preview(Plan.from_grid(config), show_prompts):
+                out.print(block + "\n", markup=False, highlight=False, soft_wrap=True)
+            return None
         if dry_run:
             _print_dry_run(engine.dry_run(config, part), config.path.name, part)
             return None
@@ -233,6 +246,8 @@ def _write_failed(message: str) -> typer.Exit:
 
 
 def _print_dry_run(result, grid_name: str, part) -> None:
+    import polars as pl
+
     from engine.power import REFERENCE_DELTA
 
     rows = [(mid, total, cached, total - cached) for mid, (total, cached) in result.cells.items()]
@@ -255,6 +270,8 @@ def _print_dry_run(result, grid_name: str, part) -> None:
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
+    import polars as pl
+
     from engine.providers.errors import QUOTA, TRANSIENT
 
     retried = {"bad_response": "if not JSON", QUOTA: "no: the model's other calls were skipped"} | dict.fromkeys(TRANSIENT, "yes, gave up")

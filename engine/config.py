@@ -49,6 +49,9 @@ class PersonasConfig:
     limit: int | None = None  # seeded sample of this many personas (default: all)
 
 
+_ENGINE_OPTIONS = ("shots",)  # engine keys an adapter may also declare as its own option
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     name: str  # the adapter
@@ -64,15 +67,23 @@ class BenchmarkConfig:
     # The adapter's own options (e.g. truthfulqa's `task`), as (key, value) pairs in file order: flat keys of
     # the [[benchmarks]] table that the adapter declares (bench_adapters: `options`), checked by engine.grid.
     options: tuple[tuple[str, Any], ...] = ()
+    # Few-shot examples per item (engine.templates); an adapter that declares `shots` itself reads it instead
+    # (trait inference: other respondents with the target revealed).
+    shots: int | None = None
+    # Prompt templates (engine.templates): a preset name or a .jinja file; "chat" turns or one "completion" string.
+    template: str | None = None
+    format: str = "chat"
 
     @property
     def label(self) -> str:
         return self.id or self.name
 
-    def adapter_options(self) -> dict[str, Any]:
+    def adapter_options(self, declared: tuple[str, ...] = ()) -> dict[str, Any]:
         """The adapter options that are set, by name (keyword arguments of the adapter); unset ones leave the
-        adapter's defaults."""
-        return dict(self.options)
+        adapter's defaults. `declared`: the adapter's option names; an engine key among them (trait inference's
+        `shots`) is passed to the adapter too when set."""
+        engine_keys = {n: getattr(self, n) for n in declared if n in _ENGINE_OPTIONS and getattr(self, n) not in (None, ())}
+        return dict(self.options) | engine_keys
 
 
 @dataclass(frozen=True)

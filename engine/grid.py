@@ -211,6 +211,7 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             _check_name(f"{where}.id", b.id, problems)
         _check_orders(b, adapter, where, problems)
         _check_rubric(grid, b, adapter, where, problems)
+        _check_prompt(grid, b, where, problems)
     if not grid.models:
         problems.append("models: at least one [[models]] table is required")
     for i, m in enumerate(grid.models):
@@ -310,6 +311,37 @@ def _check_rubric(grid: GridConfig, b: BenchmarkConfig, adapter: type | None, wh
         problems.append(f"{where}.rubric: '{rubric.name}' grades an answer against a persona; add a [personas] table")
 
 
+def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: list[str]) -> None:
+    """`template`, `format` and `shots` (engine.templates): a readable template, a format every model can send."""
+    from bench_adapters import JUDGE
+    from engine.providers import PROVIDERS, provider_class
+    from engine.templates import FORMATS, MTPA, PromptTemplate, TemplateError
+
+    if b.template is not None:
+        if "\0" in b.template:
+            problems.append(f"{where}.template: a path cannot contain a NUL character")
+            return
+        try:
+            PromptTemplate.load(b.template, b.name, grid.root)
+        except TemplateError as exc:
+            problems.append(f"{where}.template: {exc}")
+    if b.format not in FORMATS:
+        problems.append(f"{where}.format: expected one of {', '.join(FORMATS)}, got '{b.format}'")
+    elif b.format == "completion":
+        if b.template in (None, MTPA):
+            problems.append(f'{where}.format: "completion" needs a template (a preset such as "lm-eval" or a .jinja file): the built-in prompts are chat turns')
+        for i, m in enumerate(grid.models):
+            if m.provider in PROVIDERS and not provider_class(m.provider).supports_completion:
+                problems.append(
+                    f'{where}.format: models[{i}] ({m.id}) uses provider "{m.provider}", whose API takes chat messages only; '
+                    'format = "completion" needs a local, vllm or openai (completions endpoint) model'
+                )
+    if b.shots is not None and b.shots < 0:
+        problems.append(f"{where}.shots: expected a non-negative integer")
+    elif b.shots and b.mode == JUDGE:
+        problems.append(f'{where}.shots: mode "judge" has no gold answers to show as examples; leave shots at 0')
+
+
 def _check_orders(b: BenchmarkConfig, adapter: type | None, where: str, problems: list[str]) -> None:
     if b.orders == 1:
         return
@@ -395,7 +427,7 @@ def _check_adapter_options(grid: GridConfig, b: BenchmarkConfig, adapter: type, 
         return
     path = grid.resolve(b.path) if b.path else None
     try:  # constructing an adapter validates its options without reading any data
-        adapter(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options())
+        adapter(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(adapter.options))
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
 

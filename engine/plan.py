@@ -32,13 +32,15 @@ from typing import cast
 
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score, modes
 from bench_adapters.base import PersonaItems
+from bench_adapters.choice import draw_shots
 from bench_adapters.rubric import Rubric, load_rubric
 from engine.config import BenchmarkConfig, ConditionConfig, GridConfig, ModelConfig
 from engine.errors import GridError
 from engine.request import Decoding, Request, Response
 from engine.shard import Shard
+from engine.templates import PromptTemplate, TemplateError, condition_fields, item_fields, persona_fields
 from persona_builder import Persona, load_personas, render
-from persona_builder.render import trait_lines
+from persona_builder.render import select_traits, trait_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +89,24 @@ class Benchmark:
     rubric: Rubric | None = None  # judge mode only
     # Per item: its presentation orders (item, permutation of order 0); (item, None) alone when `orders` = 1.
     variants: tuple[tuple[tuple[Item, tuple[int, ...] | None], ...], ...] = ()
+    template: PromptTemplate | None = None  # grid key `template` (engine.templates); None: the adapter's prompts
+    shots: dict[str, tuple[Item, ...]] | None = None  # grid key `shots`: each item's few-shot examples
 
     @classmethod
-    def with_orders(cls, config: BenchmarkConfig, adapter: Adapter, items: tuple[Item, ...], rubric: Rubric | None = None) -> Benchmark:
+    def with_orders(
+        cls,
+        config: BenchmarkConfig,
+        adapter: Adapter,
+        items: tuple[Item, ...],
+        rubric: Rubric | None = None,
+        template: PromptTemplate | None = None,
+        shots: dict[str, tuple[Item, ...]] | None = None,
+    ) -> Benchmark:
         if config.orders == 1:
             variants = tuple(((item, None),) for item in items)
         else:
             variants = tuple(tuple((shown, perm) for shown, perm in adapter.ordered(item, config.orders)) for item in items)
-        return cls(config, adapter, items, rubric, variants)
+        return cls(config, adapter, items, rubric, variants, template, shots)
 
     @property
     def cells_per_persona(self) -> int:
@@ -143,6 +155,7 @@ class Plan:
         self._render = lru_cache(maxsize=4096)(self._render_uncached)
         self._judged_persona = lru_cache(maxsize=4096)(lambda pid: "\n".join(trait_lines(self._by_id[pid])))
         self._tasks: dict[tuple[str, str, int], str] = {}  # benchmark items are few; prompts are built once each
+        self._decodings: dict[tuple[int, int | None], tuple[ModelConfig, Decoding]] = {}  # by (id(config), max_tokens)
 
     @classmethod
     def from_grid(cls, grid: GridConfig, shard: Shard | None = None) -> Plan:
@@ -158,21 +171,57 @@ class Plan:
         for i, b in enumerate(grid.benchmarks):
             kind = ADAPTERS[b.name]
             path = grid.resolve(b.path) if b.path else None
-            adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options())
+            adapter = kind(path=path, limit=b.limit, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options))
+            try:
+                template = PromptTemplate.load(b.template, b.name, grid.root) if b.template else None
+            except TemplateError as exc:
+                raise GridError([f"{grid.path}: benchmarks[{i}].template: {exc}"]) from None
             if getattr(adapter, "per_persona", False):
                 try:
                     cast(PersonaItems, adapter).bind(personas)
                 except ValueError as exc:
                     raise GridError([f"{grid.path}: benchmarks[{i}]: {exc}"]) from None
-                benchmarks.append(Benchmark(b, adapter, ()))
+                benchmarks.append(Benchmark(b, adapter, (), template=template))
                 continue
             items = tuple(adapter.items())
             rubric = None
             if b.mode == JUDGE:
                 rubric = load_rubric(b.rubric or kind.rubric, grid.root)
                 rubric.check(items)  # a reference the prompt quotes but the data lacks fails here, not per cell
-            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric))
-        return cls(grid, personas, benchmarks, shard)
+            shots = None
+            if b.shots:  # an adapter declaring `shots` itself (trait inference) never gets here with them
+                everything = kind(path=path, limit=None, seed=b.seed, mode=b.mode, **b.adapter_options(kind.options)).items()
+                try:
+                    shots = draw_shots(items, tuple(everything), b.shots, b.seed)
+                except ValueError as exc:
+                    raise GridError([f"{grid.path}: benchmarks[{i}].shots: {exc}"]) from None
+            benchmarks.append(Benchmark.with_orders(b, adapter, items, rubric, template, shots))
+        plan = cls(grid, personas, benchmarks, shard)
+        plan._check_templates()
+        return plan
+
+    def _check_templates(self) -> None:
+        """Render every item of each templated benchmark once per condition (the first persona standing for
+        all), so that a field the template names but the data lacks stops the grid before any call."""
+        problems = []
+        persona = self.personas[0] if self.personas else None
+        for i, bench in enumerate(self.benchmarks):
+            if bench.template is None:
+                continue
+            for condition in self.grid.conditions:
+                who = persona if condition.format is not None else None
+                if condition.format is not None and who is None:
+                    continue
+                items = bench.persona_items.items_for(who) if bench.per_persona and who is not None else bench.items
+                try:
+                    for item in items:
+                        cell = Cell(0, self.grid.models[0], bench.config.label, item, condition, who, 0)
+                        self.request(cell)
+                except TemplateError as exc:
+                    problems.append(f"{self.grid.path}: benchmarks[{i}].template: {exc}")
+                    break
+        if problems:
+            raise GridError(problems)
 
     def _personas_for(self, condition: ConditionConfig, bench: Benchmark) -> list[Persona | None]:
         """The personas a condition's cells carry. The baseline shows none, so has one cell per question, except
@@ -222,12 +271,12 @@ class Plan:
             index += self._size(m)
         for bench in self.benchmarks:
             for condition in self.grid.conditions:
-                for persona, item, order, perm in self._pairs(bench, condition):
+                for persona, item, order, perm in self.pairs(bench, condition):
                     for sample in range(model.samples):
                         yield Cell(index, model, bench.config.label, item, condition, persona, sample, order, perm)
                         index += 1
 
-    def _pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item, int, tuple[int, ...] | None]]:
+    def pairs(self, bench: Benchmark, condition: ConditionConfig) -> Iterator[tuple[Persona | None, Item, int, tuple[int, ...] | None]]:
         """(persona, item, order, permutation) in plan order: persona-major; a per-persona benchmark's items go
         with their persona only (one order: their scale keeps the survey's order)."""
         if bench.per_persona:
@@ -253,10 +302,14 @@ class Plan:
     def _render_uncached(self, persona_id: str, fmt: str, traits: str, hidden: frozenset[str] = frozenset()) -> str:
         return render(self._by_id[persona_id], fmt, traits, hidden)
 
-    @staticmethod
-    @lru_cache(maxsize=64)
-    def _decoding(model: ModelConfig, max_tokens: int | None = None) -> Decoding:
-        return Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed)
+    def _decoding(self, model: ModelConfig, max_tokens: int | None = None) -> Decoding:
+        # Memoised on the config object itself: hashing a ModelConfig's value (its ~20 fields and nested
+        # tables) on every request cost more than building the Decoding (bench/api_throughput.py profile).
+        # The config is kept beside its Decoding, so its id cannot be reused by another object while memoised.
+        key = (id(model), max_tokens)
+        if (memo := self._decodings.get(key)) is None or memo[0] is not model:
+            memo = self._decodings[key] = (model, Decoding(model.temperature, max_tokens or model.max_tokens, model.top_p, model.seed))
+        return memo[1]
 
     def _task(self, benchmark: str, item: Item, order: int) -> str:
         if self._benchmarks[benchmark].per_persona:  # one prompt per persona × target: memoising would grow with the grid
@@ -298,7 +351,8 @@ class Plan:
         return Request((("user", modes.summary_prompt(persona_text)),), decoding, 0, "generate", (), False)
 
     def request(self, cell: Cell) -> Request:
-        """The cell's answer call. A summary cell needs its summary first (`summary_request`, `Cell.with_summary`)."""
+        """The cell's answer call. A summary cell needs its summary first (`summary_request`, `Cell.with_summary`).
+        Raises TemplateError when the benchmark's template cannot render it."""
         task = self._task(cell.benchmark, cell.item, cell.order)
         messages: tuple[tuple[str, str], ...]
         cond = cell.condition
@@ -309,17 +363,26 @@ class Plan:
         if persona_text is not None and cond.summary:
             assert cell.summary is not None, "a summary cell's answer is asked once its summary exists"
             persona_text = modes.summary_persona(cell.summary)
-        if persona_text is None:
-            messages = (("user", task),)
-        elif cond.placement == "system":
-            messages = (("system", persona_text), ("user", task))
+        prompt, delimiter = None, ""
+        if bench.template is not None:
+            rendered = bench.template.render(self._variables(cell, bench, task, persona_text), bench.config.format)
+            messages, prompt, delimiter = rendered.messages, rendered.prompt, rendered.target_delimiter
         else:
-            messages = (("user", f"{persona_text}\n\n{task}"),)
+            shown = self._shot_turns(bench, cell.item)
+            if persona_text is None:
+                messages = (*shown, ("user", task))
+            elif cond.placement == "system":
+                messages = (("system", persona_text), *shown, ("user", task))
+            else:
+                messages = (*shown, ("user", f"{persona_text}\n\n{task}"))
         m = cell.model
         mode = bench.config.mode
         decoding = self._decoding(m, self._answer_tokens(cell))
         if bench.rubric is not None:  # a free-text answer, for the judge
-            return Request(messages, decoding, cell.sample, "generate", (), False)
+            return Request(messages, decoding, cell.sample, "generate", (), False, prompt=prompt)
+        continuations = ()
+        if mode == "likelihood":
+            continuations = tuple(delimiter + c for c in self.adapter(cell.benchmark).continuations(cell.item))
         return Request(
             messages=messages,
             decoding=decoding,
@@ -329,7 +392,8 @@ class Plan:
             # letter-logprob is nothing but the letter logprobs; likelihood never needs them; a reasoning reply's
             # first token is no answer, so its letter logprobs would mean nothing
             want_logprobs=(m.logprobs and not cond.reasoning) if mode == "letter" else mode == "letter-logprob",
-            continuations=self.adapter(cell.benchmark).continuations(cell.item) if mode == "likelihood" else (),
+            continuations=continuations,
+            prompt=prompt,
         )
 
     def graded_text(self, cell: Cell, response: Response) -> str | None:
@@ -342,6 +406,44 @@ class Plan:
     def reasoning(self, cell: Cell, response: Response) -> str | None:
         """A reasoning cell's reasoning (the reply before its final answer line), for the results; else None."""
         return modes.split(response.text).reasoning if cell.condition.reasoning and response.ok else None
+
+    @staticmethod
+    def _hidden(bench: Benchmark, item: Item) -> frozenset[str]:
+        return bench.persona_items.hidden(item) if bench.per_persona else frozenset()
+
+    def _variables(self, cell: Cell, bench: Benchmark, task: str, persona_text: str | None) -> dict[str, object]:
+        """What a template sees (engine.templates): item, persona, condition, shots, format, mode."""
+        adapter, cond = bench.adapter, cell.condition
+        persona = None
+        if cell.persona is not None and persona_text is not None and cond.format is not None:
+            hidden = self._hidden(bench, cell.item)
+            shown = {k: t for k, t in select_traits(cell.persona, cond.traits).items() if k not in hidden}
+            persona = persona_fields(cell.persona, persona_text, shown)
+        shots = []
+        for shot in (bench.shots or {}).get(cell.item.id, ()):
+            fields = item_fields(shot, adapter.task_prompt(shot), "shot")
+            fields.update(answer=fields["gold"], answer_text=fields["gold_text"])
+            shots.append(fields)
+        return {
+            "item": item_fields(cell.item, task),
+            "persona": persona,
+            "condition": condition_fields(cond),
+            "shots": shots,
+            "format": bench.config.format,
+            "mode": bench.config.mode,
+        }
+
+    def _shot_turns(self, bench: Benchmark, item: Item) -> tuple[tuple[str, str], ...]:
+        """The built-in prompts' few-shot examples: each shot's question as a user turn and its answer (the
+        gold letter; in likelihood mode the gold option's text) as the assistant's."""
+        if not bench.shots:
+            return ()
+        adapter, likelihood = bench.adapter, bench.config.mode == "likelihood"
+        turns: list[tuple[str, str]] = []
+        for shot in bench.shots[item.id]:
+            answer = shot.options[shot.gold] if likelihood else shot.letters[shot.gold]
+            turns += [("user", adapter.task_prompt(shot)), ("assistant", answer)]
+        return tuple(turns)
 
     def judge_request(self, cell: Cell, answer: str) -> Request:
         """The judge's request grading one answer; its cache key covers the answer, so a new answer is re-judged.

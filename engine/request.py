@@ -24,6 +24,8 @@ class Request:
     want_logprobs: bool
     # mode "likelihood": texts whose log-likelihood after the prompt is wanted, one per option
     continuations: tuple[str, ...] = ()
+    # format "completion" (engine.templates): the prompt sent as is, no chat template; `messages` is then ()
+    prompt: str | None = None
 
     def key_fields(self) -> dict[str, Any]:
         """Everything in the request that can change the model's output, for the cache key."""
@@ -38,11 +40,13 @@ class Request:
             "mode": self.mode,
             "letters": self.letters if self.want_logprobs else (),
             **({"continuations": self.continuations} if self.continuations else {}),
+            # only when set: chat requests keep the keys they always had
+            **({"prompt": self.prompt} if self.prompt is not None else {}),
         }
 
     @property
     def prompt_chars(self) -> int:
-        return sum(len(content) for _, content in self.messages)
+        return sum(len(content) for _, content in self.messages) + len(self.prompt or "")
 
 
 @dataclass(slots=True)

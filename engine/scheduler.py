@@ -7,7 +7,8 @@ cache on receipt: the first one received in an event-loop turn schedules one com
 which takes every response received in it (one transaction per turn, so the write rate follows the load and a
 SIGKILL loses only the calls in flight; bench/api_throughput.py measures the cost). A worker looks its batch
 up in the cache once more right before calling, so a second process on the same cache that has answered
-those cells meanwhile is not paid twice. Identical requests inside one run (the same key) are called once and
+those cells meanwhile is not paid twice (only once another process has committed to the file: SQLite's
+data_version tells, asked once per loop turn). Identical requests inside one run (the same key) are called once and
 fan out to every waiting cell.
 
 A cache or results write failure stops the run at once: `Scheduler.run` raises that error (CacheError or
@@ -123,6 +124,7 @@ class Scheduler:
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._flush_scheduled = False
+        self._alone_this_turn: bool | None = None  # engine.cache.written_elsewhere, asked this loop turn
         self._failure: asyncio.Future | None = None  # set to the first write error: ends the run
         self._budget_usd = budget_usd
         self._prices = {id(p): price_for(p.config) for p in providers.values()}
@@ -385,6 +387,8 @@ class Scheduler:
     async def _recheck(self, batch: list[tuple[str, Request]], queue: asyncio.Queue) -> list[tuple[str, Request]]:
         """The batch minus what another process committed since the producer looked (settled as cache hits)."""
         try:
+            if self._alone():
+                return batch
             hits = self.cache.lookup([key for key, _ in batch])
         except Exception as exc:
             self._fail(exc)
@@ -399,6 +403,16 @@ class Scheduler:
                 self.stats.cache_hits += len(self._pending.get(key, ()))
                 await self._settle(queue, key, hit, cached=True)
         return remaining
+
+    def _alone(self) -> bool:
+        """No other process has committed to the cache since it was opened (then there is nothing to re-check).
+        Asked once per event-loop turn: at C = 1000 a turn starts hundreds of calls, and a commit landing within
+        the turn is no different from one landing just after the check."""
+        if self._alone_this_turn is None:
+            self._alone_this_turn = not self.cache.written_elsewhere()
+            if self._alone_this_turn:  # once not alone, never alone again: no need to ask
+                asyncio.get_running_loop().call_soon(setattr, self, "_alone_this_turn", None)
+        return self._alone_this_turn
 
     async def _settle(self, queue: asyncio.Queue, key: str, response: Response, cached: bool) -> None:
         """Hand a key's response to its waiting cells and mark the queue item done, even when writing fails

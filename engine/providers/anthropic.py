@@ -60,6 +60,7 @@ class _SDK:
 class AnthropicProvider(APIProvider):
     name = "anthropic"
     supports_logprobs = False
+    supports_completion = False  # the messages API has no plain-text prompt
     key_envs = ("ANTHROPIC_API_KEY",)
     default_base_url = "https://api.anthropic.com"
 

@@ -24,6 +24,7 @@ class Provider(ABC):
 
     name: ClassVar[str]
     supports_logprobs: ClassVar[bool] = True  # False: letter logprobs (p_gold) are never returned
+    supports_completion: ClassVar[bool] = True  # False: chat messages only, no `format = "completion"` prompt
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

@@ -108,6 +108,7 @@ class GoogleProvider(APIProvider):
     name = "google"
     key_envs = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     default_base_url = "https://generativelanguage.googleapis.com"
+    supports_completion = False  # generateContent takes contents (turns) only
 
     def _open(self, api_key: str) -> Channel:
         cls = _SDK if self.config.transport == "sdk" else _Lean

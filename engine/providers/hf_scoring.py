@@ -346,8 +346,11 @@ def _packed(tokenizer: Any, context: str, options: Sequence[str]) -> _Unit:
     bos = tokenizer.bos_token_id
     if bos is not None and getattr(tokenizer, "add_bos_token", False) and ctx[:1] != [bos]:  # as encode() with special tokens would
         ctx = [bos, *ctx]
-    # An option needs a preceding token to be predicted from; an empty context gets the EOS token.
-    return _Unit(ctx or [tokenizer.eos_token_id], [cont for _, cont in splits])
+    # An option needs a preceding token to be predicted from. An empty context (lm-eval's CrowS-Pairs prompt)
+    # gets lm-eval's `prefix_token_id`: BOS, or EOS for a tokenizer without one (lm_eval/models/huggingface.py
+    # and `loglikelihood` in lm_eval/api/model.py, EleutherAI/lm-evaluation-harness @ 4e7e0d4).
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    return _Unit(ctx or [prefix], [cont for _, cont in splits])
 
 
 def _score_pass(

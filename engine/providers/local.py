@@ -102,7 +102,7 @@ class LocalProvider(InProcessProvider):
         try:
             self._prompt(request)
         except Exception as exc:  # a Jinja TemplateError, or whatever the template raises
-            roles = "+".join(role for role, _ in request.messages)
+            roles = "+".join(role for role, _ in request.messages) or "completion"
             raise PreflightError(f"the chat template of '{self.config.model}' cannot render a {roles} prompt: {exc}") from None
 
     # -- generation --------------------------------------------------------------------------------
@@ -222,4 +222,4 @@ class LocalProvider(InProcessProvider):
         ]
 
     def _prompt(self, req: Request) -> str:
-        return weights.chat_prompt(self._load_tokenizer(), req.messages)
+        return weights.prompt_text(self._load_tokenizer(), req)

@@ -1,5 +1,8 @@
 """OpenAI chat completions; any OpenAI-compatible server (vLLM, llama.cpp, Together, ...) via base_url.
 
+A request in completion format (`Request.prompt`, grid key `format = "completion"`) goes to the legacy
+`POST /completions` endpoint instead: the prompt as is, no chat template (base models; vLLM serves it too).
+
 Channels: "aiohttp" (default, lean) and "sdk" (the official AsyncOpenAI client on its aiohttp transport,
 returning the raw body so both share one parser). Preflight looks the model up: `GET /models/{model}` on
 OpenAI itself, and `GET /models` on compatible servers (which often serve only the list), where the model
@@ -30,9 +33,10 @@ class _Lean:
         self._http = JSONTransport({"Authorization": f"Bearer {api_key}"}, timeout_s)
         self._base_url, self._model = base_url, model
         self._url = base_url + "/chat/completions"
+        self._completions_url = base_url + "/completions"
 
     async def generate(self, params: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, str]]:
-        return await self._http.request("POST", self._url, params)
+        return await self._http.request("POST", self._completions_url if "prompt" in params else self._url, params)
 
     async def lookup_model(self) -> None:
         if self._base_url == DEFAULT_BASE_URL:
@@ -54,7 +58,8 @@ class _SDK:
 
     async def generate(self, params: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, str]]:
         # The raw body, parsed once by orjson, instead of the SDK's pydantic models: same data, less CPU.
-        raw = await self._client.chat.completions.with_raw_response.create(**params)
+        endpoint = self._client.completions if "prompt" in params else self._client.chat.completions
+        raw = await endpoint.with_raw_response.create(**params)
         return loads(raw.http_response.content), raw.headers
 
     async def lookup_model(self) -> None:
@@ -78,9 +83,10 @@ class OpenAIProvider(APIProvider):
         return cls(self.base_url, self.config.model, api_key, self.config.limits.timeout_s)
 
     def _params(self, req: Request) -> dict[str, Any]:
+        prompt = {"prompt": req.prompt} if req.prompt is not None else {"messages": [{"role": role, "content": content} for role, content in req.messages]}
         params: dict[str, Any] = {
             "model": self.config.model,
-            "messages": [{"role": role, "content": content} for role, content in req.messages],
+            **prompt,
             "temperature": req.decoding.temperature,
             "max_tokens": req.decoding.max_tokens,
             "top_p": req.decoding.top_p,
@@ -88,8 +94,12 @@ class OpenAIProvider(APIProvider):
         if req.decoding.seed is not None:
             params["seed"] = req.decoding.seed
         if req.want_logprobs and req.letters:
-            params["logprobs"] = True
-            params["top_logprobs"] = min(_MAX_TOP_LOGPROBS, max(5, len(req.letters)))
+            top = min(_MAX_TOP_LOGPROBS, max(5, len(req.letters)))
+            if req.prompt is not None:  # /completions: `logprobs` is the number of top tokens
+                params["logprobs"] = top
+            else:
+                params["logprobs"] = True
+                params["top_logprobs"] = top
         return params
 
     def _parse(self, body: dict[str, Any], req: Request, params: dict[str, Any]) -> Response:
@@ -103,7 +113,8 @@ class OpenAIProvider(APIProvider):
         choice = entry(body, "choices", 0)
         if not isinstance(choice, dict):
             raise IncompleteAnswer(f"no choices in the response body: {str(body)[:200]}")
-        text = entry(choice, "message", "content")
+        completion = "prompt" in params
+        text = entry(choice, "text") if completion else entry(choice, "message", "content")
         text = text if isinstance(text, str) else None
         finish = choice.get("finish_reason")
         if finish == "content_filter" and not text:
@@ -111,6 +122,11 @@ class OpenAIProvider(APIProvider):
         if text is None and not finish:
             raise IncompleteAnswer("a choice with null content and no finish_reason")
         lp = None
-        if "logprobs" in params:
+        if "logprobs" in params and completion:
+            # /completions: logprobs.top_logprobs[0] is {token: logprob} at the first generated position
+            top = entry(choice, "logprobs", "top_logprobs", 0)
+            candidates = [{"token": k, "logprob": v} for k, v in top.items()] if isinstance(top, dict) else None
+            lp = letter_logprobs(candidates, req.letters, "token", "logprob")
+        elif "logprobs" in params:
             lp = letter_logprobs(entry(choice, "logprobs", "content", 0, "top_logprobs"), req.letters, "token", "logprob")
         return Response(text=text, letter_logprobs=lp, prompt_tokens=count(body, "usage", "prompt_tokens"), completion_tokens=count(body, "usage", "completion_tokens"))

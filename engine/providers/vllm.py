@@ -120,7 +120,7 @@ class VllmProvider(InProcessProvider):
         prompt_len: dict[int, int] = {}
         for i, req in enumerate(batch):
             try:  # rendered one by one: a prompt the chat template refuses fails its own cell only
-                prompt = weights.chat_prompt(self._tokenizer, req.messages)
+                prompt = weights.prompt_text(self._tokenizer, req)
             except Exception as exc:
                 out[i] = Response.failed("bad_request", f"chat template: {type(exc).__name__}: {exc}")
                 continue

@@ -140,3 +140,9 @@ def chat_prompt(tokenizer: Any, messages: Sequence[tuple[str, str]]) -> str:
         chat = [{"role": role, "content": content} for role, content in messages]
         return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(content for _, content in messages) + "\nAnswer:"
+
+
+def prompt_text(tokenizer: Any, request: Any) -> str:
+    """The text a local backend feeds the model for an engine.request.Request: a completion-format request's
+    prompt as it is (no chat template: base models, lm-eval parity), else the chat prompt."""
+    return request.prompt if request.prompt is not None else chat_prompt(tokenizer, request.messages)

@@ -9,6 +9,8 @@
   (`OpenAIBatchServer`, `AnthropicBatchServer`, `GoogleBatchServer` in `*_batch.py`) add jobs, files and
   results with faults, counting every request submitted (transport = "batch", engine.batch).
 - engine.testing.synthetic: run folders with known effects (the layout a run writes), for the analysis.
+- engine.testing.ray_cluster: a real two-node Ray cluster on this machine (`local_cluster()`), for the `ray`
+  tests and bench/scaleout.py.
 
 As inspect_ai ships `mockllm` and httpx its `MockTransport`: tests of code built on the engine need the same
 fakes the engine's own tests use. Nothing here is imported by the engine itself.

@@ -96,3 +96,24 @@ def test_a_cache_from_before_new_columns_is_upgraded_in_place(tmp_path):
     assert found["old"].text == "A" and found["old"].prompt_tokens == 5
     assert found["new"].text == "B" and found["new"].option_logprobs == (-1.0, -2.0) and found["new"].prompt_tokens == 7
     cache.close()
+
+
+def test_written_elsewhere_counts_only_another_connections_commits(tmp_path):
+    """The scheduler skips its re-check before each call while this is False: it must turn True on another
+    process's commit (here a second connection) and stay True; this connection's own commits never count."""
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    assert cache.written_elsewhere() is False
+    cache.write([("k1", "openai", "m", Response(text="A"))])
+    assert cache.written_elsewhere() is False
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT key FROM responses").fetchall() == [("k1",)]  # reading is not writing
+    assert cache.written_elsewhere() is False
+    with other:
+        other.execute("INSERT INTO responses (key, provider, model, text, created_at) VALUES ('k2', 'openai', 'm', 'B', 0)")
+    other.close()
+    assert cache.written_elsewhere() is True
+    cache.write([("k3", "openai", "m", Response(text="C"))])
+    assert cache.written_elsewhere() is True  # once True, always True
+    assert set(cache.lookup(["k1", "k2", "k3"])) == {"k1", "k2", "k3"}
+    cache.close()

@@ -206,7 +206,7 @@ def test_the_manifest_config_lists_every_adapter_option_as_when_config_declared_
     grid = engine.load_grid(GRID, base_dir=tmp_path)
     bench = grid.canonical(option_defaults())["benchmarks"][0]
     assert bench["task"] == "mc2" and bench["categories"] == () and bench["targets"] is None and bench["shots"] is None
-    assert set(bench) == {"name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders", *option_types()}
+    assert set(bench) == {"name", "id", "path", "limit", "seed", "mode", "rubric", "max_tokens", "orders", "template", "format", *option_types()}
 
 
 # --- runs in process ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import REPO, run_until_killed
 
 pytest.importorskip("ray")
-from tests.ray_cluster import local_cluster  # noqa: E402
+from engine.testing.ray_cluster import local_cluster  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 

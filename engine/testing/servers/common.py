@@ -110,6 +110,7 @@ class Wire:
     list_path: str | None = None  # a model listing ({"data": [...]}), where the provider has one
     quota: Callable[[], tuple[int, dict[str, Any]]] | None = None  # (status, body) of "out of quota / credit"
     craft: Callable[[str, dict[str, Any]], bytes] | None = None  # (name, normal answer) -> crafted 200 body
+    completions_path: str | None = None  # a plain-prompt generate route (OpenAI's /v1/completions), same handler
 
 
 def prompt_digest(messages: Any) -> str:
@@ -229,6 +230,8 @@ def make_app(wire: Wire, state: ServerState, client_max_size: int = 1024**2) -> 
 
     app = web.Application(client_max_size=client_max_size)  # aiohttp's default 1 MB; a batch input file is larger
     app.router.add_post(wire.generate_path, generate)
+    if wire.completions_path:
+        app.router.add_post(wire.completions_path, generate)
     app.router.add_get(wire.model_path, model)
     if wire.list_path:
         app.router.add_get(wire.list_path, listing)

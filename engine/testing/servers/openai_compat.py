@@ -1,6 +1,8 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions wire format, for tests and benches.
 
-`POST /v1/chat/completions` (Bearer key), `GET /v1/models` and `GET /v1/models/{model}`; errors as
+`POST /v1/chat/completions` and the legacy `POST /v1/completions` (a `prompt` string, answered as a
+`text_completion` with `logprobs.top_logprobs` as {token: logprob} maps) (Bearer key), `GET /v1/models` and
+`GET /v1/models/{model}`; errors as
 `{"error": {"message", "type", "param", "code"}}`; rate-limit headers `x-ratelimit-*`. Faults, limits and
 counting: see engine.testing.servers.common.
 
@@ -28,11 +30,31 @@ def _key(request: web.Request) -> str | None:
 
 
 def _prompt(body: dict[str, Any]) -> tuple[str, Any]:
+    if "prompt" in body:  # /v1/completions
+        return str(body["prompt"]), body["prompt"]
     messages = body.get("messages") or []
     return " ".join(str(m.get("content", "")) for m in messages), messages
 
 
+def _text_completion(body: dict[str, Any], answer: str, letters: list[str], n: int, text: str) -> dict[str, Any]:
+    """As /v1/completions answers: `text`, and with `logprobs: k` the legacy logprobs object."""
+    choice: dict = {"text": answer, "index": 0, "logprobs": None, "finish_reason": "stop"}
+    if body.get("logprobs"):
+        top = {c: (-0.1 if c == answer else -3.0 - i) for i, c in enumerate(letters)}
+        choice["logprobs"] = {"tokens": [answer], "token_logprobs": [-0.1], "top_logprobs": [dict(list(top.items())[: body["logprobs"]])], "text_offset": [len(text)]}
+    return {
+        "id": f"cmpl-{n}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model", "test"),
+        "choices": [choice],
+        "usage": {"prompt_tokens": len(text) // 4, "completion_tokens": 1, "total_tokens": len(text) // 4 + 1},
+    }
+
+
 def _answer(body: dict[str, Any], answer: str, letters: list[str], n: int, text: str) -> dict[str, Any]:
+    if "prompt" in body:
+        return _text_completion(body, answer, letters, n, text)
     choice: dict = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop", "logprobs": None}
     if body.get("logprobs"):
         top = [{"token": c, "logprob": (-0.1 if c == answer else -3.0 - i), "bytes": list(c.encode())} for i, c in enumerate(letters)]
@@ -92,6 +114,7 @@ def _craft(name: str, answer: dict[str, Any]) -> bytes:
 
 WIRE = Wire(
     generate_path="/v1/chat/completions",
+    completions_path="/v1/completions",
     model_path="/v1/models/{model}",
     list_path="/v1/models",
     key=_key,
