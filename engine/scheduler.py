@@ -346,6 +346,10 @@ class Scheduler:
                 scheduler._count_batch(provider, response)
                 await scheduler._settle(queue, key, response, cached=False)
 
+            async def cached(self, key: str, response: Response) -> None:
+                scheduler.stats.cache_hits += len(scheduler._pending.get(key, ()))
+                await scheduler._settle(queue, key, response, cached=True)
+
             def dropped(self, key: str) -> None:
                 scheduler._pending.pop(key, None)
                 queue.task_done()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.batch import BatchStats, BatchTransport, JobState, open_transport
-from engine.batch.store import SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
+from engine.batch.store import ANSWERED, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
 from engine.providers.errors import classify, describe, is_transient
@@ -48,6 +48,9 @@ class BatchHooks(Protocol):
 
     async def answered(self, key: str, response: Response) -> None:
         """A key's answer, committed to the cache: count it and hand it to the cells waiting on it."""
+
+    async def cached(self, key: str, response: Response) -> None:
+        """A key another run answered meanwhile: a cache hit for the cells waiting on it."""
 
     def dropped(self, key: str) -> None:
         """A key left unsubmitted (budget spent): its cells get no row, the next run asks again."""
@@ -202,7 +205,13 @@ class BatchDriver:
         return self.store.job(remote_id) is not None
 
     async def _held(self, key: str, holder: str) -> None:
-        """A key a live job already holds: awaited when the job is this grid's, else an error (left alone)."""
+        """A key a live job already holds: awaited when the job is this grid's, else an error (left alone); a key
+        already answered (ANSWERED): its cached answer."""
+        if holder == ANSWERED:
+            hit = self.store.cache.lookup([key]).get(key)
+            if hit is not None:
+                await self.hooks.cached(key, hit)
+                return
         other = self.store.job(holder)
         if other is not None and other.grid == self.grid:
             self._outstanding.add(key)

@@ -87,6 +87,9 @@ class Job:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+ANSWERED = ""  # claim's holder of a key already answered in the cache (by another run since this one looked)
+
+
 def owner_tag() -> str:
     """host:pid of this process: a NEW job of a live owner is another run mid-submission, never recovered."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -132,10 +135,14 @@ class BatchStore:
         """Add the `members` (key, logprob letters) that no live job holds to `job`, or to a NEW job recorded now
         when `job` is None, in one transaction.
 
-        Returns (the job, None when it was None and every key is held; {key: job id} of the keys already held)."""
+        Returns (the job, None when it was None and every key is held; {key: job id} of the keys already held,
+        ANSWERED for those the cache has an answer for)."""
 
         def work(db: sqlite3.Connection) -> tuple[Job | None, dict[str, str]]:
             held = self._holders(db, [k for k, _ in members])
+            # A key another run answered since this run's lookup is not submitted again: checked in the
+            # transaction that claims, so no commit can fall between the check and the claim.
+            held.update(dict.fromkeys(self._answered(db, [k for k, _ in members if k not in held]), ANSWERED))
             free = [(k, letters) for k, letters in members if k not in held]
             if not free:
                 return job, held
@@ -158,6 +165,14 @@ class BatchStore:
             chunk = keys[start : start + _CHUNK]
             held.update(db.execute(f"SELECT key, job FROM batch_members WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall())
         return held
+
+    @staticmethod
+    def _answered(db: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            found.extend(k for (k,) in db.execute(f"SELECT key FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """{key: job id} of the keys a live job holds."""
