@@ -15,6 +15,7 @@ persona_builder.PersonaFileError (a ValueError) for an unreadable personas file.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def run(
     grid: GridConfig | str | Path,
     *,
     budget_usd: float | None = None,
-    shard: Shard | None = None,
+    shard: Shard | str | None = None,
     progress: ProgressCallback | None = None,
     progress_interval_s: float = 0.25,
 ) -> RunOutcome:
@@ -51,14 +52,14 @@ def run(
     manifest says `interrupted` and KeyboardInterrupt is raised; a rerun resumes from the cache."""
     from engine import runner
 
-    return runner.run(_grid(grid), budget_usd=budget_usd, shard=shard, progress=progress, progress_interval_s=progress_interval_s)
+    return runner.run(_grid(grid), budget_usd=_budget(budget_usd), shard=_shard(shard), progress=progress, progress_interval_s=progress_interval_s)
 
 
 async def run_async(
     grid: GridConfig | str | Path,
     *,
     budget_usd: float | None = None,
-    shard: Shard | None = None,
+    shard: Shard | str | None = None,
     progress: ProgressCallback | None = None,
     progress_interval_s: float = 0.25,
     stop: asyncio.Event | None = None,
@@ -67,7 +68,8 @@ async def run_async(
 
     Answers go to the grid's cache (SQLite, content-addressed: a rerun calls only what is missing), result rows
     to RUN_DIR/results/*.parquet, then RUN_DIR/manifest.json, personas.parquet and analysis/*.csv (the Δ tables).
-    `budget_usd`: no new calls once this run spent that many USD. `shard`: run only Shard(i, n) of the cells,
+    `budget_usd`: no new calls once this run spent that many USD (a positive finite number; ValueError
+    otherwise). `shard`: run only Shard(i, n) (or "I/N", 0-based) of the cells,
     into the grid's cache and output folder as given (engine.shard.locate moves them per shard, as the CLI does).
     `progress(stats, done)`: called when the calls start, every `progress_interval_s` s while they run, and once
     with done=True. `stop`: an asyncio.Event; set it to end the run gracefully (calls in flight finish and are
@@ -82,8 +84,19 @@ async def run_async(
     from engine import runner
 
     return await runner.run_async(
-        _grid(grid), budget_usd=budget_usd, shard=shard, progress=progress, progress_interval_s=progress_interval_s, stop=stop
+        _grid(grid), budget_usd=_budget(budget_usd), shard=_shard(shard), progress=progress, progress_interval_s=progress_interval_s, stop=stop
     )
+
+
+def _budget(usd: float | None) -> float | None:
+    if usd is not None and not (math.isfinite(usd) and usd > 0):
+        raise ValueError(f"budget_usd: expected a positive finite number of USD, got {usd!r}")
+    return usd
+
+
+def _shard(shard: Shard | str | None) -> Shard | None:
+    """A Shard, or "I/N" parsed (ValueError when malformed)."""
+    return Shard.parse(shard) if isinstance(shard, str) else shard
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ import orjson
 import sqlite_utils
 
 from engine.cache import CACHE_SCHEMA, ResponseCache
-from engine.errors import CacheToolError
+from engine.cache_schema import SCHEMA_VERSION, file_version
+from engine.errors import CacheToolError, RunDirError
+from engine.rundir import check_file
 
 # The columns that are the answer; two entries of one key that differ here are a conflict.
 ANSWER_COLUMNS = ("text", "letter_logprobs", "option_logprobs", "option_tokens")
@@ -86,13 +88,25 @@ def _open(path: Path) -> sqlite_utils.Database:
     if row is None or row[0] != str(CACHE_SCHEMA):
         db.close()
         raise CacheToolError(f"{path}: cache schema {row[0] if row else 'missing'}, this engine reads schema {CACHE_SCHEMA}")
+    layout = file_version(db.conn)
+    if layout is not None and layout > SCHEMA_VERSION:
+        db.close()
+        raise CacheToolError(f"{path}: cache layout {layout}, this engine knows up to {SCHEMA_VERSION} (written by a newer engine? upgrade mtpa-engine)")
     return db
+
+
+def _writable(target: Path) -> None:
+    try:
+        check_file(target, "output")
+    except RunDirError as exc:
+        raise CacheToolError(str(exc)) from None
 
 
 def merge(out: Path, inputs: Sequence[Path]) -> MergeReport:
     """Merge the caches `inputs` into `out` (created if missing). Raises CacheToolError before writing anything
     when an input is missing, not a cache, of another schema, or `out` itself."""
     out = Path(out)
+    _writable(out)
     if not inputs:
         raise CacheToolError("cache merge: name at least one input cache")
     for path in inputs:
@@ -207,7 +221,12 @@ def export(path: Path, target: Path, model: str | None = None) -> int:
     target = Path(target)
     if target.suffix not in EXPORT_FORMATS:
         raise CacheToolError(f"{target}: expected a {' or '.join(EXPORT_FORMATS)} file to export to")
+    _writable(target)
     db = _open(path)
+    if model is not None and not db.execute("SELECT 1 FROM responses WHERE model = ? LIMIT 1", [model]).fetchone():
+        have = [r[0] for r in db.execute("SELECT DISTINCT model FROM responses ORDER BY model")]
+        db.close()
+        raise CacheToolError(f"{path}: no entries of model '{model}' (the model column holds the grid's `model`, not its `id`; have: {', '.join(have) or 'none'})")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     n = 0

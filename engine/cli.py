@@ -7,6 +7,7 @@ mid-run, 75 stopped on --budget, 130 interrupted)."""
 from __future__ import annotations
 
 import errno
+import math
 import signal
 import sys
 import threading
@@ -93,6 +94,14 @@ def run(
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     _use_uvloop()  # only `run` has an event loop; imported while Ctrl-C still exits 130 quietly (start-up handler)
+    if summary_json is not None:  # checked before any call: a bad path found after the run would waste it
+        from engine.errors import RunDirError
+        from engine.rundir import check_file
+
+        try:
+            check_file(summary_json, "--summary-json")
+        except RunDirError as exc:
+            raise _fail(str(exc)) from None
     signal.signal(signal.SIGINT, _interrupt)  # from here Ctrl-C is a KeyboardInterrupt, handled below
     try:
         outcome = _run_or_dry_run(grid, dry_run, progress, budget, shard, cache, ray, show_prompts)
@@ -106,8 +115,11 @@ def run(
     summary = outcome.stats.summary()
     summary["warnings"] = outcome.warnings
     if summary_json is not None:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        try:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            summary_json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            raise _write_failed(f"{summary_json}: cannot write the summary: {exc.strerror or exc}") from None
     if outcome.tables:
         from engine.report.tables import display_tables, print_tables
 
@@ -222,7 +234,7 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         if dry_run:
             _print_dry_run(engine.dry_run(config, part), config.path.name, part)
             return None
-        if budget is not None and budget <= 0:
+        if budget is not None and not (math.isfinite(budget) and budget > 0):
             raise _fail("--budget: expected a positive number of USD")
         return asyncio.run(_RunShell(progress).run(config, budget, part))
     except WriteError as exc:
@@ -285,19 +297,23 @@ def report(
     by: Annotated[list[str] | None, typer.Option("--by", help="Subgroup trait, repeatable; join traits with + for an intersection (sex+age_band). Default: country, region, sex, age_band.")] = None,
     baseline: Annotated[str | None, typer.Option(help="Condition to pair against. Default: the grid's no-persona condition.")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Bootstrap seed.")] = 0,
     min_size: Annotated[int, typer.Option(min=1, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")] = 30,
     score: Annotated[str | None, typer.Option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
 ) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
     import engine
-    from engine.errors import ReportError
+    from engine.errors import ReportError, RunDirError
     from engine.report.tables import print_tables, report_tables
 
     try:
+        if out_dir is not None:
+            from engine.rundir import check_folder
+
+            check_folder(out_dir, "--out")
         written = engine.build_report(run_dir, by=by, baseline=baseline, score=score, bootstrap=bootstrap, seed=seed, min_size=min_size, out_dir=out_dir)
-    except ReportError as exc:
+    except (ReportError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     result, target = written.report, written.out_dir
     print_tables(out, report_tables(result))

@@ -36,6 +36,7 @@ from engine.config import BatchConfig, BenchmarkConfig, GridConfig, ModelConfig,
 from engine.errors import GridError
 from engine.providers import PROVIDERS, provider_class
 from persona_builder import FORMATS
+from persona_builder.render import subset_problem
 
 __all__ = ["GridError", "load_grid", "option_defaults", "option_types"]
 
@@ -229,9 +230,8 @@ def _check_semantics(grid: GridConfig, problems: list[str]) -> None:
             problems.append(f"{where}.format: unknown format '{c.format}' (expected one of {', '.join(FORMATS)}; omit it for the baseline)")
         if c.format is not None and personas is None:
             problems.append(f"{where}.format: a persona condition needs a [personas] table")
-        base, *asked = c.traits.split("+")  # "+year": a trait the catalog shows only on request
-        if (base not in ("all", "demographic", "values") and not (base.startswith("-") and len(base) > 1)) or not all(asked):
-            problems.append(f"{where}.traits: expected all, demographic, values or -<trait> (leave one out), optionally +<trait> (all+year), got '{c.traits}'")
+        if (wrong := subset_problem(c.traits)) is not None:  # "+year": a trait the catalog shows only on request
+            problems.append(f"{where}.traits: {wrong}")
         if c.placement not in ("system", "user"):
             problems.append(f"{where}.placement: expected system or user, got '{c.placement}'")
     if sum(c.format is None for c in grid.conditions) > 1:
@@ -334,7 +334,7 @@ def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: li
             if m.provider in PROVIDERS and not provider_class(m.provider).supports_completion:
                 problems.append(
                     f'{where}.format: models[{i}] ({m.id}) uses provider "{m.provider}", whose API takes chat messages only; '
-                    'format = "completion" needs a local, vllm or openai (completions endpoint) model'
+                    'format = "completion" needs a transformers, vllm or openai (completions endpoint) model'
                 )
     if b.shots is not None and b.shots < 0:
         problems.append(f"{where}.shots: expected a non-negative integer")

@@ -37,6 +37,15 @@ def check_folder(path: Path, what: str) -> None:
         raise RunDirError(f"{what} {path}: {existing} is not writable" + (" (read-only file system)" if _read_only_fs(existing) else ""))
 
 
+def check_file(path: Path, what: str) -> None:
+    """Raise RunDirError unless a file can be written at `path`: not a folder, and its folder exists writable
+    or can be created (check_folder). Writes nothing."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise RunDirError(f"{what} {path}: is a folder, expected a file")
+    check_folder(path.parent, what)
+
+
 def _read_only_fs(path: Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 

@@ -17,7 +17,7 @@ import typer
 from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build, parse_years
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
-from persona_builder.render import FORMATS, render
+from persona_builder.render import FORMATS, render, subset_problem
 
 app = typer.Typer(help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
                   no_args_is_help=True)
@@ -58,18 +58,24 @@ def build_cmd(
         files[key] = Path(path)
     if not files:
         raise _fail("give at least one survey file: --wvs, --joint, --gss or --input SURVEY=FILE")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: is a file, expected a folder")
     try:
         span = parse_years(years) if years is not None else None
         report = build(files, out, n=n, seed=seed, max_missing=max_missing, weighted=weights, years=span,
                        catalog=load_catalog(catalog))
     except PersonaFileError as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:  # the output folder: not creatable or writable
+        raise _fail(f"{exc.filename or out}: {exc.strerror or exc}") from None
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     for u in report["unknown_codes"]:
         print(f"warning: {u['file']}: column '{u['column']}' has code {u['value']} ({u['count']} rows), "
               f"not in the catalog for trait '{u['trait']}'; read as missing", file=sys.stderr)
     sampling = report["sampling"]
+    if sampling["n_sampled"] < n:
+        print(f"warning: --n {n}: {sampling['n_sampled']} personas drawn, fewer than asked (the respondents left after cleaning)", file=sys.stderr)
     print(f"{sampling['n_sampled']} personas from {report['pool_size']} respondents -> {out}")
     if span:
         print(f"years {span[0]}-{span[1]}: kept {report['years']['kept']}, dropped {report['years']['dropped']}")
@@ -96,6 +102,12 @@ def show_cmd(
         persona = next((p for p in iter_personas(path) if p.id == persona_id), None)
         if persona is None:
             raise PersonaFileError(f"{path}: no persona with id '{persona_id}'")
+        if (wrong := subset_problem(subset)) is not None:
+            raise _fail(f"--subset: {wrong}")
+        base, *asked = subset.split("+")
+        unknown = [t for t in (base[1:] if base.startswith("-") else None, *asked) if t is not None and t not in persona.traits]
+        if unknown:
+            raise _fail(f"--subset {subset}: {', '.join(unknown)}: not a trait of persona {persona_id} (has: {', '.join(persona.traits)})")
         print(render(persona, fmt, subset))
     except (PersonaFileError, ValueError) as exc:
         raise _fail(str(exc)) from None

@@ -24,6 +24,15 @@ _PREAMBLE = "It is very important that you always answer questions from this per
 _NOUNS = {"female": "woman", "male": "man"}
 
 
+def subset_problem(subset: str) -> str | None:
+    """What is wrong with a trait subset's spelling (one line), or None: all, demographic, values or -TRAIT,
+    optionally +TRAIT... for traits shown only on request."""
+    base, *asked = subset.split("+")
+    if (base not in TRAIT_SUBSETS and not (base.startswith("-") and len(base) > 1)) or not all(asked):
+        return f"expected all, demographic, values or -<trait> (leave one out), optionally +<trait> (all+year), got '{subset}'"
+    return None
+
+
 def select_traits(persona: Persona, subset: str) -> dict[str, Trait]:
     """The traits a subset renders, in the persona's order; on-request traits only when named ("+year")."""
     base, *asked = subset.split("+")

@@ -30,6 +30,7 @@ Spec = tuple[str, ...]
 OVERALL: Spec = ()
 ROWS = "n"  # the implicit row count column: every ratio over rows uses it as denominator
 BLOCK = 2048  # personas per dense block: bounds memory at questions × BLOCK per summed column
+DELTA_BOUND = 1.0  # |Δ| of scores in [0, 1]
 BOOTSTRAP, CLUSTER_T = "bootstrap", "cluster-t"  # how a tested row got its interval and p (`p_method`)
 NO_VARIANCE_SE = 1e-12  # a standard error this small is float noise around zero: every paired difference equal
 
@@ -276,7 +277,11 @@ def _test(estimate: np.ndarray, draws: np.ndarray | None, clustered: tuple[np.nd
         return np.where(use_t, by_t, np.where(use_boot, by_boot, np.nan))
 
     method = [CLUSTER_T if t else BOOTSTRAP if b else None for t, b in zip(use_t, use_boot)]
-    return {"lo": pick(estimate - half, lo), "hi": pick(estimate + half, hi), "p": pick(p_t, p_boot), "p_method": method}
+    # Every per-item score lies in [0, 1], so a Δ lies in [-1, 1]: a t interval reaching past that (few clusters:
+    # t on 1 df is 12.7 standard errors) is cut to the values Δ can take. Its coverage is unchanged (the true Δ is
+    # inside [-1, 1] anyway); only the impossible part goes.
+    lo_t, hi_t = np.maximum(estimate - half, -DELTA_BOUND), np.minimum(estimate + half, DELTA_BOUND)
+    return {"lo": pick(lo_t, lo), "hi": pick(hi_t, hi), "p": pick(p_t, p_boot), "p_method": method}
 
 
 def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None, clustered: tuple[np.ndarray, np.ndarray] | None, min_size: int) -> pl.DataFrame:

@@ -55,8 +55,15 @@ def effect_name(spec: Spec) -> str:
 
 
 def parse_by(values: list[str]) -> tuple[Spec, ...]:
-    """`--by country --by sex+age_band`: one subgroup spec per flag, `+` joins traits into an intersection."""
-    return tuple(tuple(t.strip() for t in v.split("+") if t.strip()) for v in values)
+    """`--by country --by sex+age_band`: one subgroup spec per flag, `+` joins traits into an intersection.
+    Raises ReportError for an empty spec or an empty trait name ("", "sex+", "sex++age_band")."""
+    specs = []
+    for v in values:
+        traits = tuple(t.strip() for t in v.split("+"))
+        if not all(traits):
+            raise ReportError(f"--by {v!r}: expected TRAIT or TRAIT+TRAIT..., with no empty trait name")
+        specs.append(traits)
+    return tuple(specs)
 
 
 def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:

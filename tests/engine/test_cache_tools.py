@@ -168,3 +168,24 @@ def test_export_jsonl_and_csv_by_key(tmp_path, two):
     assert [r["key"] for r in table] == ["k1", "k2", "k3"] and orjson.loads(table[0]["letter_logprobs"]) == {"A": -0.1, "B": -2.5}
     result = _invoke("cache", "export", a, tmp_path / "all.txt", code=2)
     assert "all.txt: expected a .jsonl or .csv file" in result.stderr and not (tmp_path / "all.txt").exists()
+
+
+def test_export_of_an_unknown_model_names_the_models_there_and_writes_nothing(tmp_path, two):
+    result = _invoke("cache", "export", two[0], tmp_path / "x.csv", "--model", "nosuch", code=2)
+    assert "no entries of model 'nosuch'" in result.stderr and "have: m1, m2" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_outputs_that_cannot_be_files_are_one_line_exit_2(tmp_path, two):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.jsonl").mkdir()
+    for args in (("export", two[0], tmp_path / "afile" / "o.jsonl"), ("export", two[0], tmp_path / "adir.jsonl"), ("merge", tmp_path / "afile" / "m.sqlite", two[0])):
+        result = _invoke("cache", *args, code=2)
+        assert "Traceback" not in result.stderr and ("is a file, expected a folder" in result.stderr or "is a folder, expected a file" in result.stderr)
+
+
+def test_a_cache_of_a_newer_layout_is_refused_by_every_tool(tmp_path, two):
+    with sqlite3.connect(two[0]) as db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '99')")
+    for args in (("stats", two[0]), ("export", two[0], tmp_path / "o.jsonl"), ("merge", tmp_path / "m.sqlite", two[0]), ("vacuum", two[0])):
+        assert "cache layout 99, this engine knows up to" in _invoke("cache", *args, code=2).stderr

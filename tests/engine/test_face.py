@@ -299,3 +299,16 @@ def test_a_cache_written_before_the_restructuring_is_fully_hit_after_it(tmp_path
     assert stored == 51
     assert outcome.complete and outcome.stats.calls_made == 0 and outcome.stats.errors == {}
     assert outcome.stats.cache_hits == outcome.stats.cells_done == outcome.stats.cells_total == stored
+
+
+def test_budget_must_be_a_positive_finite_number_and_a_shard_can_be_given_as_text(tmp_path):
+    from engine._api import _budget, _shard
+    from engine.shard import Shard
+
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="budget_usd: expected a positive finite number"):
+            _budget(bad)
+    assert _budget(2.5) == 2.5 and _budget(None) is None
+    assert _shard("1/3") == Shard(1, 3) and _shard(None) is None
+    with pytest.raises(ValueError, match="expected I/N"):
+        _shard("3/3")

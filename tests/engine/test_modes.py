@@ -337,3 +337,19 @@ def test_persona_fit_judges_each_answer_against_the_persona_the_baseline_against
     assert plain["n"].to_list() == [6, 6] and plain["delta"].to_list() == [0.0, 0.0]
     cot_delta = delta.filter(pl.col("condition") == "cot").row(0, named=True)
     assert (cot_delta["n"], cot_delta["persona"], cot_delta["delta"], cot_delta["inv_persona"]) == (6, 0.0, -cot_delta["baseline"], 1.0)
+
+
+def test_show_prompts_of_a_summary_condition_shows_both_calls(tmp_path):
+    # The answer call embeds a summary the model has not written yet: the preview shows the summary call, then the
+    # answer call with a placeholder in its place, and calls nothing.
+    from engine.grid import load_grid
+    from engine.plan import Plan
+    from engine.show_prompts import SUMMARY_PLACEHOLDER, preview
+
+    blocks = list(preview(Plan.from_grid(load_grid(_grid(tmp_path, SUMMARY))), 1))
+    assert len(blocks) == 3  # baseline and the two summary conditions, one prompt each
+    assert "--- summary call ---" not in blocks[0]
+    for block in blocks[1:]:
+        summary_call, answer_call = block.split("--- summary call ---\n", 1)[1].split("\n--- answer call ---\n")
+        assert "You are answering as a" in summary_call and SUMMARY_PLACEHOLDER in answer_call
+        assert "You are answering as a" not in answer_call

@@ -355,3 +355,24 @@ def test_sigkill_loses_only_the_calls_in_flight(tmp_path):
         run_until_killed(grid, enough, poll_s=0.002)
     # Answers the server had sent before the kill: all committed but those still on the wire (at most one a slot).
     assert _committed(tmp_path / "cache.sqlite") >= answered[-1] - concurrency
+
+
+def test_a_summary_json_that_cannot_be_written_is_refused_before_any_call(tmp_path):
+    grid = _grid_for_paths(tmp_path)  # its server is never reached: the check comes first
+    (tmp_path / "afile").write_text("x")
+    for target, needle in ((tmp_path, "is a folder, expected a file"), (tmp_path / "afile" / "s.json", "is a file, expected a folder")):
+        _one_error_line(_cli("run", str(grid), "--no-progress", "--summary-json", str(target)), "--summary-json", needle)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache.sqlite").exists()
+
+
+def test_report_options_that_cannot_work_are_one_line_exit_2(tmp_path):
+    from engine.testing.synthetic import BASELINE, condition, write_run
+
+    results = pl.DataFrame({"model": "m", "benchmark": "b", "condition": ["baseline", "prose"], "item_id": "q0", "persona_id": [None, "p1"], "correct": [0.0, 1.0]})
+    run = write_run(tmp_path / "run", results, pl.DataFrame({"persona_id": ["p1"], "country": ["A"]}), [BASELINE, condition("prose")])
+    (tmp_path / "afile").write_text("x")
+    for args, needle in ((["--by", ""], "--by ''"), (["--by", "sex++country"], "no empty trait name"), (["--out", str(tmp_path / "afile")], "is a file, expected a folder")):
+        proc = _cli("report", str(run), *args)
+        assert proc.returncode == 2, proc.stderr
+        _one_error_line(proc, needle)
+    assert _cli("report", str(run), "--seed", "-3").returncode == 2

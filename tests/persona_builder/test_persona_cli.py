@@ -40,6 +40,13 @@ def test_errors_exit_2_with_a_message(files, tmp_path):
     assert missing.exit_code == 2 and "no persona with id 'nobody'" in missing.stderr
     bad_format = runner.invoke(app, ["show", str(out), "--id", load_personas(out / "personas.jsonl")[0].id, "--format", "xml"])
     assert bad_format.exit_code == 2 and "unknown persona format" in bad_format.stderr
+    pid = load_personas(out / "personas.jsonl")[0].id
+    for subset, message in (("nonsense", "expected all, demographic, values or -<trait>"), ("-nosuch", "nosuch: not a trait of persona"), ("all+nosuch", "nosuch: not a trait of persona")):
+        shown = runner.invoke(app, ["show", str(out), "--id", pid, "--subset", subset])
+        assert shown.exit_code == 2 and message in shown.stderr, shown.stderr
+    (tmp_path / "afile").write_text("x")
+    onto_a_file = runner.invoke(app, ["build", "--gss", str(files["gss"]), "--n", "5", "--out", str(tmp_path / "afile")])
+    assert onto_a_file.exit_code == 2 and "is a file, expected a folder" in onto_a_file.stderr
 
 
 EXTENSION = """
