@@ -15,7 +15,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import orjson
@@ -224,8 +224,9 @@ class ResponseCache:
             found.update(k for (k,) in self._db.execute(f"SELECT key FROM responses WHERE key IN ({marks})", chunk))
         return found
 
-    def write(self, rows: Iterable[tuple[str, str, str, Response]]) -> None:
+    def write(self, rows: Iterable[tuple[str, str, str, Response]], also: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Commit (key, provider, model_id, response) rows in one transaction: successes and errors apart.
+        `also` runs inside that transaction (engine.batch.store: a job's bookkeeping commits with its answers).
 
         Raises CacheError (file and SQLite's cause, e.g. "database or disk is full"); the rows are then not
         committed, every earlier commit stays."""
@@ -237,7 +238,7 @@ class ResponseCache:
                 ok.append((key, provider, model, r.text, lp, olp, otok, r.prompt_tokens, r.completion_tokens, r.latency_s, r.attempts, now))
             else:
                 failed.append((key, provider, model, r.error_kind, r.error or "", r.attempts, now))
-        if not ok and not failed:
+        if not ok and not failed and also is None:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -246,6 +247,8 @@ class ResponseCache:
                 self._db.executemany("INSERT OR IGNORE INTO responses (key, provider, model, text, letter_logprobs, option_logprobs, option_tokens, "
                     "prompt_tokens, completion_tokens, latency_s, attempts, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", ok)
                 self._db.executemany("INSERT INTO errors VALUES (?,?,?,?,?,?,?)", failed)
+                if also is not None:
+                    also(self._db)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -256,6 +259,10 @@ class ResponseCache:
     def empty(self) -> bool:
         """Whether no response is stored (the dry run then computes no key)."""
         return self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, for tables kept beside the responses (engine.batch.store); autocommit mode."""
+        return self._db
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -31,6 +31,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from engine.cache_cli import app as cache_app  # noqa: E402
+from engine.batch.cli import app as batches_app  # noqa: E402
 
 if TYPE_CHECKING:
     import polars as pl  # imported where a table is built: `--help`, `cache` and `report` start without it
@@ -146,6 +147,14 @@ def run(
         f"cost ${summary['cost_usd']:.4f}{unpriced}  wall {summary['wall_s']:.1f}s  -> {outcome.run_dir}",
         highlight=False,
     )
+    if outcome.stats.batch is not None:
+        from engine.progress import batch_line
+
+        batch = outcome.stats.batch
+        batch.next_poll_at = None
+        out.print(batch_line(batch), highlight=False)
+        for failed in batch.failed_jobs:
+            err.print(f"[bold yellow]warning:[/] batch job {escape(failed)}; its unanswered cells are errors, submitted again by the next run", highlight=False, soft_wrap=True)
     if outcome.stats.interrupted:
         err.print("interrupted: completed cells are cached; rerun the same command to resume.")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -292,6 +301,7 @@ def report(
 
 
 app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
+app.add_typer(batches_app, name="batches", help="List and cancel provider batch jobs (transport = \"batch\").")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)

@@ -112,6 +112,19 @@ class VllmConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """[models.batch]: how `transport = "batch"` packs, submits and polls provider batch jobs (engine.batch).
+
+    Not in the cache key: a batch answer and an online answer to the same request are one cache entry."""
+
+    max_requests: int | None = None  # requests per job (default and ceiling: the provider's limit)
+    poll_s: float = 60.0  # seconds between two polls of the live jobs
+    completion_window: str = "24h"  # OpenAI: the only window it offers
+    input_price: float | None = None  # USD per million input tokens in batch (default: half the online price)
+    output_price: float | None = None  # USD per million output tokens in batch (default: half the online price)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     id: str
     provider: str
@@ -123,7 +136,7 @@ class ModelConfig:
     samples: int = 1  # samples per cell (pass@k needs temperature > 0)
     logprobs: bool = True  # ask for next-token logprobs over the answer letters where the backend offers them
     base_url: str | None = None  # OpenAI-compatible servers
-    transport: str = "aiohttp"  # API providers: aiohttp (lean, fast) | sdk (the official client)
+    transport: str = "aiohttp"  # API providers: aiohttp (lean, fast) | sdk (the official client) | batch (provider batch API)
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key)
     api_key_file: str | None = None  # or a file holding the key, relative to the grid file
     input_price: float | None = None  # USD per million input tokens (default: engine.pricing's table)
@@ -133,6 +146,7 @@ class ModelConfig:
     dtype: str = "float32"  # local: float32 | bfloat16 | float16
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from engine.keys import Keys
 from engine.limits import estimate_prompt_tokens
 from engine.plan import Cell, Plan
 from engine.power import REFERENCE_DELTA, power_table
-from engine.pricing import call_cost, price_for
+from engine.pricing import batch_price, call_cost, online_price, price_for
 from engine.providers import Provider
 from engine.request import Request
 from engine.runner import prepare
@@ -72,7 +72,10 @@ class ModelDryRun:
         when nothing was cached and no key was computed).
     input_tokens: estimated prompt tokens of those calls (~4 characters a token).
     max_output_tokens: max_tokens per call, summed (an upper bound).
-    usd: their cost at engine.pricing's prices; None when the model's price is unknown.
+    usd: their cost at engine.pricing's prices for the model's transport (online, or batch); None when the
+        model's price is unknown.
+    usd_online, usd_batch: the same calls online and through the provider's batch API (engine.batch: half the
+        list price unless [models.batch] overrides it); usd_batch is None for a provider without one.
     """
 
     model: str
@@ -83,6 +86,8 @@ class ModelDryRun:
     input_tokens: int
     max_output_tokens: int
     usd: float | None
+    usd_online: float | None
+    usd_batch: float | None
 
 
 @dataclass(frozen=True)
@@ -100,13 +105,17 @@ class DryRun:
         return pl.DataFrame(rows, schema=["model", "cells", "cached", "to_call"], orient="row")
 
     def estimate_frame(self) -> pl.DataFrame:
-        """model, calls, input_tokens, max_output_tokens, usd, one row per model and judge, then `total` (its usd
-        sums the known prices; None when no price is known)."""
-        rows: list[tuple] = [(m.model, m.calls, m.input_tokens, m.max_output_tokens, m.usd) for m in self.models]
-        known = [m.usd for m in self.models if m.usd is not None]
-        rows.append(("total", sum(m.calls for m in self.models), sum(m.input_tokens for m in self.models),
-                     sum(m.max_output_tokens for m in self.models), sum(known) if known else None))
-        return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd"], orient="row")
+        """model, calls, input_tokens, max_output_tokens, usd, usd_online, usd_batch: one row per model and judge,
+        then `total` (each usd column sums the known prices; None when none is known)."""
+        rows: list[tuple] = [(m.model, m.calls, m.input_tokens, m.max_output_tokens, m.usd, m.usd_online, m.usd_batch) for m in self.models]
+
+        def total(values) -> float | None:
+            known = [v for v in values if v is not None]
+            return sum(known) if known else None
+
+        rows.append(("total", sum(m.calls for m in self.models), sum(m.input_tokens for m in self.models), sum(m.max_output_tokens for m in self.models),
+                     total(m.usd for m in self.models), total(m.usd_online for m in self.models), total(m.usd_batch for m in self.models)))
+        return pl.DataFrame(rows, schema=["model", "calls", "input_tokens", "max_output_tokens", "usd", "usd_online", "usd_batch"], orient="row")
 
     def tables(self, title: str) -> list[tuple[str, pl.DataFrame]]:
         """(title, frame) in printing order: counts, power (when there is one), estimate."""
@@ -135,9 +144,13 @@ def dry_run(grid: GridConfig, shard: Shard | None = None) -> DryRun:
 
 
 def _row(model: ModelConfig, cells: int | None, cached: int | None, to_call: int, calls: int, tokens_in: float, tokens_out: int) -> ModelDryRun:
-    price = price_for(model)
-    usd = None if price is None else call_cost(price, round(tokens_in), tokens_out)
-    return ModelDryRun(model.id, cells, cached, to_call, calls, round(tokens_in), tokens_out, usd)
+    from engine.batch import BATCH_PROVIDERS
+
+    def cost(price: tuple[float, float] | None) -> float | None:
+        return None if price is None else call_cost(price, round(tokens_in), tokens_out)
+
+    batch = cost(batch_price(model)) if model.provider in BATCH_PROVIDERS else None
+    return ModelDryRun(model.id, cells, cached, to_call, calls, round(tokens_in), tokens_out, cost(price_for(model)), cost(online_price(model)), batch)
 
 
 def _mean_tokens(requests: Sequence[Request]) -> float:

@@ -31,7 +31,8 @@ from bench_adapters import ADAPTERS, JUDGE
 from bench_adapters.choice import CYCLIC
 from bench_adapters.modes import REASONING_MODES
 from bench_adapters.rubric import JUDGE_MODES, load_rubric
-from engine.config import BenchmarkConfig, GridConfig, ModelConfig, RayConfig, RunConfig, VllmConfig
+from engine.batch import BATCH_LIMITS, BATCH_PROVIDERS
+from engine.config import BatchConfig, BenchmarkConfig, GridConfig, ModelConfig, RayConfig, RunConfig, VllmConfig
 from engine.errors import GridError
 from engine.providers import PROVIDERS, provider_class
 from persona_builder import FORMATS
@@ -268,8 +269,9 @@ def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[st
         problems.append(f"{where}.seed: expected a non-negative integer")
     if m.base_url is not None:
         _check_url(f"{where}.base_url", m.base_url, problems)
-    if m.transport not in ("aiohttp", "sdk"):
-        problems.append(f"{where}.transport: expected aiohttp or sdk, got '{m.transport}'")
+    if m.transport not in ("aiohttp", "sdk", "batch"):
+        problems.append(f"{where}.transport: expected aiohttp, sdk or batch, got '{m.transport}'")
+    _check_batch(grid, m, where, problems)
     if m.device not in ("auto", "cpu", "cuda"):
         problems.append(f"{where}.device: expected auto, cpu or cuda")
     if m.dtype not in ("float32", "bfloat16", "float16"):
@@ -372,7 +374,33 @@ def _check_judge(grid: GridConfig, problems: list[str]) -> None:
         problems.append("judge.model.samples: the judge gives one verdict per answer; leave samples at 1")
     if judge.model.id in {m.id for m in grid.models}:
         problems.append(f"judge.model.id: '{judge.model.id}' is also a model under test; give the judge its own id")
+    if judge.model.transport == "batch":
+        problems.append('judge.model.transport: the judge runs online (its requests exist only once the answers are in); use "aiohttp" or "sdk"')
     _check_model(grid, judge.model, "judge.model", problems)
+
+
+def _check_batch(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
+    b = m.batch
+    if m.transport != "batch":
+        if b != BatchConfig():
+            problems.append(f'{where}.batch: applies only to transport = "batch"')
+        return
+    if m.provider not in BATCH_PROVIDERS:
+        problems.append(f'{where}.transport: "batch" is offered for providers {", ".join(BATCH_PROVIDERS)}, not \'{m.provider}\'')
+        return
+    if any(c.summary for c in grid.conditions):
+        # The batch driver packs the misses the plan yields; an answer asked only once its persona summary has
+        # come back (a follow-up on the model's queue) has no job to go into.
+        problems.append(f'{where}.transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model')
+    most = BATCH_LIMITS[m.provider].max_requests
+    if b.max_requests is not None:
+        _check_range(f"{where}.batch.max_requests", b.max_requests, 1, most, problems)
+    if not 0 < b.poll_s <= MAX_SECONDS:
+        problems.append(f"{where}.batch.poll_s: expected a number of seconds in (0, {MAX_SECONDS:.0f}]")
+    if m.provider == "openai" and b.completion_window != "24h":
+        problems.append(f'{where}.batch.completion_window: OpenAI offers only "24h", got \'{b.completion_window}\'')
+    if (b.input_price or 0) < 0 or (b.output_price or 0) < 0:
+        problems.append(f"{where}.batch: input_price and output_price must be non-negative")
 
 
 def _check_vllm(m: ModelConfig, where: str, problems: list[str]) -> None:

@@ -37,7 +37,30 @@ _FREE = frozenset({"transformers", "local", "vllm"})  # our own hardware
 
 
 def price_for(model: ModelConfig) -> tuple[float, float] | None:
-    """(input, output) USD per million tokens, or None when the model's price is unknown."""
+    """(input, output) USD per million tokens the model's calls cost: its batch price under transport = "batch",
+    else its online price; None when unknown."""
+    return batch_price(model) if model.transport == "batch" else online_price(model)
+
+
+def batch_price(model: ModelConfig) -> tuple[float, float] | None:
+    """Batch price: [models.batch] input_price / output_price, else half the online price (OpenAI, Anthropic and
+    Gemini all bill batch requests at 50% of their list prices: openai.com/api/pricing, docs.anthropic.com
+    /en/docs/build-with-claude/batch-processing#pricing, ai.google.dev/gemini-api/docs/batch-mode)."""
+    online = online_price(model)
+    b = model.batch
+    half = None if online is None else (online[0] / 2, online[1] / 2)
+    if b.input_price is None and b.output_price is None:
+        return half
+    if half is None and (b.input_price is None or b.output_price is None):
+        return None
+    return (
+        b.input_price if b.input_price is not None else half[0],  # type: ignore[index]
+        b.output_price if b.output_price is not None else half[1],  # type: ignore[index]
+    )
+
+
+def online_price(model: ModelConfig) -> tuple[float, float] | None:
+    """Online (list) price: the model's input_price / output_price, else engine.pricing's table."""
     listed = (0.0, 0.0) if model.provider in _FREE else _lookup(model.model)
     if model.input_price is None and model.output_price is None:
         return listed

@@ -12,7 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
+    from engine.batch import BatchStats
     from engine.scheduler import RunStats
+
+
+def batch_line(b: BatchStats, now: float | None = None) -> str:
+    """Batch jobs submitted / in progress / done, requests done of submitted, seconds to the next poll."""
+    wait = "" if b.next_poll_at is None else f", next poll in {max(0.0, b.next_poll_at - (now or time.time())):.0f}s"
+    return (f"batch jobs {b.jobs_submitted:,} submitted / {b.jobs_in_progress:,} in progress / {b.jobs_done:,} done, "
+            f"requests {b.requests_done:,}/{b.requests_submitted:,} done{wait}")
 
 
 class LiveProgress:
@@ -43,6 +51,8 @@ class LiveProgress:
             self._progress.start()
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         info = f"hits {stats.cache_hits:,}  calls {stats.calls_made:,} ({stats.calls_made / elapsed:,.1f}/s)  errors {sum(stats.errors.values()):,}"
+        if (b := stats.batch) is not None:
+            info += f"  {batch_line(b)}"
         if stats.executor:
             info += f"  {stats.executor}"
         self._progress.update(self._task, completed=stats.cells_done, info=info)

@@ -35,6 +35,7 @@ from itertools import islice
 
 import orjson
 
+from engine.batch import BatchStats
 from engine.cache import ResponseCache
 from engine.config import ModelConfig
 from engine.keys import Keys
@@ -63,6 +64,7 @@ class RunStats:
     cost_usd: float = 0.0  # calls made this run, at engine.pricing's prices (cache hits are free)
     unpriced_calls: int = 0  # calls to models without a known price: not in cost_usd
     budget_exhausted: bool = False
+    batch: BatchStats | None = None  # set when a model has transport = "batch" (engine.batch)
     executor: str = ""  # the progress line's word on remote workers (Ray: workers alive, batches in flight); not in the summary
 
     def summary(self) -> dict:
@@ -80,6 +82,7 @@ class RunStats:
             "cost_usd": round(self.cost_usd, 6),
             "unpriced_calls": self.unpriced_calls,
             "budget_exhausted": self.budget_exhausted,
+            **({"batch": self.batch.summary()} if self.batch is not None else {}),
         }
 
 
@@ -125,6 +128,13 @@ class Scheduler:
         self._failure: asyncio.Future | None = None  # set to the first write error: ends the run
         self._budget_usd = budget_usd
         self._prices = {id(p): price_for(p.config) for p in providers.values()}
+        # Batch models (transport = "batch"): one driver each instead of workers (engine.batch.driver).
+        self._batched = {mid for mid, p in providers.items() if p.config.transport == "batch"}
+        self._produced = {mid: asyncio.Event() for mid in self._batched}
+        self._batch_reserved = 0.0  # estimated cost of submitted batch requests, counted against the budget
+        self._batch_spent = 0.0  # actual cost of batch answers (in cost_usd, but already reserved)
+        if self._batched:
+            self.stats.batch = BatchStats()
 
         judge = plan.grid.judge
         self._judge: ModelConfig | None = judge.model if judge is not None else None
@@ -139,12 +149,15 @@ class Scheduler:
         workers = [
             asyncio.create_task(self._worker(mid, provider, queues[mid]))
             for mid, provider in self.providers.items()
+            if mid not in self._batched
             for _ in range(provider.concurrency)
         ]
+        drivers = [asyncio.create_task(self._batch_worker(self.providers[mid], queues[mid])) for mid in self._batched]
+        workers += drivers
         if self._judge is not None:
             self._judge_queue = queues[self._judge.id]
         producers = [asyncio.create_task(self._produce(m, queues[m.id], stop)) for m in self.plan.grid.models]
-        finished = asyncio.ensure_future(self._drain(producers, [queues[m.id] for m in self.plan.grid.models]))
+        finished = asyncio.ensure_future(self._drain(producers, [queues[m.id] for m in self.plan.grid.models], drivers))
         stopper = asyncio.ensure_future(stop.wait())
         ok = False
         try:
@@ -176,14 +189,22 @@ class Scheduler:
                 self.stats.wall_s = time.perf_counter() - started
         return self.stats
 
-    async def _drain(self, producers: list[asyncio.Task], queues: list[asyncio.Queue]) -> None:
+    async def _drain(self, producers: list[asyncio.Task], queues: list[asyncio.Queue], drivers: list[asyncio.Task]) -> None:
         await asyncio.gather(*producers)
         await asyncio.gather(*(q.join() for q in queues))
+        await asyncio.gather(*drivers)  # a batch driver returns once its last job is closed and its input deleted
         # Only now: every answer has been handed to the judge, so an empty judge queue means all are judged.
         if self._judge_queue is not None:
             await self._judge_queue.join()
 
     async def _produce(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
+        try:
+            await self._produce_cells(model, queue, stop)
+        finally:
+            if model.id in self._produced:
+                self._produced[model.id].set()
+
+    async def _produce_cells(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
         for chunk in _chunks(self.plan.cells(model), _CHUNK):
             if stop.is_set() or self.stats.budget_exhausted:
                 return
@@ -310,6 +331,63 @@ class Scheduler:
                 self._count_call(provider, key, response)
                 await self._settle(queue, key, response, cached=False)
 
+    async def _batch_worker(self, provider: Provider, queue: asyncio.Queue) -> None:
+        """The one hook of batch models: their misses go to a driver that packs, submits and polls provider
+        batch jobs, and hands back answers it has already committed to the cache (engine.batch.driver)."""
+        from engine.batch.driver import BatchDriver
+        from engine.batch.store import BatchStore
+
+        scheduler = self
+
+        class Hooks:
+            stats = self.stats.batch
+
+            async def answered(self, key: str, response: Response) -> None:
+                scheduler._count_batch(provider, response)
+                await scheduler._settle(queue, key, response, cached=False)
+
+            async def cached(self, key: str, response: Response) -> None:
+                scheduler.stats.cache_hits += len(scheduler._pending.get(key, ()))
+                await scheduler._settle(queue, key, response, cached=True)
+
+            def dropped(self, key: str) -> None:
+                scheduler._pending.pop(key, None)
+                queue.task_done()
+
+            def reserve(self, usd: float) -> bool:
+                return scheduler._reserve(usd)
+
+        try:
+            store = BatchStore(self.cache)
+            driver = BatchDriver(provider, store, self.plan.grid.run.name, Hooks(), self.cache.path.parent, self._prices[id(provider)])  # type: ignore[arg-type]
+            await driver.run(queue, self._produced[provider.config.id])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a cache write or an engine bug: the run stops, naming it
+            self._fail(exc)
+
+    def _count_batch(self, provider: Provider, response: Response) -> None:
+        """A batch answer (committed by the driver): counted and charged like a call, not buffered again."""
+        self.stats.calls_made += 1
+        self.stats.attempts += response.attempts
+        if not response.ok:
+            self.stats.errors[response.error_kind] += 1
+        price = self._prices[id(provider)]
+        if price is None:
+            self.stats.unpriced_calls += 1
+            return
+        cost = call_cost(price, response.prompt_tokens, response.completion_tokens)
+        self.stats.cost_usd += cost
+        self._batch_spent += cost
+
+    def _reserve(self, usd: float) -> bool:
+        """--budget for batch models: requests count at their estimated cost when submitted (answers come hours later)."""
+        if self._budget_usd is not None and self.stats.cost_usd - self._batch_spent + self._batch_reserved + usd > self._budget_usd:
+            self.stats.budget_exhausted = True
+            return False
+        self._batch_reserved += usd
+        return True
+
     async def _recheck(self, batch: list[tuple[str, Request]], queue: asyncio.Queue) -> list[tuple[str, Request]]:
         """The batch minus what another process committed since the producer looked (settled as cache hits)."""
         try:
@@ -397,7 +475,7 @@ class Scheduler:
             self.stats.unpriced_calls += 1
             return
         self.stats.cost_usd += call_cost(price, response.prompt_tokens, response.completion_tokens)
-        if self._budget_usd is not None and self.stats.cost_usd >= self._budget_usd:
+        if self._budget_usd is not None and self.stats.cost_usd - self._batch_spent + self._batch_reserved >= self._budget_usd:
             self.stats.budget_exhausted = True
 
     def _emit(self, cell: Cell, key: str, response: Response, cached: bool, judged: tuple[str, Response, bool] | None = None, stage: str = "") -> None:

@@ -5,7 +5,9 @@
 - engine.testing.servers: real HTTP servers on 127.0.0.1 speaking the OpenAI, Anthropic and Google wire formats
   exactly (`OpenAICompatServer`, `AnthropicCompatServer`, `GoogleCompatServer`), with fault injection,
   server-side rate limits and request counting; each also runs standalone (`python -m
-  engine.testing.servers.openai_compat --port 8011`), as the benches start them.
+  engine.testing.servers.openai_compat --port 8011`), as the benches start them. Their batch APIs
+  (`OpenAIBatchServer`, `AnthropicBatchServer`, `GoogleBatchServer` in `*_batch.py`) add jobs, files and
+  results with faults, counting every request submitted (transport = "batch", engine.batch).
 - engine.testing.synthetic: run folders with known effects (the layout a run writes), for the analysis.
 - engine.testing.ray_cluster: a real two-node Ray cluster on this machine (`local_cluster()`), for the `ray`
   tests and bench/scaleout.py.

@@ -113,11 +113,17 @@ class Wire:
     completions_path: str | None = None  # a plain-prompt generate route (OpenAI's /v1/completions), same handler
 
 
-def _digest(messages: Any) -> str:
+def prompt_digest(messages: Any) -> str:
     return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def make_app(wire: Wire, state: ServerState) -> web.Application:
+def pick_letter(text: str, digest: str) -> tuple[list[str], str]:
+    """(the option letters in a prompt, the deterministic answer among them: a hash of the messages)."""
+    letters = [c for c in "ABCDEFGHIJKLM" if f"\n{c}. " in text] or ["A"]
+    return letters, letters[int(digest, 16) % len(letters)]
+
+
+def make_app(wire: Wire, state: ServerState, client_max_size: int = 1024**2) -> web.Application:
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         state.statuses[status] += 1
         return web.Response(status=status, body=orjson.dumps(wire.error(status, message)), content_type="application/json", headers=headers or {})
@@ -149,7 +155,7 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
             return error(401, f"invalid api key: {wire.key(request)}")
         text, ident = wire.prompt(body)
         state.prompts.append(text)
-        digest = _digest(ident)
+        digest = prompt_digest(ident)
         state.digests.append(digest)
         state.seen[digest] += 1
         now = time.monotonic()
@@ -195,8 +201,8 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
         if FILTER_MARKER in text:
             payload = wire.filtered(body, n)
         else:
-            letters = [c for c in "ABCDEFGHIJKLM" if f"\n{c}. " in text] or ["A"]
-            payload = wire.answer(body, letters[int(digest, 16) % len(letters)], letters, n, text)
+            letters, letter = pick_letter(text, digest)
+            payload = wire.answer(body, letter, letters, n, text)
             state.ok_digests[digest] += 1
         state.statuses[200] += 1
         crafted = _CRAFTED.search(text)
@@ -222,7 +228,7 @@ def make_app(wire: Wire, state: ServerState) -> web.Application:
     async def stats(_: web.Request) -> web.Response:
         return web.json_response(state.stats())
 
-    app = web.Application()
+    app = web.Application(client_max_size=client_max_size)  # aiohttp's default 1 MB; a batch input file is larger
     app.router.add_post(wire.generate_path, generate)
     if wire.completions_path:
         app.router.add_post(wire.completions_path, generate)
@@ -249,9 +255,13 @@ class CompatServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_path}"
 
+    def app(self) -> web.Application:
+        """The server's routes (a subclass adds its own, e.g. engine.testing.servers.openai_batch)."""
+        return make_app(self.wire, self.state)
+
     def __enter__(self) -> CompatServer:
         self._thread.start()
-        self._runner = web.AppRunner(make_app(self.wire, self.state), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None)
         asyncio.run_coroutine_threadsafe(self._runner.setup(), self._loop).result()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
         asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()

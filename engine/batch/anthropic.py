@@ -1,0 +1,108 @@
+"""Anthropic Message Batches through the official `anthropic` SDK (client.messages.batches.create/retrieve/list/
+results/cancel).
+
+Wire format (docs.anthropic.com/en/api/creating-message-batches, anthropic-python types `MessageBatch`,
+`MessageBatchIndividualResponse`): the requests go in the create call, each {"custom_id", "params"} with the
+params of the online messages call (custom_id: 1-64 characters of [a-zA-Z0-9_-]; a cache key's 64 hex digits
+fit); results are JSONL at the batch's results_url once processing_status is "ended", one line per request:
+{"custom_id", "result": {"type": "succeeded", "message"} | {"type": "errored", "error": {"type": "error",
+"error": {"type", "message"}}} | {"type": "canceled"} | {"type": "expired"}}. Nothing is uploaded, so nothing
+is deleted after a job.
+
+A batch carries no tag of ours: after a kill between create and recording its id, `find` takes the newest
+batch created since the job was claimed with the job's request count that no other local job records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.batch import BATCH_LIMITS, BatchTransport, JobState, parse_request
+from engine.batch.store import Job
+from engine.providers.errors import HTTPStatusError, classify, describe
+from engine.request import Response
+
+# The error types of the Messages API and the statuses they are answered with (docs.anthropic.com/en/api/errors).
+_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403, "not_found_error": 404,
+           "request_too_large": 413, "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529}
+_CLOCK_SKEW_S = 60.0  # a batch created up to this long before the job's claim (clocks differ) can still be it
+
+
+class AnthropicBatch(BatchTransport):
+    limits = BATCH_LIMITS["anthropic"]
+
+    def __init__(self, provider: Any) -> None:
+        super().__init__(provider)
+        self._client: Any = None
+
+    def _sdk(self) -> Any:
+        if self._client is None:
+            from anthropic import AsyncAnthropic
+
+            key = self.provider._key = self.provider._api_key()  # the provider's _redact masks it in every message
+            self._client = AsyncAnthropic(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=self.provider.config.limits.timeout_s)
+        return self._client
+
+    def line(self, key: str, request: Any) -> bytes:
+        return orjson.dumps({"custom_id": key, "params": self.provider._params(request)}) + b"\n"
+
+    async def upload(self, job: str, path: Path) -> str | None:
+        return None
+
+    async def create(self, job: str, input_ref: str | None, path: Path) -> str:
+        requests = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return (await self._sdk().messages.batches.create(requests=requests)).id
+
+    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
+        async for b in self._sdk().messages.batches.list(limit=100):
+            if b.created_at.timestamp() < job.created_at - _CLOCK_SKEW_S:
+                break  # newest first: the rest are older still
+            counts = b.request_counts
+            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+            if total == job.requests and not taken(b.id):
+                return b.id, None
+        return None, None
+
+    async def poll(self, remote_id: str) -> JobState:
+        b = await self._sdk().messages.batches.retrieve(remote_id)
+        c = b.request_counts
+        total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+        message = ", ".join(f"{n} {what}" for n, what in ((c.errored, "errored"), (c.canceled, "canceled"), (c.expired, "expired")) if n) or None
+        kind = "cancelled" if b.cancel_initiated_at is not None else "expired"
+        return JobState(b.processing_status, b.processing_status == "ended", message, total - c.processing, total, (remote_id,), kind)
+
+    async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
+        decoder = await self._sdk().messages.batches.results(state.outputs[0])
+        async for entry in decoder:
+            if entry.custom_id in letters:
+                yield entry.custom_id, self._response(entry.result, letters[entry.custom_id])
+
+    def _response(self, result: Any, letters: tuple[str, ...] | None) -> Response:
+        """One result as the online provider would have answered it."""
+        kind = result.type
+        if kind == "canceled":
+            return Response.failed("cancelled", "canceled: the batch was canceled before this request was processed")
+        if kind == "expired":
+            return Response.failed("expired", "expired: the batch reached its 24-hour limit before this request was processed")
+        try:
+            if kind == "errored":
+                error = result.error.error
+                raise HTTPStatusError(_STATUS.get(error.type, 500), orjson.dumps({"type": "error", "error": {"type": error.type, "message": error.message}}).decode())
+            return self.provider._parse(result.message.model_dump(mode="json"), parse_request(letters), {})
+        except Exception as exc:  # one bad line is that cell's error, never the job's
+            return Response.failed(classify(exc), self.provider._redact(describe(exc)))
+
+    async def cancel(self, remote_id: str) -> None:
+        await self._sdk().messages.batches.cancel(remote_id)
+
+    async def cleanup(self, input_ref: str | None, state: JobState | None) -> None:
+        return None  # nothing was uploaded
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()

@@ -1,0 +1,403 @@
+"""Drives one batch model: cache misses in -> jobs packed, submitted, polled, collected -> answers out.
+
+The scheduler hands the driver the model's cache misses in plan order on its queue (the one hook, see
+engine.scheduler) and gets every answer back through `BatchHooks.answered`, already committed to the cache.
+
+Life cycle, each step committed (engine.batch.store) before the next:
+1. recover: jobs of this grid and model left by a dead process. A NEW job is looked up at the provider by
+   its local id (`find`): created -> SUBMITTED; only its input uploaded -> the file deleted, the job dropped
+   (its keys are packed again); nothing there -> dropped. An UPLOADED job is created from its input file.
+2. intake: misses arrive in chunks; keys a live job already holds are awaited (this grid) or reported as
+   `batch_elsewhere` errors (another grid's job: left alone); the rest are claimed into the open job
+   (members committed) and their lines appended to its spool file. A job is sealed at the provider's limits
+   (requests or bytes, engine.batch.BATCH_LIMITS; max_requests) or when the intake ends, then uploaded
+   (input id committed) and created (provider id committed). A failed upload or create is retried after
+   `find` has checked what the failed call did, so a lost answer never makes a second job.
+3. poll: every poll_s, each SUBMITTED job of this grid and model; an ended one is collected: its result
+   lines are parsed and committed in chunks with their membership removed, its input file deleted, then the
+   members with no line become errors (expired, cancelled, batch_failed) and the job is CLOSED.
+The driver returns once the intake is over and every key it took is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from engine.batch import BatchStats, BatchTransport, JobState, open_transport
+from engine.batch.store import ANSWERED, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
+from engine.limits import estimate_prompt_tokens
+from engine.providers.api import APIProvider, normalised_url
+from engine.providers.errors import classify, describe, is_transient
+from engine.request import Request, Response
+
+log = logging.getLogger(__name__)
+_INTAKE_CHUNK = 512
+_COMMIT_LINES = 2000  # result lines per transaction: ~1 ms of commit per 2,000 answers
+_RETRY_S = 1.0  # first wait before retrying a failed upload or create (doubles, at most poll_s)
+
+
+class BatchHooks(Protocol):
+    """What the scheduler gives a driver."""
+
+    stats: BatchStats
+
+    async def answered(self, key: str, response: Response) -> None:
+        """A key's answer, committed to the cache: count it and hand it to the cells waiting on it."""
+
+    async def cached(self, key: str, response: Response) -> None:
+        """A key another run answered meanwhile: a cache hit for the cells waiting on it."""
+
+    def dropped(self, key: str) -> None:
+        """A key left unsubmitted (budget spent): its cells get no row, the next run asks again."""
+
+    def reserve(self, usd: float) -> bool:
+        """Count `usd` of submitted requests against --budget; False (and nothing counted) when it would pass it."""
+
+
+def account_of(provider: APIProvider) -> str:
+    """Endpoint and where the key comes from (never the key): which provider account holds the jobs."""
+    return f"{normalised_url(provider.base_url)} {provider._key_source()}"
+
+
+class BatchDriver:
+    def __init__(self, provider: APIProvider, store: BatchStore, grid: str, hooks: BatchHooks, spool_dir: Path, price: tuple[float, float] | None) -> None:
+        self.provider = provider
+        self.config = provider.config
+        self.store = store
+        self.grid = grid
+        self.hooks = hooks
+        self.spool_dir = spool_dir
+        self.transport: BatchTransport = open_transport(provider)
+        limits = self.transport.limits
+        self.max_requests = min(self.config.batch.max_requests or limits.max_requests, limits.max_requests)
+        self.max_bytes = limits.max_bytes
+        self.account = account_of(provider)
+        self._price = price
+        self._outstanding: set[str] = set()  # keys of this run waiting for an answer from a job
+        self._intake_done = False
+        self._wake = asyncio.Event()  # a job was submitted: poll soon
+        self._in_progress = 0  # this model's submitted jobs in stats.jobs_in_progress
+
+    async def run(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
+        try:
+            await self._recover()
+            poller = asyncio.create_task(self._poll_loop())
+            try:
+                await self._intake(inbox, produced)
+                self._intake_done = True
+                self._wake.set()
+                await poller
+            finally:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+        finally:
+            await self.transport.aclose()
+
+    # -- 1. recover ------------------------------------------------------------------------------------------
+    async def _recover(self) -> None:
+        for job in self.store.jobs(self.grid, self.config.id, live=True):
+            if job.status == SUBMITTED or owner_alive(job.owner):
+                continue
+            remote, input_ref = await self._retrying(lambda job=job: self.transport.find(job, self._taken))
+            if remote is not None:
+                self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
+            elif job.status == UPLOADED and job.input_ref:
+                self.store.update(job.id, owner=owner_tag())
+                await self._submit(self.store.job(job.id))  # type: ignore[arg-type]  # creates it from its uploaded input
+            else:
+                if input_ref is not None:
+                    await self._retrying(lambda ref=input_ref: self.transport.cleanup(ref, None))
+                self.store.drop(job.id)
+            self._spool(job.id).unlink(missing_ok=True)
+
+    # -- 2. intake -------------------------------------------------------------------------------------------
+    async def _intake(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
+        job: Job | None = None  # the open job: claimed members, spool file being written
+        spool = None
+        size = count = 0
+        spent = False  # --budget reached: nothing more is submitted
+        try:
+            while True:
+                chunk = await self._take(inbox, produced)
+                if chunk is None:
+                    break
+                held = self.store.holders([k for k, _ in chunk])
+                for key, holder in held.items():
+                    await self._held(key, holder)
+                chunk = [(k, r) for k, r in chunk if k not in held]
+                if not spent and chunk and not self.hooks.reserve(self._cost(r for _, r in chunk)):
+                    spent = True
+                if spent:
+                    for key, _ in chunk:
+                        self.hooks.dropped(key)
+                    continue
+                lines = [(key, request, self.transport.line(key, request)) for key, request in chunk]
+                while lines:
+                    take, grow = 0, 0
+                    while take < len(lines) and count + take < self.max_requests and size + grow + len(lines[take][2]) <= self.max_bytes:
+                        grow += len(lines[take][2])
+                        take += 1
+                    if take == 0 and count == 0:
+                        raise ValueError(f"model '{self.config.id}': one request is larger than a {self.provider.name} batch input may be ({self.max_bytes:,} bytes)")
+                    if take:
+                        members = [(k, r.letters if r.want_logprobs and r.letters else None) for k, r, _ in lines[:take]]
+                        job, held = self.store.claim(job, self.grid, self.config.id, self.provider.name, self.account, members)
+                        claimed = [(k, line) for k, _, line in lines[:take] if k not in held]
+                        if claimed:
+                            assert job is not None
+                            if spool is None:
+                                spool = self._spool(job.id).open("wb")
+                            spool.writelines(line for _, line in claimed)
+                            self._outstanding.update(k for k, _ in claimed)
+                            size += sum(len(line) for _, line in claimed)
+                            count += len(claimed)
+                        for key, holder in held.items():
+                            await self._held(key, holder)
+                    lines = lines[take:]
+                    if lines or count >= self.max_requests:
+                        if job is not None and spool is not None:
+                            spool.close()
+                            await self._submit(job)
+                        job, spool, size, count = None, None, 0, 0
+            if job is not None and spool is not None:
+                spool.close()
+                await self._submit(job)
+                job, spool = None, None
+        finally:
+            if spool is not None:
+                spool.close()
+
+    async def _take(self, inbox: asyncio.Queue, produced: asyncio.Event) -> list[tuple[str, Request]] | None:
+        """The next chunk of misses (up to _INTAKE_CHUNK), or None once the producer is done and the inbox empty.
+
+        Taking an item marks it done on the queue only when its key is answered (the scheduler's _settle)."""
+        chunk: list[tuple[str, Request]] = []
+        while len(chunk) < _INTAKE_CHUNK:
+            try:
+                chunk.append(inbox.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            if chunk:
+                break
+            if produced.is_set():
+                return None
+            getter = asyncio.ensure_future(inbox.get())
+            done = asyncio.ensure_future(produced.wait())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            done.cancel()
+            if getter.done():
+                chunk.append(getter.result())
+            else:
+                getter.cancel()
+                try:
+                    chunk.append(await getter)  # it may have completed while being cancelled
+                except asyncio.CancelledError:
+                    pass
+        return chunk
+
+    def _taken(self, remote_id: str) -> bool:
+        return self.store.job(remote_id) is not None
+
+    async def _held(self, key: str, holder: str) -> None:
+        """A key a live job already holds: awaited when the job is this grid's, else an error (left alone); a key
+        already answered (ANSWERED): its cached answer."""
+        if holder == ANSWERED:
+            hit = self.store.cache.lookup([key]).get(key)
+            if hit is not None:
+                await self.hooks.cached(key, hit)
+                return
+        other = self.store.job(holder)
+        if other is not None and other.grid == self.grid:
+            self._outstanding.add(key)
+            return
+        where = f"job {other.remote_id or other.id} of grid '{other.grid}'" if other else f"job {holder}"
+        await self.hooks.answered(key, Response.failed("batch_elsewhere", f"in the live batch {where}; rerun once it has ended"))
+
+    def _cost(self, requests) -> float:
+        if self._price is None:
+            return 0.0
+        tokens_in = tokens_out = 0.0
+        for r in requests:
+            tokens_in += estimate_prompt_tokens(r)
+            tokens_out += r.decoding.max_tokens
+        return (tokens_in * self._price[0] + tokens_out * self._price[1]) / 1e6
+
+    def _spool(self, job_id: str) -> Path:
+        return self.spool_dir / f".batch-{job_id}.jsonl"
+
+    async def _submit(self, job: Job) -> None:
+        """Upload and create a sealed NEW job, each step committed; retried (after `find`) until it holds."""
+        path = self._spool(job.id)
+        first = True
+        while True:
+            remote, input_ref = (None, None) if first else await self._retrying(lambda: self.transport.find(job, self._taken))
+            first = False
+            if remote is not None:
+                break
+            input_ref = input_ref or job.input_ref
+            try:
+                if input_ref is None:
+                    input_ref = await self.transport.upload(job.id, path)
+                    if input_ref is not None:
+                        self.store.update(job.id, status=UPLOADED, input_ref=input_ref)
+                job = self.store.job(job.id)  # type: ignore[assignment]
+                await self._create(job, path)
+                path.unlink(missing_ok=True)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._note(job.id, exc)
+                if not is_transient(exc):  # refused (too large, bad key, ...): asking again cannot succeed
+                    await self._refused(job, exc)
+                    return
+                await asyncio.sleep(min(_RETRY_S, self.config.batch.poll_s))
+        self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
+        self._count_submitted(job)
+        path.unlink(missing_ok=True)
+
+    async def _refused(self, job: Job, exc: BaseException) -> None:
+        """A job the provider refused to take: its requests become errors of that kind (submitted again by the
+        next run), whatever it had uploaded is deleted, and the job is closed."""
+        remote, input_ref = await self._retrying(lambda: self.transport.find(job, self._taken))
+        if remote is not None:  # the refusal was of a retry: the first attempt got through
+            self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
+            self._count_submitted(job)
+            return
+        if input_ref is not None:
+            await self._retrying(lambda: self.transport.cleanup(input_ref, None))
+        self._spool(job.id).unlink(missing_ok=True)
+        why = Response.failed(classify(exc), f"batch job not accepted: {self.provider._redact(describe(exc))}")
+        leftovers = [(k, self.provider.name, self.config.model, why) for k in self.store.members(job.id)]
+        self.store.close(job.id, leftovers, "refused", why.error)
+        self.hooks.stats.failed_jobs.append(f"{job.id}: refused: {why.error}")
+        for key, *_ in leftovers:
+            await self._answer(key, why)
+
+    async def _create(self, job: Job, path: Path | None = None) -> None:
+        remote = await self.transport.create(job.id, job.input_ref, path or self._spool(job.id))
+        self.store.update(job.id, status=SUBMITTED, remote_id=remote, submitted_at=time.time())
+        self._count_submitted(job)
+
+    def _count_submitted(self, job: Job) -> None:
+        stats = self.hooks.stats
+        stats.jobs_submitted += 1
+        stats.requests_submitted += self.store.job(job.id).requests  # type: ignore[union-attr]
+        self._wake.set()
+
+    def _note(self, job_id: str, exc: BaseException) -> None:
+        message = self.provider._redact(describe(exc))
+        log.warning("batch job %s: %s: %s (retrying)", job_id, classify(exc), message)
+        self.store.update(job_id, message=message)
+
+    async def _retrying(self, call: Callable):
+        """A provider call retried until it answers (transport failures, 5xx): state is only ever read here."""
+        wait = _RETRY_S
+        while True:
+            try:
+                return await call()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("batch %s: %s: %s (retrying in %.1fs)", self.config.id, classify(exc), self.provider._redact(describe(exc)), wait)
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, self.config.batch.poll_s)
+
+    # -- 3. poll ---------------------------------------------------------------------------------------------
+    async def _poll_loop(self) -> None:
+        poll_s = self.config.batch.poll_s
+        while True:
+            jobs = [j for j in self.store.jobs(self.grid, self.config.id, live=True) if j.status == SUBMITTED]
+            stats = self.hooks.stats
+            stats.jobs_in_progress += len(jobs) - self._in_progress
+            self._in_progress = len(jobs)
+            if self._intake_done:
+                await self._orphans()
+                if not self._outstanding:
+                    stats.jobs_in_progress -= self._in_progress
+                    self._in_progress = 0
+                    return
+            stats.next_poll_at = time.time() + poll_s
+            try:
+                await asyncio.wait_for(self._wake.wait(), poll_s) if not jobs else await asyncio.sleep(poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for job in jobs:
+                try:
+                    state = await self.transport.poll(job.remote_id)  # type: ignore[arg-type]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a 5xx on retrieve: the job is asked again at the next poll
+                    self._note(job.id, exc)
+                    continue
+                if state.ended:
+                    await self._collect(job, state)
+                else:
+                    self.store.update(job.id, provider_status=state.status)
+
+    async def _collect(self, job: Job, state: JobState) -> None:
+        letters = self.store.members(job.id)
+        rows: list[tuple[str, str, str, Response]] = []
+        seen: set[str] = set()
+        name, model = self.provider.name, self.config.model
+
+        async def flush() -> None:
+            self.store.commit(job.id, rows)
+            for key, _, _, response in rows:
+                await self._answer(key, response)
+            rows.clear()
+
+        try:
+            async for key, response in self.transport.results(state, letters):
+                if key in seen:
+                    continue  # a provider repeating a line: the first one is the answer
+                seen.add(key)
+                rows.append((key, name, model, response))
+                if len(rows) >= _COMMIT_LINES:
+                    await flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the download broke: what is committed stays; the rest is read at the next poll
+            if rows:
+                await flush()
+            self._note(job.id, exc)
+            return
+        await flush()
+        await self._retrying(lambda: self.transport.cleanup(job.input_ref, state))
+        what = f"batch job {job.remote_id} {state.status}" + (f": {state.message}" if state.message else "")
+        leftovers = [(k, name, model, Response.failed(state.leftover_kind, what)) for k in letters if k not in seen]
+        self.store.close(job.id, leftovers, state.status, state.message)
+        for key, _, _, response in leftovers:
+            await self._answer(key, response)
+        stats = self.hooks.stats
+        stats.jobs_done += 1
+        if state.status != "completed":
+            stats.failed_jobs.append(f"{job.remote_id}: {state.status}" + (f": {state.message}" if state.message else ""))
+
+    async def _orphans(self) -> None:
+        """Keys this run awaits whose job another process collected meanwhile: their answer is in the cache, or
+        the job ended without one (an error; the next run submits them again)."""
+        keys = list(self._outstanding)
+        held = self.store.holders(keys)
+        gone = [k for k in keys if k not in held]
+        if not gone:
+            return
+        hits = self.store.cache.lookup(gone)
+        for key in gone:
+            self._outstanding.discard(key)
+            hit = hits.get(key)
+            answer = hit if hit is not None else Response.failed("batch_error", "its batch job was collected by another run without an answer for it; rerun to submit it again")
+            await self.hooks.answered(key, answer)
+
+    async def _answer(self, key: str, response: Response) -> None:
+        self.hooks.stats.requests_done += 1
+        if key in self._outstanding:
+            self._outstanding.discard(key)
+            await self.hooks.answered(key, response)
