@@ -72,6 +72,11 @@ class ReportError(EngineError, ValueError):
     """A run directory or option the report cannot use; the message says which and why."""
 
 
+class TemplateError(EngineError, ValueError):
+    """A prompt template that cannot be loaded or rendered (engine.templates); the message names the file, the
+    line and the cause."""
+
+
 class CacheToolError(EngineError, ValueError):
     """A file that is not a usable cache, or a bad argument: the message is one line naming the file."""
 

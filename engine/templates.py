@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import TemplateError
+
 FORMATS = ("chat", "completion")
 ROLES = ("system", "user", "assistant")
 MTPA = "mtpa"  # the built-in prompts: no template file
@@ -40,10 +42,6 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 _TURN = "\x00turn:{}\x00"
 _TURN_RE = re.compile("\x00turn:([a-z]+)\x00")
 _DEFAULT_DELIMITER = {"chat": "", "completion": " "}
-
-
-class TemplateError(ValueError):
-    """A template that cannot be loaded or rendered; the message names the file, the line and the cause."""
 
 
 class Fields(dict):
