@@ -32,6 +32,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import cast
 
 from bench_adapters import ADAPTERS, JUDGE, Adapter, Item, Score, modes
@@ -207,7 +208,8 @@ class Plan:
 
     def _check_templates(self) -> None:
         """Render every item of each templated benchmark once per condition (the first persona standing for
-        all), so that a field the template names but the data lacks stops the grid before any call."""
+        all), then the first item once per persona, so that a field the template names but the data (an item
+        or any persona) lacks stops the grid before any call."""
         problems = []
         persona = self.personas[0] if self.personas else None
         for i, bench in enumerate(self.benchmarks):
@@ -218,10 +220,13 @@ class Plan:
                 if condition.format is not None and who is None:
                     continue
                 items = bench.persona_items.items_for(who) if bench.per_persona and who is not None else bench.items
+                others = islice(self.personas, 1, None) if condition.format is not None else ()
                 try:
                     for item in items:
-                        cell = Cell(0, self.grid.models[0], bench.config.label, item, condition, who, 0)
-                        self.request(cell)
+                        self.request(Cell(0, self.grid.models[0], bench.config.label, item, condition, who, 0))
+                    for other in others:
+                        for item in islice(bench.persona_items.items_for(other) if bench.per_persona else bench.items, 1):
+                            self.request(Cell(0, self.grid.models[0], bench.config.label, item, condition, other, 0))
                 except TemplateError as exc:
                     problems.append(f"{self.grid.path}: benchmarks[{i}].template: {exc}")
                     break

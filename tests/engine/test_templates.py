@@ -358,3 +358,15 @@ def test_a_chat_template_rendering_no_turn_is_an_error(tmp_path):
     grid = load_grid(_grid(tmp_path, 'name = "crows_pairs"\nmode = "likelihood"\nlimit = 1\ntemplate = "lm-eval"'))
     with pytest.raises(GridError, match='crows_pairs.jinja: renders no chat turn \\(an empty prompt can only be sent with format = "completion"\\)'):
         Plan.from_grid(grid)
+
+
+def test_a_trait_only_some_personas_have_is_caught_before_any_call(tmp_path):
+    # The first persona has `religion`; p05 has none: the check renders one prompt per persona, not the first only.
+    from tests.bench_adapters.traits_fixtures import write_personas
+
+    write_personas(tmp_path / "people.jsonl")
+    tpl = _template(tmp_path, "{{ item.question }}{% if persona %} {{ persona.religion }}{% endif %}")
+    path = _grid(tmp_path, f'name = "truthfulqa"\nlimit = 1\ntemplate = "{tpl.name}"', conditions=BASELINE + '[[conditions]]\nname = "prose"\nformat = "prose"\n')
+    path.write_text(path.read_text().replace('[run]\nname = "t"\n', '[run]\nname = "t"\n[personas]\nsource = "people.jsonl"\n'))
+    with pytest.raises(GridError, match="missing field: persona has no field 'religion'"):
+        Plan.from_grid(load_grid(path))
