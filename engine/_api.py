@@ -51,7 +51,7 @@ def run(
     errors by kind, cost in USD, wall s) and the Δ tables. Raises what run_async raises, and RuntimeError when
     called from a running event loop (in Jupyter: `await engine.run_async(grid)`). Ctrl-C cancels the run: the
     manifest says `interrupted` and KeyboardInterrupt is raised; a rerun resumes from the cache."""
-    from engine import runner
+    import engine.runner as runner
 
     return runner.run(_grid(grid), budget_usd=_budget(budget_usd), shard=_shard(shard), progress=progress, progress_interval_s=progress_interval_s)
 
@@ -82,7 +82,7 @@ async def run_async(
     `failed`, every committed answer is kept), PersonaFileError; KeyboardInterrupt and asyncio.CancelledError
     are re-raised after the manifest says `interrupted`. A model call's own failure is no exception: it is a
     result row's `error` and counted in stats.errors."""
-    from engine import runner
+    import engine.runner as runner
 
     return await runner.run_async(
         _grid(grid), budget_usd=_budget(budget_usd), shard=_shard(shard), progress=progress, progress_interval_s=progress_interval_s, stop=stop
@@ -106,7 +106,7 @@ def dry_run(grid: GridConfig | str | Path, shard: Shard | None = None) -> DryRun
     plan (engine.dryrun: a sampled token estimate when nothing is cached). Reads the cache when it exists;
     calls no model and writes nothing. Raises GridError (a path given and invalid), CacheError (a cache file
     that is not one), PersonaFileError."""
-    from engine import dryrun
+    import engine.dryrun as dryrun
 
     return dryrun.dry_run(_grid(grid), shard)
 

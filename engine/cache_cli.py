@@ -39,7 +39,7 @@ def merge(
     as_json: Annotated[bool, typer.Option("--json", help="Print the merge report as JSON.")] = False,
 ) -> None:
     """Merge caches by key: the first answer stands, conflicting answers are counted; integrity-checked after."""
-    from engine import cache_tools  # here, not at the top: sqlite-utils would slow every `mtpa-engine` start
+    import engine.cache_tools as cache_tools  # here, not at the top: sqlite-utils would slow every `mtpa-engine` start
 
     try:
         report = cache_tools.merge(target, inputs)
@@ -77,7 +77,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """Entries and tokens per model, first and last write, errors by kind, file size and reclaimable space."""
-    from engine import cache_tools
+    import engine.cache_tools as cache_tools
 
     try:
         s = cache_tools.stats(cache)
@@ -102,7 +102,7 @@ def vacuum(
     prune_errors: Annotated[bool, typer.Option("--prune-errors", help="First delete logged failures of keys that have an answer since.")] = False,
 ) -> None:
     """Compact a cache: checkpoint the WAL, VACUUM, integrity check. Answers are never deleted."""
-    from engine import cache_tools
+    import engine.cache_tools as cache_tools
 
     try:
         r = cache_tools.vacuum(cache, prune_errors)
@@ -124,7 +124,7 @@ def export(
     model: Annotated[str | None, typer.Option("--model", help="Only this model's entries: its `model` as the grid names it (as `cache stats` lists it), not its `id`.")] = None,
 ) -> None:
     """Export the cache's entries, ordered by key, as JSON lines or CSV."""
-    from engine import cache_tools
+    import engine.cache_tools as cache_tools
 
     try:
         n = cache_tools.export(cache, target, model)

@@ -71,7 +71,7 @@ def prepare(grid: GridConfig, shard: Shard | None = None) -> tuple[Plan, dict[st
     judge = (grid.judge.model,) if grid.judge is not None else ()
     providers = {m.id: create_provider(m) for m in (*grid.models, *judge)}
     if grid.run.executor == "ray":  # in-process models on Ray actors; nothing starts before the preflight
-        from engine import ray_pool
+        import engine.ray_pool as ray_pool
 
         providers = ray_pool.wrap(providers, grid.run.ray)
     return plan, providers
