@@ -1,6 +1,6 @@
 """TruthfulQA MC1/MC2 parity with lm-evaluation-harness 0.4.13 on the same weights and the same prompt.
 
-    python bench/parity_lmeval.py [--n 40] [--seed 0] [--venv DIR] [--work DIR] [--batch-size 8]
+    python bench/parity_lmeval.py [--n 40] [--seed 0] [--venv DIR] [--work DIR] [--batch-size 8] [--ours-only]
 
 1. Installs lm-eval 0.4.13 (with its `hf` extra and this project's torch and transformers versions) in a
    throwaway venv (`--venv`, default ~/.cache/mtpa-engine/lmeval-0.4.13-venv; never a project dependency),
@@ -15,6 +15,9 @@
    through the local provider (engine.plan builds the requests exactly as a run does).
 5. Prints, per task: the per-option log-likelihood differences (max and mean |ours − lm-eval|, nats), the MC1
    decisions that differ, and MC1/MC2 of both. Targets: < 1e-3 nats per option, identical MC1 decisions.
+
+Each side is kept in WORK and reused by a later call on the same subset (lm-eval's logged samples; ours in
+ours-N-SEED.json), so the two can run as separate processes: `--ours-only` scores our side alone.
 
 Exit 0 when the targets hold, 1 when not.
 """
@@ -80,8 +83,24 @@ def write_tasks(work: Path, python: Path, indices: list[int]) -> None:
         (work / f"parity_truthfulqa_{t}.yaml").write_text(text)
 
 
-def run_lm_eval(python: Path, work: Path, folder: Path, batch_size: int) -> dict[str, list[dict]]:
+def lm_eval_samples(out: Path, questions: list[str]) -> dict[str, list[dict]] | None:
+    """lm-eval's logged samples of each task under `out`, the newest of each, if they cover exactly `questions`."""
+    samples: dict[str, list[dict]] = {}
+    for t in TASKS:
+        paths = sorted(out.rglob(f"samples_parity_truthfulqa_{t}_*.jsonl"))
+        if not paths:
+            return None
+        samples[t] = sorted((json.loads(line) for line in paths[-1].read_text().splitlines()), key=lambda s: s["doc_id"])
+        if [s["doc"]["question"] for s in samples[t]] != questions:
+            return None
+    return samples
+
+
+def run_lm_eval(python: Path, work: Path, folder: Path, batch_size: int, questions: list[str]) -> dict[str, list[dict]]:
     out = work / "lm_eval_out"
+    if (done := lm_eval_samples(out, questions)) is not None:
+        print(f"lm-eval: reusing the samples of this subset in {out}")
+        return done
     # Passive OpenMP waits, as engine.providers.local sets for itself: spinning threads on shared cores made a
     # batch take 100 s instead of seconds here.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -91,15 +110,18 @@ def run_lm_eval(python: Path, work: Path, folder: Path, batch_size: int) -> dict
         "--device", "cpu", "--batch_size", str(batch_size), "--output_path", str(out), "--log_samples",
     ]
     subprocess.run(cmd, check=True, env=env, cwd=work)
-    samples: dict[str, list[dict]] = {}
-    for t in TASKS:
-        (path,) = sorted(out.rglob(f"samples_parity_truthfulqa_{t}_*.jsonl"))[-1:]
-        samples[t] = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda s: s["doc_id"])
+    samples = lm_eval_samples(out, questions)
+    assert samples is not None, f"lm-eval wrote no samples of this subset under {out}"
     return samples
 
 
 def run_ours(work: Path, n: int, seed: int) -> dict[str, list[tuple[str, dict[str, float], float]]]:
-    """Per task, per item in source order: (question, {option text: log-likelihood}, score)."""
+    """Per task, per item in source order: (question, {option text: log-likelihood}, score); kept in
+    WORK/ours-N-SEED.json and reused from there (the engine's side can run before, or beside, lm-eval's)."""
+    saved = work / f"ours-{n}-{seed}.json"
+    if saved.exists():
+        print(f"ours: reusing {saved}")
+        return {t: [tuple(row) for row in rows] for t, rows in json.loads(saved.read_bytes()).items()}  # type: ignore[misc]
     grid = work / "grid.toml"
     tables = "".join(
         f'[[benchmarks]]\nname = "truthfulqa"\nid = "{t}"\ntask = "{t}"\nmode = "likelihood"\ntemplate = "lm-eval"\n'
@@ -124,6 +146,7 @@ def run_ours(work: Path, n: int, seed: int) -> dict[str, list[tuple[str, dict[st
             score = plan.score(cell, resp)
             rows.append((cell.item.question, lls, score.score if score.score is not None else score.correct))
         out[t] = rows
+    saved.write_text(json.dumps(out))
     return out
 
 
@@ -134,15 +157,21 @@ def main() -> int:
     ap.add_argument("--venv", type=Path, default=user_cache_dir() / f"lmeval-{LM_EVAL}-venv")
     ap.add_argument("--work", type=Path, default=user_cache_dir() / "parity-lmeval")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--ours-only", action="store_true", help="score the subset with this engine only (kept in WORK for a later comparison)")
     args = ap.parse_args()
     from bench_adapters.choice import sample_indices
 
     args.work.mkdir(parents=True, exist_ok=True)
-    python = ensure_venv(args.venv)
     indices = sample_indices(817, args.n, args.seed)  # the adapter's own seeded subset, in source order
+    if args.ours_only:
+        ours = run_ours(args.work, args.n, args.seed)
+        print(f"ours: {sum(len(rows) for rows in ours.values())} items scored, kept in {args.work}")
+        return 0
+    python = ensure_venv(args.venv)
     write_tasks(args.work, python, indices)
     folder = gguf_checkpoint(resolve("embedded"), "float32")
-    theirs = run_lm_eval(python, args.work, folder, args.batch_size)
+    records = json.loads(DATA.read_bytes())
+    theirs = run_lm_eval(python, args.work, folder, args.batch_size, [records[i]["question"] for i in indices])
     ours = run_ours(args.work, args.n, args.seed)
     ok = True
     for t in TASKS:
