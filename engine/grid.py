@@ -315,7 +315,7 @@ def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: li
     """`template`, `format` and `shots` (engine.templates): a readable template, a format every model can send."""
     from bench_adapters import JUDGE
     from engine.providers import PROVIDERS, provider_class
-    from engine.templates import FORMATS, MTPA, PromptTemplate, TemplateError
+    from engine.templates import FORMATS, MTPA, PRESET_MODES, PromptTemplate, TemplateError
 
     if b.template is not None:
         if "\0" in b.template:
@@ -335,6 +335,18 @@ def _check_prompt(grid: GridConfig, b: BenchmarkConfig, where: str, problems: li
                 problems.append(
                     f'{where}.format: models[{i}] ({m.id}) uses provider "{m.provider}", whose API takes chat messages only; '
                     'format = "completion" needs a transformers, vllm or openai (completions endpoint) model'
+                )
+    if b.template in PRESET_MODES and b.mode not in PRESET_MODES[b.template]:
+        problems.append(
+            f'{where}.mode: the "{b.template}" preset shows no lettered options; it scores each option by its likelihood, '
+            f'as its source does: set mode = "{PRESET_MODES[b.template][0]}"'
+        )
+    if b.mode == "likelihood":
+        for i, m in enumerate(grid.models):
+            if m.provider in PROVIDERS and not provider_class(m.provider).supports_likelihood:
+                problems.append(
+                    f'{where}.mode: models[{i}] ({m.id}) uses provider "{m.provider}", which cannot score option continuations; '
+                    'mode = "likelihood" needs a transformers ("local") or vllm model'
                 )
     if b.shots is not None and b.shots < 0:
         problems.append(f"{where}.shots: expected a non-negative integer")

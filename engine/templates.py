@@ -38,6 +38,9 @@ FORMATS = ("chat", "completion")
 ROLES = ("system", "user", "assistant")
 MTPA = "mtpa"  # the built-in prompts: no template file
 PRESETS_DIR = Path(__file__).parent / "presets"
+# The scoring modes a preset's prompts make sense in: lm-eval's TruthfulQA and CrowS-Pairs tasks are
+# `output_type: multiple_choice` (each option scored by its log-likelihood; no option is ever shown).
+PRESET_MODES: dict[str, tuple[str, ...]] = {"lm-eval": ("likelihood",)}
 # A sentinel no dataset or persona text contains (a NUL): turn() emits it, render() splits on it.
 _TURN = "\x00turn:{}\x00"
 _TURN_RE = re.compile("\x00turn:([a-z]+)\x00")

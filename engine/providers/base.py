@@ -25,6 +25,7 @@ class Provider(ABC):
     name: ClassVar[str]
     supports_logprobs: ClassVar[bool] = True  # False: letter logprobs (p_gold) are never returned
     supports_completion: ClassVar[bool] = True  # False: chat messages only, no `format = "completion"` prompt
+    supports_likelihood: ClassVar[bool] = False  # True: scores option continuations (mode "likelihood"): local backends
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config

@@ -15,6 +15,7 @@ from engine.request import Request, Response
 
 class InProcessProvider(Provider):
     default_batch_size = 16
+    supports_likelihood = True  # the weights are here: every option's tokens are scored in a forward pass
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

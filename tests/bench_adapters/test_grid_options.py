@@ -50,7 +50,9 @@ def test_mc2_in_letter_mode_is_a_grid_error_naming_what_to_use(tmp_path):
 
 
 def test_likelihood_requests_carry_the_options_and_no_letter_logprobs(tmp_path):
-    grid = load_grid(_grid(tmp_path, '[[benchmarks]]\nname = "truthfulqa"\ntask = "mc2"\nmode = "likelihood"\nlimit = 2\n'))
+    path = _grid(tmp_path, '[[benchmarks]]\nname = "truthfulqa"\ntask = "mc2"\nmode = "likelihood"\nlimit = 2\n')
+    path.write_text(path.read_text().replace('provider = "openai"\nmodel = "test"', 'provider = "local"\nmodel = "embedded"'))  # likelihood: a local backend
+    grid = load_grid(path)
     plan = Plan.from_grid(grid)
     cell = next(iter(plan))
     req = plan.request(cell)

@@ -119,7 +119,7 @@ def test_rubric_and_benchmark_id_problems_are_named(tmp_path):
     message = _problems(_judge_grid(tmp_path, JUDGED + 'rubric = "r.toml"\n', JUDGE))
     assert f"benchmarks[0].rubric: {tmp_path / 'r.toml'}: prompt: must contain {{answer}}" in message
     assert 'benchmarks[0].rubric: only used with mode = "judge"' in _problems(_judge_grid(tmp_path, '[[benchmarks]]\nname = "truthfulqa"\nrubric = "truthful"\n', None))
-    twice = '[[benchmarks]]\nname = "truthfulqa"\n[[benchmarks]]\nname = "truthfulqa"\ntask = "mc2"\nmode = "likelihood"\n'
+    twice = '[[benchmarks]]\nname = "truthfulqa"\n[[benchmarks]]\nname = "truthfulqa"\ntask = "mc2"\nmode = "letter-logprob"\n'
     assert "benchmarks[1].id: duplicate value 'truthfulqa'" in _problems(_judge_grid(tmp_path, twice, None))
     load_grid(_judge_grid(tmp_path, twice + 'id = "truthfulqa-mc2"\n', None))  # an id tells them apart
 

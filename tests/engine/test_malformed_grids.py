@@ -61,6 +61,10 @@ NORMAD_HEAD = "ID,Country,Background,Axis,Subaxis,Value,Rule-of-Thumb,Story,Expl
 NORMAD_ROW = '{id},france,b,a,s,v,rot,"Alex brought a gift.",e,yes\n'
 
 
+API_MODEL = 'provider = "openai"\nmodel = "test"\nbase_url = "http://127.0.0.1:9/v1"'
+LOCAL_MODEL = 'provider = "local"\nmodel = "embedded"'
+
+
 def jsonl(*records: dict) -> bytes:
     return b"\n".join(orjson.dumps(r) for r in records) + b"\n"
 
@@ -91,7 +95,7 @@ CASES = [
     # --- item 5: benchmark rows, every adapter
     Case("tqa-empty-targets", "tqa.json: record 1: field 'mc1_targets' is empty", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": {}}])}),
     Case("tqa-no-true-option", "tqa.json: record 2: field 'mc1_targets' has 0 true options (expected exactly one)", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([TQA, {**TQA, "mc1_targets": {"No": 0, "Yes": 0}}])}),
-    Case("tqa-mc2-no-true-option", "tqa.json: record 1: field 'mc2_targets' has 0 true options (expected at least one)", bench='name = "truthfulqa"\npath = "tqa.json"\ntask = "mc2"\nmode = "likelihood"', files={"tqa.json": orjson.dumps([{**TQA, "mc2_targets": {"No": 0}}])}),
+    Case("tqa-mc2-no-true-option", "tqa.json: record 1: field 'mc2_targets' has 0 true options (expected at least one)", bench='name = "truthfulqa"\npath = "tqa.json"\ntask = "mc2"\nmode = "likelihood"', files={"tqa.json": orjson.dumps([{**TQA, "mc2_targets": {"No": 0}}])}, edit=sub(API_MODEL, LOCAL_MODEL)),
     Case("tqa-missing-question", "tqa.json: record 1: missing field 'question'", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{k: v for k, v in TQA.items() if k != "question"}])}),
     Case("tqa-targets-wrong-type", "tqa.json: record 1: field 'mc1_targets': expected an object, got list", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": ["No", "Yes"]}])}),
     Case("tqa-label-not-0-1", "tqa.json: record 1: field 'mc1_targets': every label must be 1 (true) or 0 (false)", bench='name = "truthfulqa"\npath = "tqa.json"', files={"tqa.json": orjson.dumps([{**TQA, "mc1_targets": {"No": "1", "Yes": 0}}])}),
@@ -150,6 +154,9 @@ CASES = [
     Case("base-url-no-scheme", "models[0].base_url: expected an http(s) URL with a host", edit=sub('base_url = "http://127.0.0.1:9/v1"', 'base_url = "127.0.0.1:9/v1"')),
     Case("base-url-bad-port", "models[0].base_url: not a valid URL", edit=sub('base_url = "http://127.0.0.1:9/v1"', 'base_url = "http://127.0.0.1:99999/v1"')),
     Case("base-url-space", "models[0].base_url: expected an http(s) URL with a host", edit=sub('base_url = "http://127.0.0.1:9/v1"', 'base_url = "http://local host/v1"')),
+    # --- a prompt or scoring mode a model or preset cannot serve (fresh-user findings, 2026-11-30)
+    Case("likelihood-on-an-api-model", 'benchmarks[0].mode: models[0] (m) uses provider "openai", which cannot score option continuations', bench='name = "truthfulqa"\nmode = "likelihood"'),
+    Case("lm-eval-preset-in-letter-mode", 'benchmarks[0].mode: the "lm-eval" preset shows no lettered options', bench='name = "truthfulqa"\ntemplate = "lm-eval"\nformat = "completion"\nmode = "letter"', edit=sub(API_MODEL, LOCAL_MODEL)),
     # --- what passed before and must keep passing
     Case("toml-syntax", "not valid TOML", edit=lambda g: g + "\n[[models]\n"),
     Case("unknown-key-suggestion", "models[0].temperatur: unknown key (did you mean 'temperature'?)", edit=add('model = "test"', "temperatur = 0.5")),

@@ -50,9 +50,8 @@ def _grid(tmp_path, orders: str = "", tqa: str = "", bbq: str = 'mode = "letter-
         mode = "likelihood"
         [[models]]
         id = "m"
-        provider = "openai"
-        model = "test"
-        base_url = "http://127.0.0.1:1/v1"
+        provider = "local"
+        model = "embedded"
         [[conditions]]
         name = "baseline"
         [[conditions]]
