@@ -27,14 +27,17 @@ cells, an upper bound; the answers are estimated with a summary
 `max_tokens` long. With a cache: the summaries are looked up (`engine.summaries.resolve`); a missing one is a
 call, and each answer waiting on it a call of its own (its request embeds the summary, so has no key yet).
 
-The judge (judge mode) has no cells of its own: each distinct answer needs a verdict. An answer not yet cached
-counts one verdict call on a `max_tokens`-long answer (an upper bound: its text is unknown); a cached answer
+The judge (judge mode) has no cells of its own: each distinct answer needs a verdict (per persona, when the
+rubric shows the judge the persona: `persona_fit` grades one baseline answer once for each). An answer not yet
+cached counts one verdict call on a `max_tokens`-long answer (an upper bound: its text is unknown); a cached answer
 counts its verdict when that is not cached (none when a reasoning answer has no final answer to grade).
 
 Output tokens are an upper bound everywhere: `max_tokens` per call.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import random
 from collections.abc import Iterator, Sequence
@@ -259,7 +262,7 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
     """A cache with responses: every cell keyed and looked up once (module docstring)."""
     judge = plan.grid.judge.model if plan.grid.judge is not None else None
     keys_of = Keys(providers)  # each provider's identity read once
-    pending, verdicts = _Calls(), _Calls()  # verdicts on answers still to come (by answer key); on cached answers (by verdict key)
+    pending, verdicts = _Calls(), _Calls()  # verdicts on answers still to come (by answer and judge prompt); on cached answers (by verdict key)
     rows = []
     for model in plan.grid.models:
         calls, cells, cached = _Calls(), 0, 0
@@ -293,7 +296,10 @@ def _keyed(plan: Plan, providers: dict[str, Provider], cache: ResponseCache) -> 
                     continue
                 assert judge is not None
                 if hit is None:
-                    pending.add(key, plan.judge_request(cell, _unknown_answer(request)))
+                    # One verdict per answer and per judge prompt around it: a rubric that quotes the persona
+                    # (persona_fit) judges one baseline answer once for each persona.
+                    verdict = plan.judge_request(cell, _unknown_answer(request))
+                    pending.add(hashlib.sha256(f"{key} {keys_of.of(judge, verdict)}".encode()).hexdigest(), verdict)
                 elif (graded := plan.graded_text(cell, hit)) is not None:  # None: a reasoning reply with no answer
                     verdict = plan.judge_request(cell, graded)
                     asked.append((keys_of.of(judge, verdict), verdict))

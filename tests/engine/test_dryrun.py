@@ -124,3 +124,19 @@ def test_summary_cells_count_their_summary_calls_with_and_without_a_cache(tmp_pa
     (after,) = dry_run(grid).models
     # one summary cached: its persona's 6 answers have keys now (none cached); the other's 6 wait on 1 summary call
     assert (after.cells, after.cached, after.to_call, after.calls) == (15, 0, 15, 1 + 3 + 6 + 6)
+
+
+def test_persona_fit_counts_a_verdict_per_persona_on_the_shared_baseline_answer(tmp_path):
+    """persona_fit shows the judge the persona: the baseline's one answer per question is judged once for each of
+    the 2 personas. 3 questions × (baseline + prose) × 2 personas = 12 verdicts, with or without a cache file."""
+    from tests.engine.test_modes import _dataset, _grid
+
+    conditions = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "plain"\nformat = "prose"\n'
+    grid = load_grid(_grid(tmp_path, conditions, base_url=URL, benchmark=_dataset('rubric = "persona_fit"', mode="judge"), judge_url=URL))
+    before = {m.model: m for m in dry_run(grid).models}
+    cache = ResponseCache(grid.cache_path)
+    cache.write([("0" * 64, "openai", "other", Response(text="A"))])  # a response of no cell of this grid
+    cache.close()
+    after = {m.model: m for m in dry_run(grid).models}
+    assert (before["m"].calls, after["m"].calls) == (12, 3 + 6)  # keyed: the baseline asks each question once
+    assert (before["grader"].calls, after["grader"].calls) == (12, 12)
