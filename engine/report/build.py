@@ -83,7 +83,8 @@ def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
         if table is not None and not table.is_empty():
             tables[f"{effect_name(OVERALL)}_{other.score}"] = table
     rows = run.rows if run.rows is not None else run.results
-    tables["position_bias"] = position.position_bias(rows)  # always: a warning needs no option to be asked for
+    # always (a warning needs no option to be asked for), where options have positions
+    tables["position_bias"] = position.position_bias(rows.filter(~pl.col("benchmark").is_in(run.unpositioned)))
     consistency = position.order_consistency(rows, index)
     if not consistency.is_empty():
         tables["order_consistency"] = consistency

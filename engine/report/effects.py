@@ -177,13 +177,14 @@ def sample_consistency(run: Run, index: Index) -> pl.DataFrame:
 
 
 def format_agreement(run: Run, index: Index) -> pl.DataFrame:
-    """Share of pairs of render formats (same traits and placement) that give the same answer to the same
-    question for the same persona and sample: robustness to the persona's surface form."""
-    groups: dict[tuple[str, str], list[str]] = {}
+    """Share of pairs of render formats (conditions alike but for `format`: same traits, placement, reasoning and
+    summary) that give the same answer to the same question for the same persona and sample: robustness to the
+    persona's surface form. Conditions differing in anything else (a reasoning or summary mode) are not compared."""
+    groups: dict[tuple, dict[str, str]] = {}  # everything but the format -> {format: the first condition showing it}
     for c in run.persona_conditions:
         if c.format not in (None, "unknown"):
-            groups.setdefault((c.traits, c.placement), []).append(c.name)
-    groups = {g: names for g, names in groups.items() if len(names) > 1}
+            groups.setdefault((c.traits, c.placement, c.reasoning, c.summary), {}).setdefault(c.format, c.name)
+    groups = {g: list(by_format.values()) for g, by_format in groups.items() if len(by_format) > 1}
     if not groups:
         return pl.DataFrame()
     mapping = pl.LazyFrame({"condition": [n for names in groups.values() for n in names], "set": ["+".join(names) for names in groups.values() for _ in names]})

@@ -32,6 +32,8 @@ class Condition:
     format: str | None  # None: the baseline (no persona)
     traits: str = "all"
     placement: str = "system"
+    reasoning: bool = False  # PERSONA Bench's chain_of_thought mode (engine.config.ConditionConfig)
+    summary: bool = False  # its demographic_summary mode
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,13 @@ class Run:
     @property
     def traits(self) -> list[str]:
         return [c for c in self.personas.columns if c != "persona_id"]
+
+    @property
+    def unpositioned(self) -> list[str]:
+        """Benchmarks (as results name them) scored in likelihood mode: each option's text is scored on its own,
+        no letter or position is ever shown, so position bias does not apply (from the manifest's grid)."""
+        benchmarks = self.manifest.get("config", {}).get("benchmarks", [])
+        return [b.get("id") or b.get("name") for b in benchmarks if b.get("mode") == "likelihood"]
 
     @property
     def persona_conditions(self) -> list[Condition]:
@@ -147,7 +156,7 @@ def _conditions(manifest: dict, present: list[str]) -> dict[str, Condition]:
     Without a manifest a condition named `baseline` is taken as the no-persona one."""
     configured = manifest.get("config", {}).get("conditions", [])
     out = {
-        c["name"]: Condition(c["name"], c.get("format"), c.get("traits", "all"), c.get("placement", "system"))
+        c["name"]: Condition(c["name"], c.get("format"), c.get("traits", "all"), c.get("placement", "system"), bool(c.get("reasoning")), bool(c.get("summary")))
         for c in configured
         if c["name"] in present
     }

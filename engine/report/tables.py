@@ -85,7 +85,9 @@ def display_tables(tables: dict[str, pl.DataFrame], primary: str | None = None, 
         shown.append(("Order consistency: share of questions answered with the same option content in every option order", _order_table(tables["order_consistency"])))
     bias = tables.get("position_bias")
     if bias is not None and not bias.is_empty():
-        shown.append(("Position bias: answers and gold by option position, χ² test of answers against gold (⚠: see warnings)", position_display(bias)))
+        shown_bias = position_display(bias)
+        flag = " (⚠: see warnings)" if (shown_bias["flag"] == "⚠").any() else ""
+        shown.append((f"Position bias: answers and gold by option position, χ² test of answers against gold{flag}", shown_bias))
     return shown
 
 

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 
+import orjson
 import polars as pl
 import pytest
 
@@ -180,3 +181,24 @@ def test_score_p_gold_leaves_out_a_question_missing_one_orders_p_gold_and_says_s
     report = build_report(run, ReportOptions(by=(), settings=Settings(resamples=50)))
     delta = report.tables["delta_by_condition"].row(0, named=True)  # q2 alone: baseline .7, persona .6
     assert (delta["n"], delta["baseline"], delta["persona"]) == (1, pytest.approx(0.7), pytest.approx(0.6))
+
+
+def test_likelihood_benchmarks_have_no_position_bias_table_or_warning(tmp_path):
+    """A likelihood-mode benchmark scores each option's text alone: no position is shown, so none is tested,
+    and the table's title promises no warning that was not given (fresh-user finding 13)."""
+    from engine.report.tables import display_tables
+
+    personas = pl.DataFrame({"persona_id": ["p1"], "country": ["United States"], "sex": ["Female"]})
+    frame = pl.concat([_frame(), _frame().with_columns(benchmark=pl.lit("lik"))])
+    run_dir = write_run(tmp_path / "run", frame, personas, [BASELINE, condition("prose")])
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    manifest["config"]["benchmarks"] = [{"name": "b", "id": None, "mode": "letter"}, {"name": "x", "id": "lik", "mode": "likelihood"}]
+    (run_dir / "manifest.json").write_bytes(orjson.dumps(manifest))
+    report = build_report(open_run(run_dir), ReportOptions(by=()))
+    assert report.tables["position_bias"]["benchmark"].unique().to_list() == ["b"]
+    assert report.warnings == [WARNING]
+    titles = [title for title, _ in display_tables(report.tables)]
+    assert any(t.endswith("(⚠: see warnings)") for t in titles)
+    quiet = write_run(tmp_path / "quiet", _frame().filter(pl.col("condition") == "prose"), personas, [BASELINE, condition("prose")])
+    titles = [title for title, _ in display_tables(build_report(open_run(quiet), ReportOptions(by=())).tables)]
+    assert any(t.startswith("Position bias") and not t.endswith("see warnings)") for t in titles)

@@ -158,6 +158,22 @@ def test_pass_at_k_and_agreement_across_samples_and_formats(tmp_path):
     assert formats["condition"] == "prose+json" and formats["agreement"] == pytest.approx(1 / 3) and formats["n"] == 6
 
 
+def test_format_agreement_compares_only_conditions_alike_but_for_their_format(tmp_path):
+    """prose and json (answers A / A, B / A on q0, q1): agreement (1 + 0) / 2. A prose condition with reasoning or
+    a summary differs by mode, not by render format: never paired (fresh-user finding 12)."""
+    answers = {"prose": ["A", "B"], "json": ["A", "A"], "cot": ["C", "C"], "summarised": ["D", "D"]}
+    frames = [
+        pl.DataFrame({"model": "m", "benchmark": "b", "condition": name, "item_id": ["q0", "q1"], "persona_id": "p1", "answer": ans, "correct": 0.0})
+        for name, ans in answers.items()
+    ]
+    frames.append(pl.DataFrame({"model": "m", "benchmark": "b", "condition": "baseline", "item_id": ["q0", "q1"], "answer": "A", "correct": 0.0}))
+    conditions = [BASELINE, condition("prose"), condition("json", "json"), {**condition("cot"), "reasoning": True}, {**condition("summarised"), "summary": True}]
+    run = open_run(write_run(tmp_path / "f", pl.concat(frames, how="diagonal_relaxed"), PERSONAS, conditions))
+    assert (run.conditions["cot"].reasoning, run.conditions["summarised"].summary, run.conditions["prose"].reasoning) == (True, True, False)
+    table = build_report(run, ReportOptions(by=())).tables["format_agreement"]
+    assert table.height == 1 and table.row(0, named=True)["condition"] == "prose+json" and table.row(0, named=True)["agreement"] == pytest.approx(0.5)
+
+
 def test_trait_ablation_pairs_each_partial_persona_with_the_full_one(tmp_path):
     """Full persona right on every question; without country right on even questions only → country adds 0.5;
     demographics only right everywhere → values add 0; values only never right → demographics add 1."""
