@@ -101,12 +101,17 @@ class PromptTemplate:
     """A compiled template; `name` is what errors call it (the file's path)."""
 
     def __init__(self, source: str, filename: str) -> None:
-        from jinja2 import TemplateSyntaxError
+        from jinja2 import TemplateSyntaxError, nodes
 
         self.filename = filename
         env = _environment()
         try:
-            self._template = env.template_class.from_code(env, env.compile(source, filename, filename), env.globals, None)
+            tree = env.parse(source, filename, filename)
+            # A template is one file: there is no loader to find another (and a grid's files are its only inputs).
+            for node in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+                tag = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from … import", nodes.Extends: "extends"}[type(node)]
+                raise TemplateError(f"{filename}: line {node.lineno}: {{% {tag} %}} is not supported: a template is one self-contained file")
+            self._template = env.template_class.from_code(env, env.compile(tree, filename, filename), env.globals, None)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"{filename}: line {exc.lineno}: template syntax error: {exc.message}") from None
 
@@ -126,7 +131,7 @@ class PromptTemplate:
         else:
             path = Path(spec).expanduser()
             path = path if path.is_absolute() else root / path
-            if not spec.endswith(".jinja") and not path.is_file():
+            if not spec.endswith(".jinja"):
                 raise TemplateError(f"'{spec}' is neither a preset ({', '.join(known)}) nor a .jinja file")
         try:
             source = path.read_text(encoding="utf-8")
@@ -146,7 +151,9 @@ class PromptTemplate:
             raise TemplateError(f"{self.filename}: {self._line(exc)}missing field: {exc.message}") from None
         except SecurityError as exc:
             raise TemplateError(f"{self.filename}: {self._line(exc)}refused by the sandbox: {exc}") from None
-        except Exception as exc:  # a filter or test failing on the data (e.g. int("x")): still one clear line
+        except ValueError as exc:  # turn("bogus"), int("x"): the message says what was wrong
+            raise TemplateError(f"{self.filename}: {self._line(exc)}{exc}") from None
+        except Exception as exc:  # any other filter or test failing on the data: still one clear line
             raise TemplateError(f"{self.filename}: {self._line(exc)}{type(exc).__name__}: {exc}") from None
         if not isinstance(delimiter, str):
             raise TemplateError(f"{self.filename}: target_delimiter must be a string, got {delimiter!r}")

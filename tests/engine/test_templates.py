@@ -108,6 +108,33 @@ def test_the_sandbox_refuses_unsafe_access(tmp_path, source, refused):
     assert f"{tpl}: line 2: refused by the sandbox: " in str(err.value) and refused in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('ok\n{% include "other.jinja" %}', "line 2: {% include %} is not supported: a template is one self-contained file"),
+        ('{% extends "base.jinja" %}', "line 1: {% extends %} is not supported"),
+        ('{% from "m.jinja" import x %}{{ item.question }}', "line 1: {% from … import %} is not supported"),
+    ],
+)
+def test_include_import_and_extends_are_refused_by_name(tmp_path, source, message):
+    tpl = _template(tmp_path, source)
+    with pytest.raises(GridError) as err:
+        load_grid(_grid(tmp_path, f'name = "truthfulqa"\ntemplate = "{tpl.name}"'))
+    assert f"benchmarks[0].template: {tpl}: {message}" in str(err.value)
+
+
+def test_a_bad_turn_role_is_one_plain_line_and_only_jinja_files_are_templates(tmp_path):
+    tpl = _template(tmp_path, '{{ turn("bogus") }}{{ item.question }}')
+    grid = load_grid(_grid(tmp_path, f'name = "truthfulqa"\nlimit = 1\ntemplate = "{tpl.name}"'))
+    with pytest.raises(GridError) as err:
+        Plan.from_grid(grid)
+    assert f"{tpl}: line 1: turn('bogus'): expected one of system, user, assistant" in str(err.value) and "ValueError" not in str(err.value)
+    (tmp_path / "notes.txt").write_text("{{ item.question }}")  # an existing file that is not a .jinja template
+    with pytest.raises(GridError) as err:
+        load_grid(_grid(tmp_path, 'name = "truthfulqa"\ntemplate = "notes.txt"'))
+    assert "benchmarks[0].template: 'notes.txt' is neither a preset (mtpa, lm-eval) nor a .jinja file" in str(err.value)
+
+
 def test_unknown_preset_and_preset_without_the_benchmark(tmp_path):
     with pytest.raises(GridError) as err:
         load_grid(_grid(tmp_path, 'name = "truthfulqa"\ntemplate = "lm-evl"'))
@@ -334,7 +361,7 @@ def test_the_example_template_renders_persona_shots_and_options(tmp_path):
     shot_turns = (("user", f"{shot.question}\n" + "\n".join(f"{k}. {t}" for k, t in zip(shot.letters, shot.options))), ("assistant", shot.letters[shot.gold]))
     assert base.messages == (*shot_turns, ("user", question))
     persona_text = render(cells[1].persona, "prose", "all")
-    assert prose.messages == (("system", f"You are answering as the following person.\n{persona_text}"), *shot_turns, ("user", question))
+    assert prose.messages == (("system", persona_text), *shot_turns, ("user", question))
     assert user.messages == (*shot_turns, ("user", render(cells[3].persona, "bullets", "all") + "\n\n" + question))
 
 
