@@ -174,6 +174,16 @@ class BatchStore:
             found.extend(k for (k,) in db.execute(f"SELECT key FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk))
         return found
 
+    def answered_since(self, keys: Sequence[str], since: float) -> set[str]:
+        """The `keys` whose answer was committed at or after `since` (time.time()): a run's own batch answers,
+        told from the cache hits it found (engine.scheduler counts those alone as hits)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(k for (k,) in self._db.execute(f"SELECT key FROM responses WHERE key IN ({marks}) AND created_at >= ?", (*chunk, since)))
+        return found
+
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """{key: job id} of the keys a live job holds."""
         return self._holders(self._db, keys)
