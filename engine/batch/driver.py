@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from engine.batch import BatchStats, BatchTransport, JobState, open_transport
+from engine.batch import BatchStats, BatchTransport, JobState, Undecided, open_transport
 from engine.batch.store import ANSWERED, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
@@ -134,7 +134,10 @@ class BatchDriver:
         for job in self.store.jobs(self.grid, self.config.id, live=True):
             if job.status == SUBMITTED or owner_alive(job.owner):
                 continue
-            remote, input_ref = await self._retrying(lambda job=job: self.transport.find(job, self._taken))
+            found = await self._find(job, wait=False)
+            if found is None:
+                continue  # the provider cannot tell yet: the job stays, its keys held; looked at again at the next poll
+            remote, input_ref = found
             if remote is not None:
                 self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
             elif job.status == UPLOADED and job.input_ref:
@@ -266,6 +269,18 @@ class BatchDriver:
     def _taken(self, remote_id: str) -> bool:
         return self.store.job(remote_id) is not None
 
+    async def _find(self, job: Job, wait: bool) -> tuple[str | None, str | None] | None:
+        """The transport's `find` for `job`, retried over transport failures; while the provider cannot tell
+        (Undecided): None, or with `wait`, asked again every poll_s until it can."""
+        while True:
+            try:
+                return await self._retrying(lambda: self.transport.find(job, self._taken, lambda: self.store.members(job.id)))
+            except Undecided as exc:
+                if not wait:
+                    return None
+                log.info("batch job %s: %s (asking again in %.1fs)", job.id, exc, self.config.batch.poll_s)
+                await asyncio.sleep(self.config.batch.poll_s)
+
     async def _held(self, key: str, holder: str, awaited: bool) -> None:
         """A key a live job already holds: left to that job when it is this grid's (awaited: waited for), else an
         error (the other grid's job is left alone); a key already answered (ANSWERED): its cached answer."""
@@ -304,7 +319,7 @@ class BatchDriver:
         path = self._spool(job.id)
         first = True
         while True:
-            remote, input_ref = (None, None) if first else await self._retrying(lambda: self.transport.find(job, self._taken))
+            remote, input_ref = (None, None) if first else await self._find(job, wait=True)  # type: ignore[misc]
             first = False
             if remote is not None:
                 break
@@ -333,7 +348,7 @@ class BatchDriver:
     async def _refused(self, job: Job, exc: BaseException) -> None:
         """A job the provider refused to take: its requests become errors of that kind (submitted again by the
         next run), whatever it had uploaded is deleted, and the job is closed."""
-        remote, input_ref = await self._retrying(lambda: self.transport.find(job, self._taken))
+        remote, input_ref = await self._find(job, wait=True)  # type: ignore[misc]
         if remote is not None:  # the refusal was of a retry: the first attempt got through
             self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
             self._count_submitted(job)
@@ -370,7 +385,7 @@ class BatchDriver:
         while True:
             try:
                 return await call()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Undecided):
                 raise
             except Exception as exc:
                 log.warning("batch %s: %s: %s (retrying in %.1fs)", self.config.id, classify(exc), self.provider._redact(describe(exc)), wait)

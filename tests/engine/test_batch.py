@@ -471,3 +471,55 @@ def test_claim_leaves_out_a_key_another_run_answered_since_the_lookup(tmp_path):
         assert list(store.members(job.id)) == ["k2"] and store.job(job.id).requests == 1
     finally:
         cache.close()
+
+
+def test_anthropic_find_is_exact_between_close_jobs_and_another_grids_batch(tmp_path):
+    """A Message Batch carries no tag of ours: after a kill between create and recording its id, `find` picks
+    among the batches created since the job's claim with its request count, and only its results' custom_ids
+    tell which is which. Jobs A and B (4 requests each) are created together with another grid's batch C of 4;
+    job D (4) and job E (5) never were. While the three run nobody can tell (Undecided; E has no candidate at
+    all); once they end each job finds its own, D none, and a batch recorded for another job is never taken."""
+    import asyncio
+
+    from engine.batch import Undecided
+    from engine.batch.anthropic import AnthropicBatch
+    from engine.batch.store import Job
+    from engine.config import ModelConfig
+    from engine.providers import create_provider
+
+    def job(name: str, keys: list[str], claimed: float) -> Job:
+        return Job(name, "t", "m", "anthropic", "acct", None, None, "new", None, None, len(keys), 0, "host:1", claimed, None, None)
+
+    def spool(keys: list[str]):
+        path = tmp_path / f"{keys[0]}.jsonl"
+        params = {"model": "claude-x", "max_tokens": 4, "messages": [{"role": "user", "content": "Q?\nA. yes\nB. no"}]}
+        path.write_bytes(b"".join(orjson.dumps({"custom_id": k, "params": params}) + b"\n" for k in keys))
+        return path
+
+    keys = {name: [f"{name}{i}" for i in range(5 if name == "e" else 4)] for name in "abcde"}
+    with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
+        config = ModelConfig(id="m", provider="anthropic", model="claude-x", base_url=server.base_url, transport="batch", api_key_env="MTPA_TEST_KEY")
+        transport = AnthropicBatch(create_provider(config))  # type: ignore[arg-type]
+
+        async def scenario() -> None:
+            claimed = time.time()
+            jobs = {name: job(name, keys[name], claimed) for name in "abde"}
+            ids = {name: await transport.create(name, None, spool(keys[name])) for name in "abc"}
+
+            async def find(name: str, taken=lambda remote: False):
+                return await transport.find(jobs[name], taken, lambda: set(keys[name]))
+
+            for name in "abd":
+                with pytest.raises(Undecided):
+                    await find(name)
+            assert await find("e") == (None, None)  # no batch of 5: never created, known at once
+            await asyncio.sleep(0.35)  # every batch ends
+            assert await find("a") == (ids["a"], None) and await find("b") == (ids["b"], None)
+            assert await find("d") == (None, None)  # C is another grid's: its custom_ids are not D's
+            assert await find("a", taken=lambda remote: remote == ids["a"]) == (None, None)
+            late = job("a", keys["a"], time.time() + 120)  # claimed after every batch was created: none can be it
+            assert await transport.find(late, lambda remote: False, lambda: set(keys["a"])) == (None, None)
+            await transport.aclose()
+
+        asyncio.run(scenario())
+        assert server.batch.creates == 3
