@@ -35,11 +35,16 @@ def _key(monkeypatch):
     monkeypatch.setenv("MTPA_TEST_KEY", KEY)
 
 
-def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3, provider: str = "openai"):
+def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3, provider: str = "openai", **more):
     extra = f'api_key_env = "MTPA_TEST_KEY"\ntransport = "batch"\n[models.batch]\n{batch}'
-    grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra)
+    grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra, **more)
     grid.write_text(grid.read_text().replace('name = "t"', f'name = "{name}"', 1).replace('provider = "openai"', f'provider = "{provider}"'))
     return grid
+
+
+def _fail_prose(folder) -> None:
+    """Every persona's prose says "<<fail:400>>": the servers answer each request holding it with an HTTP 400."""
+    (folder / "personas.jsonl").write_text((folder / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
 
 
 def _run(grid, *args, timeout=120):
@@ -153,8 +158,7 @@ def test_failed_job_expired_half_and_per_request_errors_become_cell_errors_resub
     state = BatchState(process_s=0.1, fail_jobs={1}, expire_jobs={2})
     with OpenAIBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8")
-        # Every persona's prose says "<<fail:400>>": the server answers each prose request with an HTTP 400 line.
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         # Plan order: cells 0-3 baseline, 4-15 prose (persona by persona). Job 1 (cells 0-7) fails validation: 8
         # batch_failed. Job 2 (cells 8-15) expires with the first half done: cells 8-11 answered HTTP 400 lines,
@@ -289,12 +293,34 @@ def test_bad_batch_keys_are_one_line_exit_2(tmp_path, model, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_batch_refuses_summary_conditions_one_line_exit_2(tmp_path):
-    summary = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "summ"\nformat = "prose"\nsummary = true\n'
-    grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", extra_model='transport = "batch"', conditions=summary)
-    proc = _run(grid)
-    message = 'models[0].transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model'
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+def test_summary_conditions_go_in_two_rounds_summaries_then_the_answers_built_on_them(tmp_path):
+    """A summary = true condition's answer can be asked only once its persona summary exists: round 1 submits the
+    4 baseline answers and the 3 personas' summaries (one job of 7), round 2 the 12 answers built on them (one
+    job of 4: the test server summarises every persona as "A", so the 12 are 4 distinct requests, each asked
+    once), and the rows are written from the cache. A summary answered with an error is written on each of
+    its cells as summary_<kind> and not asked again in the run."""
+    conditions = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "summ"\nformat = "prose"\nsummary = true\n'
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, conditions=conditions)
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert [r for _, _, r, _ in _jobs(tmp_path)] == [7, 4] and server.batch.duplicates() == 0
+        assert summary["cells_done"] == CELLS and summary["errors"] == {} and summary["model_calls"] == 11 and summary["cache_hits"] == 0
+        rows = _results(tmp_path)
+        assert rows.filter(pl.col("condition") == "summ")["summary"].null_count() == 0 and not rows["cached"].any()
+        proc, summary = _summary(tmp_path, grid)
+        assert summary["cache_hits"] == CELLS and summary["batch"]["jobs_submitted"] == 0 and _results(tmp_path)["cached"].all()
+
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(failing, server, conditions=conditions)
+        _fail_prose(failing)
+        proc, summary = _summary(failing, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert [r for _, _, r, _ in _jobs(failing)] == [7] and summary["errors"] == {"bad_request": 3}
+        rows = _results(failing).sort("cell")
+        assert rows["error_kind"].to_list() == [None] * 4 + ["summary_bad_request"] * 12
 
 
 def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
@@ -305,7 +331,7 @@ def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
 
     with OpenAIBatchServer(BatchState(process_s=0.05, fail_jobs={1}), api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 4")
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         assert summary["errors"] == {"batch_failed": 4, "bad_request": 12}
@@ -336,8 +362,7 @@ def test_a_job_the_provider_refuses_ends_as_cell_errors_and_the_next_run_submits
 def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_after_a_kill(tmp_path):
     """Anthropic through the official SDK: job 1 (8 requests) expires with its first half done; the prose cells'
     "<<fail:400>>" come back as errored results (bad_request); results out of order, a 5xx on every third
-    retrieve. A SIGKILL right after a create (before or after its id is recorded), then reruns: no request is
-    submitted twice beyond the ones that failed."""
+    retrieve. Reruns submit again only the requests that failed."""
     state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
     with AnthropicBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
@@ -351,26 +376,15 @@ def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_aft
         assert summary["batch"]["requests_submitted"] == 4 and summary["errors"] == {}
         assert {k for k, n in server.batch.submitted.items() if n > 1} == expired
 
-    # A fresh cache: killed right after its first create, then resumed.
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
-        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
-        assert _kill_when(grid, lambda: server.batch.creates >= 1)
-        proc, summary = _summary(fresh, grid)
-        assert proc.returncode == 0, proc.stderr
-        assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
-        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
-
 
 def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a_kill(tmp_path):
     """Gemini through google-genai: inline requests with the cache key in each request's metadata; job 1 (8
     requests) expires (Gemini returns no output for it: 8 expired); the prose cells' "<<fail:400>>" come back
-    as error entries; a 5xx on every third get; then a SIGKILL right after a create and a rerun."""
+    as error entries; a 5xx on every third get."""
     state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
     with GoogleBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         # Job 1: cells 0-7 expired (8); job 2: cells 8-15, all prose: 8 HTTP 400 entries.
@@ -382,15 +396,19 @@ def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a
         # All 16 again: the 4 baseline cells answer now, the 12 prose cells are 400s.
         assert summary["batch"]["requests_submitted"] == 16 and summary["errors"] == {"bad_request": 12}
 
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    with GoogleBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
-        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
+
+@pytest.mark.parametrize(("provider", "server_class"), [("anthropic", AnthropicBatchServer), ("google", GoogleBatchServer)])
+def test_killed_right_after_a_create_resumes_without_submitting_twice(tmp_path, provider, server_class):
+    """A SIGKILL right after the first create (before or after its id is recorded), then a rerun: the job is
+    found at the provider (Anthropic: by its results once it ended; Gemini: by its displayName), every cell
+    answered, no request submitted twice."""
+    with server_class(BatchState(process_s=0.3), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider=provider)
         assert _kill_when(grid, lambda: server.batch.creates >= 1)
-        proc, summary = _summary(fresh, grid)
+        proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
-        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
+        assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
 
 
 def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
