@@ -111,13 +111,14 @@ class BatchDriver:
         self._ready = asyncio.Event()  # start-up recovery done: rounds may pack
         self._wake = asyncio.Event()  # a job was submitted: poll soon
         self._polled = asyncio.Event()  # a poll of every submitted job is over (a round waits on it)
+        self._poller: asyncio.Task | None = None
         self._in_progress = 0  # this model's submitted jobs in stats.jobs_in_progress
 
     async def run(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
         try:
             await self._recover()
+            poller = self._poller = asyncio.create_task(self._poll_loop())
             self._ready.set()
-            poller = asyncio.create_task(self._poll_loop())
             try:
                 await self._intake(inbox, produced)
                 self._intake_done = True
@@ -235,7 +236,13 @@ class BatchDriver:
             if not self.store.jobs(self.grid, self.config.id, live=True):
                 return
             self._polled.clear()
-            await self._polled.wait()
+            polled = asyncio.ensure_future(self._polled.wait())
+            assert self._poller is not None
+            await asyncio.wait({polled, self._poller}, return_when=asyncio.FIRST_COMPLETED)
+            if self._poller.done():  # its error (a cache write failing): the round, and so the run, stops with it
+                polled.cancel()
+                self._poller.result()
+                raise RuntimeError("the batch poller ended while a round waited on it")
 
     async def _take(self, inbox: asyncio.Queue, produced: asyncio.Event) -> list[tuple[str, Request]] | None:
         """The next chunk of misses (up to _INTAKE_CHUNK), or None once the producer is done and the inbox empty.

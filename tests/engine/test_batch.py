@@ -154,6 +154,21 @@ def test_a_batch_answer_and_an_online_answer_are_one_cache_entry(tmp_path):
         assert set(_results(tmp_path)["key"].to_list()) == keys
 
 
+def test_a_cell_answered_by_this_runs_job_is_no_cache_hit(tmp_path):
+    """1 persona (8 cells) answered by a first run; then 3 personas (16 cells): the first 8 are cache hits (cached
+    rows), the 8 new ones come from this run's job: model calls, not hits, `cached` false."""
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        proc, summary = _summary(tmp_path, _grid(tmp_path, server, personas=1))
+        assert proc.returncode == 0 and summary["model_calls"] == 8 and summary["cache_hits"] == 0, proc.stderr
+        first = set(_results(tmp_path)["key"].to_list())
+        proc, summary = _summary(tmp_path, _grid(tmp_path, server, personas=3))
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cells_done"] == CELLS and summary["cache_hits"] == 8 and summary["model_calls"] == 8
+        rows = _results(tmp_path)
+        assert sorted(rows.filter(pl.col("cached"))["key"].to_list()) == sorted(first)
+        assert server.batch.duplicates() == 0 and len(server.batch.submitted) == CELLS
+
+
 def test_failed_job_expired_half_and_per_request_errors_become_cell_errors_resubmitted_next_run(tmp_path):
     state = BatchState(process_s=0.1, fail_jobs={1}, expire_jobs={2})
     with OpenAIBatchServer(state, api_key=KEY) as server:
@@ -222,13 +237,45 @@ def test_a_job_of_another_grid_is_left_alone_and_cancel_ends_a_job(tmp_path):
         assert server.batch.live_files("batch") == [] and _members(tmp_path) == 0
 
 
-def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
-    """12 SIGKILLs of `mtpa-engine run` across the batch life cycle, each at a random instant after a phase began
-    (start-up and packing, upload, create, polling, collecting), then a rerun to completion: every cell
-    answered, no request submitted twice (the server counts), every input file deleted, the cache intact.
-    Each round of the five phases grows the grid by 20 personas (80 cells), so every phase has work left to be
-    killed in however fast the earlier rounds went (with one fixed grid the runs often finished first)."""
+def _kill_at_random_instants(tmp_path, server, phases: dict, kills: int, provider: str = "openai") -> tuple:
+    """SIGKILL `mtpa-engine run` `kills` times (at most 24 tries), each at a random instant after a phase began
+    (`phases`: name -> predicate on the server's counts before the try), then rerun it to completion and check:
+    every cell answered, no request submitted twice (the server counts), every input file deleted, no
+    membership left, every job closed, the cache intact. Each round of the phases grows the grid by 20 personas
+    (80 cells), so every phase has work left to be killed in however fast the earlier rounds went (with one
+    fixed grid the runs often finished first). Returns the phases killed in."""
     rng = random.Random(18)
+    b = server.batch
+    killed: list[str] = []
+    for i in range(24):
+        name = list(phases)[i % len(phases)]
+        if name == "start":  # a new round: 20 personas more (the first: 4 + 80 cells, 17 jobs of at most 5)
+            personas = 20 * (i // len(phases) + 1)
+            grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 5", personas=personas, provider=provider)
+            cells = 4 + personas * 4
+        counts = {"uploads": b.uploads, "creates": b.creates, "retrieves": b.retrieves, "downloads": b.downloads}
+        delay = rng.uniform(0.0, 1.0) if name == "start" else rng.uniform(0.0, 0.08)
+        if _kill_when(grid, _after(lambda name=name, counts=counts: phases[name](counts), delay)):
+            killed.append(name)
+        if len(killed) == kills:
+            break
+    proc, summary = _summary(tmp_path, grid)
+    assert proc.returncode == 0, proc.stderr
+    rows = _results(tmp_path)
+    assert rows.height == cells and rows["status"].to_list() == ["ok"] * cells
+    assert b.duplicates() == 0 and set(rows["key"].to_list()) <= set(b.submitted)  # earlier rounds' grids differ
+    assert b.live_files("batch") == []
+    assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")] == []
+    return killed
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
+    """12 SIGKILLs of `mtpa-engine run` across the OpenAI batch life cycle (start-up and packing, upload, create,
+    polling, collecting), then a rerun to completion (checks: `_kill_at_random_instants`)."""
     state = BatchState(process_s=0.3, retrieve_5xx_every=5, shuffle=True)
     with OpenAIBatchServer(state, api_key=KEY) as server:
         b = server.batch
@@ -239,30 +286,26 @@ def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_not
             "poll": lambda n: b.retrieves > n["retrieves"] + 1,
             "collect": lambda n: b.downloads > n["downloads"],
         }
-        killed = []
-        for i in range(24):
-            name = list(phases)[i % len(phases)]
-            if name == "start":  # a new round: 20 personas more (the first: 4 + 80 cells, 17 jobs of at most 5)
-                personas = 20 * (i // len(phases) + 1)
-                grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 5", personas=personas)
-                cells = 4 + personas * 4
-            counts = {"uploads": b.uploads, "creates": b.creates, "retrieves": b.retrieves, "downloads": b.downloads}
-            delay = rng.uniform(0.0, 1.0) if name == "start" else rng.uniform(0.0, 0.08)
-            if _kill_when(grid, _after(lambda name=name, counts=counts: phases[name](counts), delay)):
-                killed.append(name)
-            if len(killed) == 12:
-                break
-        assert len(killed) >= 10 and {"upload", "create", "poll", "collect"} <= set(killed), killed
-        proc, summary = _summary(tmp_path, grid)
-        assert proc.returncode == 0, proc.stderr
-        rows = _results(tmp_path)
-        assert rows.height == cells and rows["status"].to_list() == ["ok"] * cells
-        assert b.duplicates() == 0 and set(rows["key"].to_list()) <= set(b.submitted)  # earlier rounds' grids differ
-        assert b.live_files("batch") == []
-        assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
-        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
-            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")] == []
+        killed = _kill_at_random_instants(tmp_path, server, phases, kills=12)
+    assert len(killed) >= 10 and {"upload", "create", "poll", "collect"} <= set(killed), killed
+
+
+@pytest.mark.slow
+def test_anthropic_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
+    """6 SIGKILLs across the Message Batches life cycle (start-up and packing, create, polling, collecting), for
+    the provider whose recovery of an unrecorded create leans on the batch's results (engine.batch.anthropic's
+    `find`), then a rerun to completion (checks: `_kill_at_random_instants`)."""
+    state = BatchState(process_s=0.3, retrieve_5xx_every=5, shuffle=True)
+    with AnthropicBatchServer(state, api_key=KEY) as server:
+        b = server.batch
+        phases = {
+            "start": lambda n: True,
+            "create": lambda n: b.creates > n["creates"],
+            "poll": lambda n: b.retrieves > n["retrieves"] + 1,
+            "collect": lambda n: b.downloads > n["downloads"],
+        }
+        killed = _kill_at_random_instants(tmp_path, server, phases, kills=6, provider="anthropic")
+    assert len(killed) >= 4 and {"create", "poll", "collect"} <= set(killed), killed
 
 
 def test_batch_price_is_half_the_online_price_unless_overridden():
