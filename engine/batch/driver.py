@@ -37,6 +37,7 @@ from typing import BinaryIO, Protocol
 
 from engine.batch import BatchStats, BatchTransport, JobState, Undecided, open_transport
 from engine.batch.store import ANSWERED, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
+from engine.errors import CacheError
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
 from engine.providers.errors import classify, describe, is_transient
@@ -80,10 +81,15 @@ class _Filling:
     count: int = 0
     claimed: int = 0
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        """Close the spool file after a failure (its job stays NEW: the next run drops it and packs its keys
+        again); a second write error while flushing must not replace the first."""
         if self.spool is not None:
-            self.spool.close()
-            self.spool = None
+            spool, self.spool = self.spool, None
+            try:
+                spool.close()
+            except OSError:
+                pass
 
 
 def account_of(provider: APIProvider) -> str:
@@ -164,7 +170,7 @@ class BatchDriver:
                 await self._pack(filling, chunk, awaited=False)
             await self._seal(filling)
         finally:
-            filling.close()
+            filling.discard()
         await self._quiet()
         return filling.claimed
 
@@ -176,7 +182,7 @@ class BatchDriver:
                 await self._pack(filling, chunk, awaited=True)
             await self._seal(filling)
         finally:
-            filling.close()
+            filling.discard()
 
     async def _pack(self, filling: _Filling, chunk: list[tuple[str, Request]], awaited: bool) -> None:
         """Claim `chunk`'s keys that no live job holds into `filling`'s job, spool their lines, submit the job once
@@ -206,9 +212,7 @@ class BatchDriver:
                 claimed = [(k, line) for k, _, line in lines[:take] if k not in held]
                 if claimed:
                     assert filling.job is not None
-                    if filling.spool is None:
-                        filling.spool = self._spool(filling.job.id).open("wb")
-                    filling.spool.writelines(line for _, line in claimed)
+                    self._spooling(filling, claimed)
                     if awaited:
                         self._outstanding.update(k for k, _ in claimed)
                     filling.size += sum(len(line) for _, line in claimed)
@@ -220,11 +224,27 @@ class BatchDriver:
             if lines or filling.count >= self.max_requests:
                 await self._seal(filling)
 
+    def _spooling(self, filling: _Filling, claimed: list[tuple[str, bytes]] | None) -> None:
+        """Append `claimed`'s lines to the job's spool file (None: close it). Raises OSError naming the file (a
+        full disk: the run stops with exit 74; the job, still NEW, is dropped and packed again by the next run)."""
+        assert filling.job is not None
+        path = self._spool(filling.job.id)
+        try:
+            if claimed is None:
+                if filling.spool is not None:
+                    spool, filling.spool = filling.spool, None
+                    spool.close()
+                return
+            if filling.spool is None:
+                filling.spool = path.open("wb")
+            filling.spool.writelines(line for _, line in claimed)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+
     async def _seal(self, filling: _Filling) -> None:
         """Submit `filling`'s job (if it holds anything) and start a new one."""
         if filling.job is not None and filling.spool is not None:
-            filling.spool.close()
-            filling.spool = None
+            self._spooling(filling, None)
             await self._submit(filling.job)
         filling.job, filling.size, filling.count = None, 0, 0
 
@@ -340,7 +360,7 @@ class BatchDriver:
                 await self._create(job, path)
                 path.unlink(missing_ok=True)
                 return
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, CacheError):
                 raise
             except Exception as exc:
                 self._note(job.id, exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ import polars as pl
 import pytest
 
 from engine.results import read_results
+from tests.engine.test_run_safety import root_only
 from tests.conftest import run_until_killed, write_grid
 from engine.testing.servers.anthropic_batch import AnthropicBatchServer
 from engine.testing.servers.google_batch import GoogleBatchServer
@@ -306,6 +308,36 @@ def test_anthropic_sigkill_at_random_instants_then_rerun_answers_every_cell_subm
         }
         killed = _kill_at_random_instants(tmp_path, server, phases, kills=6, provider="anthropic")
     assert len(killed) >= 4 and {"create", "poll", "collect"} <= set(killed), killed
+
+
+@root_only
+def test_a_full_disk_stops_a_batch_run_with_one_line_and_the_rerun_submits_nothing_twice(tmp_path):
+    """The cache (and so the spool files and job tables) on a 256 KiB tmpfs: the batch run stops with exit 74 and
+    one line naming the file (the cache or a spool file), without a traceback; the same grid on a roomy disk with the kept cache answers
+    every cell, no request submitted twice, every uploaded input deleted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(disk, server, "poll_s = 0.05\nmax_requests = 20", personas=8)
+        grid.write_text(grid.read_text().replace("limit = 4", "limit = 30", 1))  # 30 questions: 270 cells
+        shutil.move(disk / "personas.jsonl", tmp_path / "personas.jsonl")
+        text = grid.read_text().replace('"cache.sqlite"', '"disk/cache.sqlite"').replace('output_dir = "out/{name}"', 'output_dir = "disk/out/{name}"')
+        grid.unlink()
+        grid = tmp_path / "grid.toml"
+        grid.write_text(text)
+        script = f"mount -t tmpfs -o size=256k tmpfs {disk} && timeout 120 {sys.executable} -m engine.cli run {grid} --no-progress; rc=$?; cp {disk}/cache.sqlite* {tmp_path}/; exit $rc"
+        proc = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 74 and "Traceback" not in proc.stderr, proc.stderr
+        # The file that met the full disk first: the cache, or the spool file of the job being packed.
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {disk}/") and "rerun to resume" in proc.stderr, proc.stderr
+        assert "database or disk is full" in proc.stderr or "No space left on device" in proc.stderr
+        assert server.batch.creates >= 1
+
+        grid.write_text(grid.read_text().replace("disk/", ""))
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cells_done"] == 270 and summary["errors"] == {} and server.batch.duplicates() == 0
+        assert server.batch.live_files("batch") == [] and _members(tmp_path) == 0
 
 
 def test_batch_price_is_half_the_online_price_unless_overridden():
