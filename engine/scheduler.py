@@ -22,6 +22,13 @@ A cell of a `summary = true` condition waits for the model's summary of its pers
 asks for each summary once (cells of the same persona and model wait on the same key) through the model's own
 queue and the cache, and when it arrives `_after_summary` asks every waiting cell's answer with it. A run killed
 between the two finds the summary cached and asks only the answers.
+
+A batch model (transport = "batch", engine.batch) is walked twice, so that nothing is held per cell while its
+jobs run for hours: pass 1 (`_prefetch`) hands every cache miss to the model's batch driver, which submits and
+collects them into the cache, in rounds while summaries are asked (round 1 the summaries, round 2 the answers
+built on them); pass 2 is the walk above, which finds the answers in the cache (the `_pending` path stays for
+what it still misses). This run's batch errors are kept (O(errors)) so that pass 2 writes them and nothing asks
+them again; an answer committed since the run started is this run's call, not a cache hit.
 """
 
 from __future__ import annotations

@@ -153,6 +153,7 @@ class BatchDriver:
             else:
                 if input_ref is not None:
                     await self._retrying(lambda ref=input_ref: self.transport.cleanup(ref, None))
+                self._spool(job.id).unlink(missing_ok=True)  # before the job goes: no kill can orphan it
                 self.store.drop(job.id)
             self._spool(job.id).unlink(missing_ok=True)
 
@@ -485,6 +486,7 @@ class BatchDriver:
         what = f"batch job {job.remote_id} {state.status}" + (f": {state.message}" if state.message else "")
         leftovers = [(k, name, model, Response.failed(state.leftover_kind, what)) for k in letters if k not in seen]
         self.store.close(job.id, leftovers, state.status, state.message)
+        self._spool(job.id).unlink(missing_ok=True)  # left by a kill between the job's create and its unlink
         for key, _, _, response in leftovers:
             await self._answer(key, response)
         stats = self.hooks.stats
