@@ -56,6 +56,13 @@ class JobState:
     outputs: tuple[str, ...] = ()  # where its results are (file ids, a results URL)
     leftover_kind: str = "expired"  # error kind of members with no result line: expired | cancelled | batch_failed
 
+    @classmethod
+    def of(cls, status: str, ended: Mapping[str, str], message: str | None, done: int, total: int, outputs: tuple[str, ...]) -> JobState:
+        """The state of a provider whose status word says it all: `ended` maps each final status to the error
+        kind of the members left without a result line (OpenAI's completed -> batch_missing, failed ->
+        batch_failed, ...)."""
+        return cls(status, status in ended, message, done, total, outputs, ended.get(status, "expired"))
+
 
 @dataclass
 class BatchStats:

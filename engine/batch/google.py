@@ -65,7 +65,7 @@ class GoogleBatch(InlineTransport):
         b = await self._sdk().batches.get(name=remote_id)
         state = b.state.value if hasattr(b.state, "value") else str(b.state)
         message = self.provider._redact(f"{b.error.code}: {b.error.message}") if getattr(b, "error", None) else None
-        return JobState(state, state in _ENDED, message, 0, 0, (remote_id,), _ENDED.get(state, "expired"))
+        return JobState.of(state, _ENDED, message, 0, 0, (remote_id,))
 
     async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
         b = await self._sdk().batches.get(name=state.outputs[0])

@@ -79,8 +79,7 @@ class OpenAIBatch(BatchTransport):
         elif b.status == "expired":
             message = f"the job expired after its {b.completion_window} window with {done} of {counts.total if counts else '?'} requests done"
         outputs = tuple(f for f in (b.output_file_id, b.error_file_id) if f)
-        kind = _ENDED.get(b.status, "expired")
-        return JobState(b.status, b.status in _ENDED, self.provider._redact(message) if message else None, done, counts.total if counts else 0, outputs, kind)
+        return JobState.of(b.status, _ENDED, self.provider._redact(message) if message else None, done, counts.total if counts else 0, outputs)
 
     async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
         client = self._sdk()
