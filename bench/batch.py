@@ -3,7 +3,8 @@
 Prints, for each cell count (default 20,000 and 100,000, to show memory flat in the number of cells):
 - end to end: `mtpa-engine run` of a batch grid in its own process against the server in another one (no
   simulated processing: a job ends at its first poll after creation), its wall s, CPU s, CPU ms per cell and
-  peak RSS (MB); the server's jobs, duplicate submissions, input files left, and its own CPU s (the test
+  peak RSS (MB), also up to the scheduler's end, beside a warm rerun's: their difference is the batch path's
+  own memory (target: flat in the number of cells); the server's jobs, duplicate submissions, input files left, and its own CPU s (the test
   server parses the upload and answers every line in Python: wall time the engine spends waiting on it);
 - packing and parsing alone, in this process: CPU ms per request to turn a request into its JSONL line
   (OpenAIBatch.line), to parse a result line into a Response (OpenAIBatch._response: JSON, body checks, the
@@ -33,13 +34,30 @@ from bench._common import REPO, free_port, write_grid  # noqa: E402
 QUESTIONS = 100  # cells = QUESTIONS x (1 baseline + personas)
 
 
-def _child(grid: str) -> None:
-    """Run the grid in this process; print wall, CPU and peak RSS as JSON."""
-    from bench._common import engine_run
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+
+def _child(grid: str) -> None:
+    """Run the grid in this process; print wall, CPU, peak RSS, and peak RSS up to the scheduler's end as JSON.
+
+    The second peak leaves out what follows the cells (the Δ tables and report, which read every result row and
+    grow with the cells in a warm run too): it is where the batch path's own memory shows."""
+    from bench._common import engine_run
+    from engine.scheduler import Scheduler
+
+    marks: dict[str, float] = {}
+    run = Scheduler.run
+
+    async def measured(self, stop):
+        try:
+            return await run(self, stop)
+        finally:
+            marks["scheduler_rss_mb"] = _peak_mb()
+
+    Scheduler.run = measured  # type: ignore[method-assign]
     wall, cpu, summary = engine_run(Path(grid))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": rss_mb, "summary": summary}))
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_mb": _peak_mb(), **marks, "summary": summary}))
 
 
 def _server(port: int) -> subprocess.Popen:
@@ -154,10 +172,12 @@ def main() -> None:
         s, srv = e["summary"], e["server"]
         print(
             f"{cells:>7,} cells end to end: wall {e['wall_s']:.1f} s, CPU {e['cpu_s']:.1f} s ({1000 * e['cpu_s'] / cells:.3f} ms/cell), "
-            f"peak RSS {e['rss_mb']:.0f} MB; cells done {s['cells_done']:,}, jobs {srv['creates']}, "
+            f"peak RSS {e['rss_mb']:.0f} MB ({e['scheduler_rss_mb']:.0f} MB up to the scheduler's end); cells done {s['cells_done']:,}, jobs {srv['creates']}, "
             f"duplicates {srv['duplicates']}, inputs left {srv['uploads'] - srv['deletes']}; the server's own CPU {srv['cpu_s']:.1f} s "
             f"(wall outside it ~{e['wall_s'] - srv['cpu_s']:.1f} s); "
-            f"the warm rerun (all cache hits): wall {e['warm']['wall_s']:.1f} s, peak RSS {e['warm']['rss_mb']:.0f} MB"
+            f"the warm rerun (all cache hits): wall {e['warm']['wall_s']:.1f} s, peak RSS {e['warm']['rss_mb']:.0f} MB "
+            f"({e['warm']['scheduler_rss_mb']:.0f} MB up to the scheduler's end); "
+            f"the batch path's own memory (batch - warm, up to the scheduler's end) {e['scheduler_rss_mb'] - e['warm']['scheduler_rss_mb']:+.0f} MB"
         )
         p = pack_and_parse(cells)
         print(

@@ -271,7 +271,7 @@ def _check_model(grid: GridConfig, m: ModelConfig, where: str, problems: list[st
         _check_url(f"{where}.base_url", m.base_url, problems)
     if m.transport not in ("aiohttp", "sdk", "batch"):
         problems.append(f"{where}.transport: expected aiohttp, sdk or batch, got '{m.transport}'")
-    _check_batch(grid, m, where, problems)
+    _check_batch(m, where, problems)
     if m.device not in ("auto", "cpu", "cuda"):
         problems.append(f"{where}.device: expected auto, cpu or cuda")
     if m.dtype not in ("float32", "bfloat16", "float16"):
@@ -391,7 +391,7 @@ def _check_judge(grid: GridConfig, problems: list[str]) -> None:
     _check_model(grid, judge.model, "judge.model", problems)
 
 
-def _check_batch(grid: GridConfig, m: ModelConfig, where: str, problems: list[str]) -> None:
+def _check_batch(m: ModelConfig, where: str, problems: list[str]) -> None:
     b = m.batch
     if m.transport != "batch":
         if b != BatchConfig():
@@ -400,10 +400,6 @@ def _check_batch(grid: GridConfig, m: ModelConfig, where: str, problems: list[st
     if m.provider not in BATCH_PROVIDERS:
         problems.append(f'{where}.transport: "batch" is offered for providers {", ".join(BATCH_PROVIDERS)}, not \'{m.provider}\'')
         return
-    if any(c.summary for c in grid.conditions):
-        # The batch driver packs the misses the plan yields; an answer asked only once its persona summary has
-        # come back (a follow-up on the model's queue) has no job to go into.
-        problems.append(f'{where}.transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model')
     most = BATCH_LIMITS[m.provider].max_requests
     if b.max_requests is not None:
         _check_range(f"{where}.batch.max_requests", b.max_requests, 1, most, problems)

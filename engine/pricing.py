@@ -47,28 +47,23 @@ def batch_price(model: ModelConfig) -> tuple[float, float] | None:
     Gemini all bill batch requests at 50% of their list prices: openai.com/api/pricing, docs.anthropic.com
     /en/docs/build-with-claude/batch-processing#pricing, ai.google.dev/gemini-api/docs/batch-mode)."""
     online = online_price(model)
-    b = model.batch
-    half = None if online is None else (online[0] / 2, online[1] / 2)
-    if b.input_price is None and b.output_price is None:
-        return half
-    if half is None and (b.input_price is None or b.output_price is None):
-        return None
-    return (
-        b.input_price if b.input_price is not None else half[0],  # type: ignore[index]
-        b.output_price if b.output_price is not None else half[1],  # type: ignore[index]
-    )
+    return _overridden(None if online is None else (online[0] / 2, online[1] / 2), model.batch.input_price, model.batch.output_price)
 
 
 def online_price(model: ModelConfig) -> tuple[float, float] | None:
     """Online (list) price: the model's input_price / output_price, else engine.pricing's table."""
-    listed = (0.0, 0.0) if model.provider in _FREE else _lookup(model.model)
-    if model.input_price is None and model.output_price is None:
-        return listed
-    if listed is None and (model.input_price is None or model.output_price is None):
+    return _overridden((0.0, 0.0) if model.provider in _FREE else _lookup(model.model), model.input_price, model.output_price)
+
+
+def _overridden(price: tuple[float, float] | None, input_price: float | None, output_price: float | None) -> tuple[float, float] | None:
+    """`price` with the grid's overrides of either side; None when a side is neither overridden nor known."""
+    if input_price is None and output_price is None:
+        return price
+    if price is None and (input_price is None or output_price is None):
         return None
     return (
-        model.input_price if model.input_price is not None else listed[0],  # type: ignore[index]
-        model.output_price if model.output_price is not None else listed[1],  # type: ignore[index]
+        input_price if input_price is not None else price[0],  # type: ignore[index]
+        output_price if output_price is not None else price[1],  # type: ignore[index]
     )
 
 

@@ -22,6 +22,13 @@ A cell of a `summary = true` condition waits for the model's summary of its pers
 asks for each summary once (cells of the same persona and model wait on the same key) through the model's own
 queue and the cache, and when it arrives `_after_summary` asks every waiting cell's answer with it. A run killed
 between the two finds the summary cached and asks only the answers.
+
+A batch model (transport = "batch", engine.batch) is walked twice, so that nothing is held per cell while its
+jobs run for hours: pass 1 (`_prefetch`) hands every cache miss to the model's batch driver, which submits and
+collects them into the cache, in rounds while summaries are asked (round 1 the summaries, round 2 the answers
+built on them); pass 2 is the walk above, which finds the answers in the cache (the `_pending` path stays for
+what it still misses). This run's batch errors are kept (O(errors)) so that pass 2 writes them and nothing asks
+them again; an answer committed since the run started is this run's call, not a cache hit.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -45,6 +53,9 @@ from engine.providers import Provider
 from engine.request import Request, Response
 from engine.results import ResultRow, ResultsWriter
 from engine.summaries import known_summaries, resolve
+
+if TYPE_CHECKING:
+    from engine.batch.store import BatchStore
 
 _CHUNK = 512
 _BATCH_WAIT_S = 0.01
@@ -133,6 +144,10 @@ class Scheduler:
         self._produced = {mid: asyncio.Event() for mid in self._batched}
         self._batch_reserved = 0.0  # estimated cost of submitted batch requests, counted against the budget
         self._batch_spent = 0.0  # actual cost of batch answers (in cost_usd, but already reserved)
+        self._batch_failed: dict[str, Response] = {}  # errors of this run's batch jobs: written by pass 2, never asked again
+        self._batch_store: BatchStore | None = None
+        self._drivers: dict[str, asyncio.Future] = {}  # batch model id -> its BatchDriver, once built
+        self._started = 0.0  # time.time() at run start: a batch answer committed since is this run's, not a cache hit
         if self._batched:
             self.stats.batch = BatchStats()
 
@@ -142,7 +157,9 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> RunStats:
         started = time.perf_counter()
+        self._started = time.time()
         self._failure = asyncio.get_running_loop().create_future()
+        self._drivers = {mid: asyncio.get_running_loop().create_future() for mid in self._batched}
         queues = {
             mid: asyncio.Queue(maxsize=max(64, 2 * p.concurrency * p.batch_size)) for mid, p in self.providers.items()
         }
@@ -205,29 +222,76 @@ class Scheduler:
                 self._produced[model.id].set()
 
     async def _produce_cells(self, model, queue: asyncio.Queue, stop: asyncio.Event) -> None:
+        batched = model.id in self._batched
+        if batched:
+            await self._prefetch(model, stop)
         for chunk in _chunks(self.plan.cells(model), _CHUNK):
-            if stop.is_set() or self.stats.budget_exhausted:
+            # A batch model's answers are in the cache already (pass 1): its rows are written whatever the budget.
+            if stop.is_set() or (self.stats.budget_exhausted and not batched):
                 return
             chunk = await self._summarised(model, queue, chunk)
             await self._submit(chunk, queue)
             await asyncio.sleep(0)  # let workers and commits run between chunks of pure cache hits
 
+    async def _prefetch(self, model: ModelConfig, stop: asyncio.Event) -> None:
+        """Pass 1 of a batch model: its driver packs, submits and collects every cache miss into the cache and
+        returns once none of this grid's jobs of the model is live; pass 2 (the normal walk) then writes the rows.
+        Nothing is registered per cell. A round that asked persona summaries is followed by one that asks the
+        answers waiting on them (summary = true conditions)."""
+        try:
+            driver = await self._drivers[model.id]
+            summaries = [True]
+            while summaries[0] and not stop.is_set():
+                summaries[0] = False
+                if not await driver.round(self._misses(model, stop, summaries)):
+                    return  # nothing new was submitted: the next round would find the same
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a cache write or an engine bug: the run stops, naming it
+            self._fail(exc)
+
+    async def _misses(self, model: ModelConfig, stop: asyncio.Event, summaries: list[bool]) -> AsyncIterator[list[tuple[str, Request]]]:
+        """(key, request) of each distinct cache miss of `model`'s cells, chunk by chunk in plan order, minus the
+        keys this run's batch jobs answered with an error; a summary cell whose summary is missing yields that
+        summary's request instead (and sets summaries[0]: its answer is asked by the next round)."""
+        of = lambda r: self.keys.of(model, r)  # noqa: E731
+        for chunk in _chunks(self.plan.cells(model), _CHUNK):
+            if stop.is_set():
+                return
+            resolved = resolve(self.plan, of, self.cache, chunk) if self._summaries else None
+            asks = {k: r for k, r in resolved.missing.items() if k not in self._batch_failed} if resolved is not None else {}
+            summaries[0] = summaries[0] or bool(asks)
+            for cell in resolved.ready if resolved is not None else chunk:
+                request = self.plan.request(cell)
+                asks.setdefault(of(request), request)
+            found = self.cache.contains_keys(list(asks))
+            misses = [(k, r) for k, r in asks.items() if k not in found and k not in self._batch_failed]
+            if misses:
+                yield misses
+
     async def _submit(self, cells: list[Cell], queue: asyncio.Queue) -> None:
         """Answer each cell from the cache (or this run's fresh answers), join an identical call in flight, or
-        queue its call."""
+        queue its call. A batch model's cell answered by a job of this run is no cache hit; one whose job answered
+        an error is written with it (never asked again in this run); one dropped by --budget gets no row."""
         requests = [self.plan.request(c) for c in cells]
         keys = [self.keys.of(c.model, r) for c, r in zip(cells, requests)]
         hits = self.cache.lookup([k for k in keys if k not in self._pending and k not in self._fresh])
+        batched = bool(cells) and cells[0].model.id in self._batched
+        mine = self._batch_store.answered_since(list(hits), self._started) if batched and hits and self._batch_store else set()
         for cell, request, key in zip(cells, requests, keys):
             cached = hits.get(key)
             if cached is not None:
-                self.stats.cache_hits += 1
-                await self._deliver(cell, key, cached, cached=True)
+                self.stats.cache_hits += key not in mine
+                await self._deliver(cell, key, cached, cached=key not in mine)
             elif key in self._fresh:
                 self.stats.cache_hits += 1
                 await self._deliver(cell, key, self._fresh[key], cached=True)
             elif key in self._pending:
                 self._pending[key].append((cell, None))
+            elif batched and key in self._batch_failed:
+                await self._deliver(cell, key, self._batch_failed[key], cached=False)
+            elif batched and self.stats.budget_exhausted:
+                continue
             else:
                 self._pending[key] = [(cell, None)]
                 await queue.put((key, request))
@@ -242,6 +306,7 @@ class Scheduler:
             return cells
         skeys = {i: self.keys.of(model, r) for i, r in wanted.items()}
         texts = known_summaries(self.cache, [k for k in set(skeys.values()) if k not in self._pending], self._fresh)
+        batched = model.id in self._batched
         ready = []
         for i, cell in enumerate(cells):
             skey = skeys.get(i)
@@ -249,6 +314,10 @@ class Scheduler:
                 ready.append(cell)
             elif skey in texts:
                 ready.append(cell.with_summary(texts[skey]))
+            elif batched and skey in self._batch_failed:  # its batch job answered the summary with an error
+                self._emit(cell, skey, self._batch_failed[skey], cached=False, stage="summary")
+            elif batched and self.stats.budget_exhausted:
+                continue
             elif skey in self._pending:
                 self._pending[skey].append((cell, _AWAITS_SUMMARY))
             else:
@@ -342,8 +411,10 @@ class Scheduler:
         class Hooks:
             stats = self.stats.batch
 
+            def counted(self, key: str, response: Response) -> None:
+                scheduler._count_batch(provider, key, response)
+
             async def answered(self, key: str, response: Response) -> None:
-                scheduler._count_batch(provider, response)
                 await scheduler._settle(queue, key, response, cached=False)
 
             async def cached(self, key: str, response: Response) -> None:
@@ -358,20 +429,23 @@ class Scheduler:
                 return scheduler._reserve(usd)
 
         try:
-            store = BatchStore(self.cache)
+            store = self._batch_store = self._batch_store or BatchStore(self.cache)
             driver = BatchDriver(provider, store, self.plan.grid.run.name, Hooks(), self.cache.path.parent, self._prices[id(provider)])  # type: ignore[arg-type]
+            self._drivers[provider.config.id].set_result(driver)
             await driver.run(queue, self._produced[provider.config.id])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a cache write or an engine bug: the run stops, naming it
             self._fail(exc)
 
-    def _count_batch(self, provider: Provider, response: Response) -> None:
-        """A batch answer (committed by the driver): counted and charged like a call, not buffered again."""
+    def _count_batch(self, provider: Provider, key: str, response: Response) -> None:
+        """A batch answer (committed by the driver): counted and charged like a call, not buffered again; an error
+        is kept for pass 2 to write (its cells are not asked again in this run)."""
         self.stats.calls_made += 1
         self.stats.attempts += response.attempts
         if not response.ok:
             self.stats.errors[response.error_kind] += 1
+            self._batch_failed[key] = response
         price = self._prices[id(provider)]
         if price is None:
             self.stats.unpriced_calls += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,13 @@ class JobState:
     outputs: tuple[str, ...] = ()  # where its results are (file ids, a results URL)
     leftover_kind: str = "expired"  # error kind of members with no result line: expired | cancelled | batch_failed
 
+    @classmethod
+    def of(cls, status: str, ended: Mapping[str, str], message: str | None, done: int, total: int, outputs: tuple[str, ...]) -> JobState:
+        """The state of a provider whose status word says it all: `ended` maps each final status to the error
+        kind of the members left without a result line (OpenAI's completed -> batch_missing, failed ->
+        batch_failed, ...)."""
+        return cls(status, status in ended, message, done, total, outputs, ended.get(status, "expired"))
+
 
 @dataclass
 class BatchStats:
@@ -92,6 +99,27 @@ class BatchTransport(ABC):
 
     def __init__(self, provider: APIProvider) -> None:
         self.provider = provider
+        self._client: Any = None
+
+    def _sdk(self) -> Any:
+        """The provider's official async client, built on first use. Its key is set on the provider too, whose
+        _redact then masks it in every message."""
+        if self._client is None:
+            key = self.provider._key = self.provider._api_key()
+            self._client = self._connect(key)
+        return self._client
+
+    @abstractmethod
+    def _connect(self, key: str) -> Any:
+        """The official SDK's async client, with its own retries off (max_retries=0 or the like): a create retried
+        by an SDK after a lost answer would submit a job twice; the driver retries after `find` has looked."""
+
+    def _failed(self, exc: BaseException) -> Response:
+        """A result line the online parser refused, or an error line: that request's error, never the job's."""
+        from engine.providers.errors import classify, describe
+        from engine.request import Response
+
+        return Response.failed(classify(exc), self.provider._redact(describe(exc)))
 
     @abstractmethod
     def line(self, key: str, request: Request) -> bytes:
@@ -107,9 +135,10 @@ class BatchTransport(ABC):
         """Create the job (tagged with the local `job` id where the provider keeps tags); its provider id."""
 
     @abstractmethod
-    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
+    async def find(self, job: Job, taken: Callable[[str], bool], keys: Callable[[], Collection[str]]) -> tuple[str | None, str | None]:
         """After a kill: (provider job id, uploaded input id) the provider holds for the local `job`, or None;
-        `taken(remote_id)` says a provider job is already recorded for another local job."""
+        `taken(remote_id)` says a provider job is already recorded for another local job; `keys()` gives the
+        job's members (its requests' custom_ids). Raises Undecided when the provider cannot tell yet."""
 
     @abstractmethod
     async def poll(self, remote_id: str) -> JobState: ...
@@ -126,8 +155,32 @@ class BatchTransport(ABC):
     async def cleanup(self, input_ref: str | None, state: JobState | None) -> None:
         """Delete what was uploaded for an ended job (its input file); a missing file is not an error."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await (client.aclose() if hasattr(client, "aclose") else client.close())
+
+
+class InlineTransport(BatchTransport):
+    """A provider that takes the requests in the create call (Anthropic, Gemini): nothing is uploaded, so
+    nothing is deleted after a job; `requests` reads them back from the job's spool file."""
+
+    async def upload(self, job: str, path: Path) -> str | None:
         return None
+
+    async def cleanup(self, input_ref: str | None, state: JobState | None) -> None:
+        return None
+
+    @staticmethod
+    def requests(path: Path) -> list[dict]:
+        import orjson
+
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+class Undecided(Exception):
+    """`find` cannot tell yet whether the provider holds the job (Anthropic: a candidate batch has not ended,
+    and only its results name its requests). The job stays as it is, its keys held; ask again at the next poll."""
 
 
 def open_transport(provider: APIProvider) -> BatchTransport:

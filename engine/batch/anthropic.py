@@ -9,21 +9,27 @@ fit); results are JSONL at the batch's results_url once processing_status is "en
 "error": {"type", "message"}}} | {"type": "canceled"} | {"type": "expired"}}. Nothing is uploaded, so nothing
 is deleted after a job.
 
-A batch carries no tag of ours: after a kill between create and recording its id, `find` takes the newest
-batch created since the job was claimed with the job's request count that no other local job records.
+A batch carries no tag of ours (no metadata, no name; its id, created_at and request_counts are all the
+MessageBatch object says), but its results name every request by custom_id = our cache key. So after a kill
+between create and recording its id, `find` is exact: the candidates are the batches created since the job was
+claimed (less a clock skew) with the job's request count that no other local job records; an ended one is ours
+when its results' custom_ids are the job's members. While a candidate is still in progress nothing can tell
+(two jobs created close together, another grid's batch on the account): `find` raises Undecided and the job
+waits, its keys held, until the candidates end (they must end before any result of ours could be read anyway).
+No candidate, or every one ended and someone else's: the batch was never created.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from engine.batch import BATCH_LIMITS, BatchTransport, JobState, parse_request
+from engine.batch import BATCH_LIMITS, InlineTransport, JobState, Undecided, parse_request
 from engine.batch.store import Job
-from engine.providers.errors import HTTPStatusError, classify, describe
+from engine.providers.errors import HTTPStatusError
 from engine.request import Response
 
 # The error types of the Messages API and the statuses they are answered with (docs.anthropic.com/en/api/errors).
@@ -32,45 +38,49 @@ _STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_e
 _CLOCK_SKEW_S = 60.0  # a batch created up to this long before the job's claim (clocks differ) can still be it
 
 
-class AnthropicBatch(BatchTransport):
+def _total(counts: Any) -> int:
+    """A batch's requests: MessageBatchRequestCounts has no total, only the count in each state."""
+    return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+
+
+class AnthropicBatch(InlineTransport):
     limits = BATCH_LIMITS["anthropic"]
 
-    def __init__(self, provider: Any) -> None:
-        super().__init__(provider)
-        self._client: Any = None
+    def _connect(self, key: str) -> Any:
+        from anthropic import AsyncAnthropic
 
-    def _sdk(self) -> Any:
-        if self._client is None:
-            from anthropic import AsyncAnthropic
-
-            key = self.provider._key = self.provider._api_key()  # the provider's _redact masks it in every message
-            self._client = AsyncAnthropic(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=self.provider.config.limits.timeout_s)
-        return self._client
+        return AsyncAnthropic(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=self.provider.config.limits.timeout_s)
 
     def line(self, key: str, request: Any) -> bytes:
         return orjson.dumps({"custom_id": key, "params": self.provider._params(request)}) + b"\n"
 
-    async def upload(self, job: str, path: Path) -> str | None:
-        return None
-
     async def create(self, job: str, input_ref: str | None, path: Path) -> str:
-        requests = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-        return (await self._sdk().messages.batches.create(requests=requests)).id
+        return (await self._sdk().messages.batches.create(requests=self.requests(path))).id
 
-    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
-        async for b in self._sdk().messages.batches.list(limit=100):
+    async def find(self, job: Job, taken: Callable[[str], bool], keys: Callable[[], Collection[str]]) -> tuple[str | None, str | None]:
+        """The batch whose results' custom_ids are the job's members, among those created since its claim with
+        its request count and not recorded for another job; Undecided while such a batch is in progress."""
+        client = self._sdk()
+        candidates = []
+        async for b in client.messages.batches.list(limit=100):
             if b.created_at.timestamp() < job.created_at - _CLOCK_SKEW_S:
                 break  # newest first: the rest are older still
-            counts = b.request_counts
-            total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-            if total == job.requests and not taken(b.id):
-                return b.id, None
+            if _total(b.request_counts) == job.requests and not taken(b.id):
+                candidates.append(b)
+        members: set[str] | None = None
+        for b in candidates:
+            if b.processing_status == "ended":
+                members = members if members is not None else set(keys())
+                if {entry.custom_id async for entry in await client.messages.batches.results(b.id)} == members:
+                    return b.id, None
+        if any(b.processing_status != "ended" for b in candidates):
+            raise Undecided(f"{len(candidates)} batch(es) of {job.requests} requests created since job {job.id} was claimed; in progress")
         return None, None
 
     async def poll(self, remote_id: str) -> JobState:
         b = await self._sdk().messages.batches.retrieve(remote_id)
         c = b.request_counts
-        total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+        total = _total(c)
         message = ", ".join(f"{n} {what}" for n, what in ((c.errored, "errored"), (c.canceled, "canceled"), (c.expired, "expired")) if n) or None
         kind = "cancelled" if b.cancel_initiated_at is not None else "expired"
         return JobState(b.processing_status, b.processing_status == "ended", message, total - c.processing, total, (remote_id,), kind)
@@ -93,16 +103,8 @@ class AnthropicBatch(BatchTransport):
                 error = result.error.error
                 raise HTTPStatusError(_STATUS.get(error.type, 500), orjson.dumps({"type": "error", "error": {"type": error.type, "message": error.message}}).decode())
             return self.provider._parse(result.message.model_dump(mode="json"), parse_request(letters), {})
-        except Exception as exc:  # one bad line is that cell's error, never the job's
-            return Response.failed(classify(exc), self.provider._redact(describe(exc)))
+        except Exception as exc:
+            return self._failed(exc)
 
     async def cancel(self, remote_id: str) -> None:
         await self._sdk().messages.batches.cancel(remote_id)
-
-    async def cleanup(self, input_ref: str | None, state: JobState | None) -> None:
-        return None  # nothing was uploaded
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()

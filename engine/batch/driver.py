@@ -1,22 +1,28 @@
-"""Drives one batch model: cache misses in -> jobs packed, submitted, polled, collected -> answers out.
+"""Drives one batch model: cache misses in -> jobs packed, submitted, polled, collected -> answers in the cache.
 
-The scheduler hands the driver the model's cache misses in plan order on its queue (the one hook, see
-engine.scheduler) and gets every answer back through `BatchHooks.answered`, already committed to the cache.
+Memory stays flat in the number of cells: the scheduler (engine.scheduler) walks a batch model's cells twice.
+Pass 1 hands the driver every cache miss through `round` (pulled chunk by chunk from an async iterator, nothing
+registered per cell or key); the driver packs, submits and collects them into the cache and returns once no
+live job of this grid and model remains. Pass 2 is the scheduler's normal walk, which finds the answers in the
+cache; what it still misses (a key another process removed meanwhile) comes on the queue as awaited keys (the
+fallback `_intake`), answered back through `BatchHooks.answered`. Every result this process commits is counted
+through `BatchHooks.counted`; an error is kept there (O(errors)) so that pass 2 writes it and nothing asks again.
 
 Life cycle, each step committed (engine.batch.store) before the next:
 1. recover: jobs of this grid and model left by a dead process. A NEW job is looked up at the provider by
    its local id (`find`): created -> SUBMITTED; only its input uploaded -> the file deleted, the job dropped
    (its keys are packed again); nothing there -> dropped. An UPLOADED job is created from its input file.
-2. intake: misses arrive in chunks; keys a live job already holds are awaited (this grid) or reported as
+2. intake: misses arrive in chunks; keys a live job already holds are left to it (this grid) or reported as
    `batch_elsewhere` errors (another grid's job: left alone); the rest are claimed into the open job
    (members committed) and their lines appended to its spool file. A job is sealed at the provider's limits
-   (requests or bytes, engine.batch.BATCH_LIMITS; max_requests) or when the intake ends, then uploaded
-   (input id committed) and created (provider id committed). A failed upload or create is retried after
-   `find` has checked what the failed call did, so a lost answer never makes a second job.
+   (requests or bytes, engine.batch.BATCH_LIMITS; max_requests) or when the round (or the intake) ends, then
+   uploaded (input id committed) and created (provider id committed). A failed upload or create is retried
+   after `find` has checked what the failed call did, so a lost answer never makes a second job.
 3. poll: every poll_s, each SUBMITTED job of this grid and model; an ended one is collected: its result
    lines are parsed and committed in chunks with their membership removed, its input file deleted, then the
    members with no line become errors (expired, cancelled, batch_failed) and the job is CLOSED.
-The driver returns once the intake is over and every key it took is answered.
+A round returns once no live job of this grid and model remains (a database query, not a set of keys); the
+driver returns once the intake is over and every awaited key is answered.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from engine.batch import BatchStats, BatchTransport, JobState, open_transport
+from engine.batch import BatchStats, BatchTransport, JobState, Undecided, open_transport
 from engine.batch.store import ANSWERED, SUBMITTED, UPLOADED, BatchStore, Job, owner_alive, owner_tag
+from engine.errors import CacheError
 from engine.limits import estimate_prompt_tokens
 from engine.providers.api import APIProvider, normalised_url
 from engine.providers.errors import classify, describe, is_transient
@@ -46,17 +54,42 @@ class BatchHooks(Protocol):
 
     stats: BatchStats
 
+    def counted(self, key: str, response: Response) -> None:
+        """A result of this run's driver (committed to the cache, or an error it made): count and charge it as a
+        call; an error is remembered so that no cell asks that key again in this run."""
+
     async def answered(self, key: str, response: Response) -> None:
-        """A key's answer, committed to the cache: count it and hand it to the cells waiting on it."""
+        """An awaited key's answer (already counted): hand it to the cells waiting on it."""
 
     async def cached(self, key: str, response: Response) -> None:
         """A key another run answered meanwhile: a cache hit for the cells waiting on it."""
 
     def dropped(self, key: str) -> None:
-        """A key left unsubmitted (budget spent): its cells get no row, the next run asks again."""
+        """An awaited key left unsubmitted (budget spent): its cells get no row, the next run asks again."""
 
     def reserve(self, usd: float) -> bool:
         """Count `usd` of submitted requests against --budget; False (and nothing counted) when it would pass it."""
+
+
+@dataclass
+class _Filling:
+    """The job being filled: claimed members, its spool file being written; `claimed` counts every key claimed."""
+
+    job: Job | None = None
+    spool: BinaryIO | None = None
+    size: int = 0
+    count: int = 0
+    claimed: int = 0
+
+    def discard(self) -> None:
+        """Close the spool file after a failure (its job stays NEW: the next run drops it and packs its keys
+        again); a second write error while flushing must not replace the first."""
+        if self.spool is not None:
+            spool, self.spool = self.spool, None
+            try:
+                spool.close()
+            except OSError:
+                pass
 
 
 def account_of(provider: APIProvider) -> str:
@@ -78,15 +111,20 @@ class BatchDriver:
         self.max_bytes = limits.max_bytes
         self.account = account_of(provider)
         self._price = price
-        self._outstanding: set[str] = set()  # keys of this run waiting for an answer from a job
+        self._outstanding: set[str] = set()  # awaited keys (the fallback intake's) waiting for an answer from a job
         self._intake_done = False
+        self._spent = False  # --budget reached: nothing more is submitted
+        self._ready = asyncio.Event()  # start-up recovery done: rounds may pack
         self._wake = asyncio.Event()  # a job was submitted: poll soon
+        self._polled = asyncio.Event()  # a poll of every submitted job is over (a round waits on it)
+        self._poller: asyncio.Task | None = None
         self._in_progress = 0  # this model's submitted jobs in stats.jobs_in_progress
 
     async def run(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
         try:
             await self._recover()
-            poller = asyncio.create_task(self._poll_loop())
+            poller = self._poller = asyncio.create_task(self._poll_loop())
+            self._ready.set()
             try:
                 await self._intake(inbox, produced)
                 self._intake_done = True
@@ -103,7 +141,10 @@ class BatchDriver:
         for job in self.store.jobs(self.grid, self.config.id, live=True):
             if job.status == SUBMITTED or owner_alive(job.owner):
                 continue
-            remote, input_ref = await self._retrying(lambda job=job: self.transport.find(job, self._taken))
+            found = await self._find(job, wait=False)
+            if found is None:
+                continue  # the provider cannot tell yet: the job stays, its keys held; looked at again at the next poll
+            remote, input_ref = found
             if remote is not None:
                 self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
             elif job.status == UPLOADED and job.input_ref:
@@ -112,65 +153,117 @@ class BatchDriver:
             else:
                 if input_ref is not None:
                     await self._retrying(lambda ref=input_ref: self.transport.cleanup(ref, None))
+                self._spool(job.id).unlink(missing_ok=True)  # before the job goes: no kill can orphan it
                 self.store.drop(job.id)
             self._spool(job.id).unlink(missing_ok=True)
 
     # -- 2. intake -------------------------------------------------------------------------------------------
-    async def _intake(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
-        job: Job | None = None  # the open job: claimed members, spool file being written
-        spool = None
-        size = count = 0
-        spent = False  # --budget reached: nothing more is submitted
+    async def round(self, misses: AsyncIterator[list[tuple[str, Request]]]) -> int:
+        """Pass 1 of a run (engine.scheduler): pack every (key, request) `misses` yields into jobs, submit them,
+        then wait until no live job of this grid and model remains (this process or another collected each).
+
+        Nothing is kept per key: an answer reaches the cache (`BatchHooks.counted` counts it), and the
+        scheduler's second walk over the cells finds it there. Returns the number of keys claimed into jobs."""
+        await self._ready.wait()
+        filling = _Filling()
         try:
-            while True:
-                chunk = await self._take(inbox, produced)
-                if chunk is None:
-                    break
-                held = self.store.holders([k for k, _ in chunk])
-                for key, holder in held.items():
-                    await self._held(key, holder)
-                chunk = [(k, r) for k, r in chunk if k not in held]
-                if not spent and chunk and not self.hooks.reserve(self._cost(r for _, r in chunk)):
-                    spent = True
-                if spent:
-                    for key, _ in chunk:
-                        self.hooks.dropped(key)
-                    continue
-                lines = [(key, request, self.transport.line(key, request)) for key, request in chunk]
-                while lines:
-                    take, grow = 0, 0
-                    while take < len(lines) and count + take < self.max_requests and size + grow + len(lines[take][2]) <= self.max_bytes:
-                        grow += len(lines[take][2])
-                        take += 1
-                    if take == 0 and count == 0:
-                        raise ValueError(f"model '{self.config.id}': one request is larger than a {self.provider.name} batch input may be ({self.max_bytes:,} bytes)")
-                    if take:
-                        members = [(k, r.letters if r.want_logprobs and r.letters else None) for k, r, _ in lines[:take]]
-                        job, held = self.store.claim(job, self.grid, self.config.id, self.provider.name, self.account, members)
-                        claimed = [(k, line) for k, _, line in lines[:take] if k not in held]
-                        if claimed:
-                            assert job is not None
-                            if spool is None:
-                                spool = self._spool(job.id).open("wb")
-                            spool.writelines(line for _, line in claimed)
-                            self._outstanding.update(k for k, _ in claimed)
-                            size += sum(len(line) for _, line in claimed)
-                            count += len(claimed)
-                        for key, holder in held.items():
-                            await self._held(key, holder)
-                    lines = lines[take:]
-                    if lines or count >= self.max_requests:
-                        if job is not None and spool is not None:
-                            spool.close()
-                            await self._submit(job)
-                        job, spool, size, count = None, None, 0, 0
-            if job is not None and spool is not None:
-                spool.close()
-                await self._submit(job)
-                job, spool = None, None
+            async for chunk in misses:
+                await self._pack(filling, chunk, awaited=False)
+            await self._seal(filling)
         finally:
-            if spool is not None:
-                spool.close()
+            filling.discard()
+        await self._quiet()
+        return filling.claimed
+
+    async def _intake(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
+        """The fallback: keys the scheduler's second walk still misses (and registered cells for), awaited one by one."""
+        filling = _Filling()
+        try:
+            while (chunk := await self._take(inbox, produced)) is not None:
+                await self._pack(filling, chunk, awaited=True)
+            await self._seal(filling)
+        finally:
+            filling.discard()
+
+    async def _pack(self, filling: _Filling, chunk: list[tuple[str, Request]], awaited: bool) -> None:
+        """Claim `chunk`'s keys that no live job holds into `filling`'s job, spool their lines, submit the job once
+        it is full. `awaited`: the scheduler waits on each key (`_outstanding`, answered through the hooks)."""
+        held = self.store.holders([k for k, _ in chunk])
+        for key, holder in held.items():
+            await self._held(key, holder, awaited)
+        chunk = [(k, r) for k, r in chunk if k not in held]
+        if not self._spent and chunk and not self.hooks.reserve(self._cost(r for _, r in chunk)):
+            self._spent = True
+        if self._spent:  # --budget reached: nothing more is submitted this run
+            if awaited:
+                for key, _ in chunk:
+                    self.hooks.dropped(key)
+            return
+        lines = [(key, request, self.transport.line(key, request)) for key, request in chunk]
+        while lines:
+            take, grow = 0, 0
+            while take < len(lines) and filling.count + take < self.max_requests and filling.size + grow + len(lines[take][2]) <= self.max_bytes:
+                grow += len(lines[take][2])
+                take += 1
+            if take == 0 and filling.count == 0:
+                raise ValueError(f"model '{self.config.id}': one request is larger than a {self.provider.name} batch input may be ({self.max_bytes:,} bytes)")
+            if take:
+                members = [(k, r.letters if r.want_logprobs and r.letters else None) for k, r, _ in lines[:take]]
+                filling.job, held = self.store.claim(filling.job, self.grid, self.config.id, self.provider.name, self.account, members)
+                claimed = [(k, line) for k, _, line in lines[:take] if k not in held]
+                if claimed:
+                    assert filling.job is not None
+                    self._spooling(filling, claimed)
+                    if awaited:
+                        self._outstanding.update(k for k, _ in claimed)
+                    filling.size += sum(len(line) for _, line in claimed)
+                    filling.count += len(claimed)
+                    filling.claimed += len(claimed)
+                for key, holder in held.items():
+                    await self._held(key, holder, awaited)
+            lines = lines[take:]
+            if lines or filling.count >= self.max_requests:
+                await self._seal(filling)
+
+    def _spooling(self, filling: _Filling, claimed: list[tuple[str, bytes]] | None) -> None:
+        """Append `claimed`'s lines to the job's spool file (None: close it). Raises OSError naming the file (a
+        full disk: the run stops with exit 74; the job, still NEW, is dropped and packed again by the next run)."""
+        assert filling.job is not None
+        path = self._spool(filling.job.id)
+        try:
+            if claimed is None:
+                if filling.spool is not None:
+                    spool, filling.spool = filling.spool, None
+                    spool.close()
+                return
+            if filling.spool is None:
+                filling.spool = path.open("wb")
+            filling.spool.writelines(line for _, line in claimed)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+    async def _seal(self, filling: _Filling) -> None:
+        """Submit `filling`'s job (if it holds anything) and start a new one."""
+        if filling.job is not None and filling.spool is not None:
+            self._spooling(filling, None)
+            await self._submit(filling.job)
+        filling.job, filling.size, filling.count = None, 0, 0
+
+    async def _quiet(self) -> None:
+        """Wait until no live job of this grid and model remains: each poll collects the ended ones; a job a dead
+        process left NEW or UPLOADED meanwhile is settled as at start-up (it may hold keys this run needs)."""
+        while True:
+            await self._recover()
+            if not self.store.jobs(self.grid, self.config.id, live=True):
+                return
+            self._polled.clear()
+            polled = asyncio.ensure_future(self._polled.wait())
+            assert self._poller is not None
+            await asyncio.wait({polled, self._poller}, return_when=asyncio.FIRST_COMPLETED)
+            if self._poller.done():  # its error (a cache write failing): the round, and so the run, stops with it
+                polled.cancel()
+                self._poller.result()
+                raise RuntimeError("the batch poller ended while a round waited on it")
 
     async def _take(self, inbox: asyncio.Queue, produced: asyncio.Event) -> list[tuple[str, Request]] | None:
         """The next chunk of misses (up to _INTAKE_CHUNK), or None once the producer is done and the inbox empty.
@@ -204,20 +297,38 @@ class BatchDriver:
     def _taken(self, remote_id: str) -> bool:
         return self.store.job(remote_id) is not None
 
-    async def _held(self, key: str, holder: str) -> None:
-        """A key a live job already holds: awaited when the job is this grid's, else an error (left alone); a key
-        already answered (ANSWERED): its cached answer."""
+    async def _find(self, job: Job, wait: bool) -> tuple[str | None, str | None] | None:
+        """The transport's `find` for `job`, retried over transport failures; while the provider cannot tell
+        (Undecided): None, or with `wait`, asked again every poll_s until it can."""
+        while True:
+            try:
+                return await self._retrying(lambda: self.transport.find(job, self._taken, lambda: self.store.members(job.id)))
+            except Undecided as exc:
+                if not wait:
+                    return None
+                log.info("batch job %s: %s (asking again in %.1fs)", job.id, exc, self.config.batch.poll_s)
+                await asyncio.sleep(self.config.batch.poll_s)
+
+    async def _held(self, key: str, holder: str, awaited: bool) -> None:
+        """A key a live job already holds: left to that job when it is this grid's (awaited: waited for), else an
+        error (the other grid's job is left alone); a key already answered (ANSWERED): its cached answer."""
         if holder == ANSWERED:
+            if not awaited:
+                return  # the second walk finds it in the cache
             hit = self.store.cache.lookup([key]).get(key)
             if hit is not None:
                 await self.hooks.cached(key, hit)
                 return
         other = self.store.job(holder)
         if other is not None and other.grid == self.grid:
-            self._outstanding.add(key)
+            if awaited:
+                self._outstanding.add(key)
             return
         where = f"job {other.remote_id or other.id} of grid '{other.grid}'" if other else f"job {holder}"
-        await self.hooks.answered(key, Response.failed("batch_elsewhere", f"in the live batch {where}; rerun once it has ended"))
+        error = Response.failed("batch_elsewhere", f"in the live batch {where}; rerun once it has ended")
+        self.hooks.counted(key, error)
+        if awaited:
+            await self.hooks.answered(key, error)
 
     def _cost(self, requests) -> float:
         if self._price is None:
@@ -236,7 +347,7 @@ class BatchDriver:
         path = self._spool(job.id)
         first = True
         while True:
-            remote, input_ref = (None, None) if first else await self._retrying(lambda: self.transport.find(job, self._taken))
+            remote, input_ref = (None, None) if first else await self._find(job, wait=True)  # type: ignore[misc]
             first = False
             if remote is not None:
                 break
@@ -250,7 +361,7 @@ class BatchDriver:
                 await self._create(job, path)
                 path.unlink(missing_ok=True)
                 return
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, CacheError):
                 raise
             except Exception as exc:
                 self._note(job.id, exc)
@@ -265,7 +376,7 @@ class BatchDriver:
     async def _refused(self, job: Job, exc: BaseException) -> None:
         """A job the provider refused to take: its requests become errors of that kind (submitted again by the
         next run), whatever it had uploaded is deleted, and the job is closed."""
-        remote, input_ref = await self._retrying(lambda: self.transport.find(job, self._taken))
+        remote, input_ref = await self._find(job, wait=True)  # type: ignore[misc]
         if remote is not None:  # the refusal was of a retry: the first attempt got through
             self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, submitted_at=time.time())
             self._count_submitted(job)
@@ -302,7 +413,7 @@ class BatchDriver:
         while True:
             try:
                 return await call()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Undecided):
                 raise
             except Exception as exc:
                 log.warning("batch %s: %s: %s (retrying in %.1fs)", self.config.id, classify(exc), self.provider._redact(describe(exc)), wait)
@@ -341,6 +452,7 @@ class BatchDriver:
                     await self._collect(job, state)
                 else:
                     self.store.update(job.id, provider_status=state.status)
+            self._polled.set()
 
     async def _collect(self, job: Job, state: JobState) -> None:
         letters = self.store.members(job.id)
@@ -374,6 +486,7 @@ class BatchDriver:
         what = f"batch job {job.remote_id} {state.status}" + (f": {state.message}" if state.message else "")
         leftovers = [(k, name, model, Response.failed(state.leftover_kind, what)) for k in letters if k not in seen]
         self.store.close(job.id, leftovers, state.status, state.message)
+        self._spool(job.id).unlink(missing_ok=True)  # left by a kill between the job's create and its unlink
         for key, _, _, response in leftovers:
             await self._answer(key, response)
         stats = self.hooks.stats
@@ -393,11 +506,15 @@ class BatchDriver:
         for key in gone:
             self._outstanding.discard(key)
             hit = hits.get(key)
-            answer = hit if hit is not None else Response.failed("batch_error", "its batch job was collected by another run without an answer for it; rerun to submit it again")
-            await self.hooks.answered(key, answer)
+            if hit is None:
+                hit = Response.failed("batch_error", "its batch job was collected by another run without an answer for it; rerun to submit it again")
+                self.hooks.counted(key, hit)
+            await self.hooks.answered(key, hit)
 
     async def _answer(self, key: str, response: Response) -> None:
+        """A result this process committed (or made: a refused job's): counted; handed on when a cell awaits it."""
         self.hooks.stats.requests_done += 1
+        self.hooks.counted(key, response)
         if key in self._outstanding:
             self._outstanding.discard(key)
             await self.hooks.answered(key, response)

@@ -12,15 +12,15 @@ each request's metadata; the batch's displayName is mtpa-<job>, which `find` loo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from engine.batch import BATCH_LIMITS, BatchTransport, JobState, parse_request
+from engine.batch import BATCH_LIMITS, InlineTransport, JobState, parse_request
 from engine.batch.store import Job
-from engine.providers.errors import HTTPStatusError, classify, describe
+from engine.providers.errors import HTTPStatusError
 from engine.providers.google import _SDK_FIELDS, API_VERSION
 from engine.request import Response
 
@@ -31,23 +31,16 @@ def _name(job: str) -> str:
     return f"mtpa-{job}"
 
 
-class GoogleBatch(BatchTransport):
+class GoogleBatch(InlineTransport):
     limits = BATCH_LIMITS["google"]
 
-    def __init__(self, provider: Any) -> None:
-        super().__init__(provider)
-        self._client: Any = None
+    def _connect(self, key: str) -> Any:
+        from google import genai
+        from google.genai import types
 
-    def _sdk(self) -> Any:
-        if self._client is None:
-            from google import genai
-            from google.genai import types
-
-            key = self.provider._key = self.provider._api_key()  # the provider's _redact masks it in every message
-            timeout_ms = int(self.provider.config.limits.timeout_s * 1000)
-            options = types.HttpOptions(base_url=self.provider.base_url, api_version=API_VERSION, timeout=timeout_ms, retry_options=types.HttpRetryOptions(attempts=1))
-            self._client = genai.Client(api_key=key, http_options=options).aio
-        return self._client
+        timeout_ms = int(self.provider.config.limits.timeout_s * 1000)
+        options = types.HttpOptions(base_url=self.provider.base_url, api_version=API_VERSION, timeout=timeout_ms, retry_options=types.HttpRetryOptions(attempts=1))
+        return genai.Client(api_key=key, http_options=options).aio
 
     def line(self, key: str, request: Any) -> bytes:
         """An InlinedRequest as the SDK takes it: contents, config (GenerateContentConfig fields), metadata."""
@@ -57,15 +50,12 @@ class GoogleBatch(BatchTransport):
             config["system_instruction"] = params["systemInstruction"]["parts"][0]["text"]
         return orjson.dumps({"contents": params["contents"], "config": config, "metadata": {"key": key}}) + b"\n"
 
-    async def upload(self, job: str, path: Path) -> str | None:
-        return None
-
     async def create(self, job: str, input_ref: str | None, path: Path) -> str:
-        requests = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-        created = await self._sdk().batches.create(model=self.provider.config.model, src=requests, config={"display_name": _name(job)})
+        created = await self._sdk().batches.create(model=self.provider.config.model, src=self.requests(path), config={"display_name": _name(job)})
         return created.name
 
-    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
+    async def find(self, job: Job, taken: Callable[[str], bool], keys: Callable[[], Collection[str]]) -> tuple[str | None, str | None]:
+        """Exact: the batch's displayName carries the local job id."""
         async for b in await self._sdk().batches.list(config={"page_size": 100}):
             if b.display_name == _name(job.id):
                 return b.name, None
@@ -75,7 +65,7 @@ class GoogleBatch(BatchTransport):
         b = await self._sdk().batches.get(name=remote_id)
         state = b.state.value if hasattr(b.state, "value") else str(b.state)
         message = self.provider._redact(f"{b.error.code}: {b.error.message}") if getattr(b, "error", None) else None
-        return JobState(state, state in _ENDED, message, 0, 0, (remote_id,), _ENDED.get(state, "expired"))
+        return JobState.of(state, _ENDED, message, 0, 0, (remote_id,))
 
     async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
         b = await self._sdk().batches.get(name=state.outputs[0])
@@ -92,16 +82,8 @@ class GoogleBatch(BatchTransport):
             body = item.response.model_dump(mode="json", by_alias=True, exclude_none=True)
             config = {"logprobs": len(letters)} if letters is not None else {}
             return self.provider._parse(body, parse_request(letters), {"generationConfig": config})
-        except Exception as exc:  # one bad line is that cell's error, never the job's
-            return Response.failed(classify(exc), self.provider._redact(describe(exc)))
+        except Exception as exc:
+            return self._failed(exc)
 
     async def cancel(self, remote_id: str) -> None:
         await self._sdk().batches.cancel(name=remote_id)
-
-    async def cleanup(self, input_ref: str | None, state: JobState | None) -> None:
-        return None  # the requests went inline: nothing was uploaded
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose() if hasattr(client, "aclose") else None

@@ -15,7 +15,7 @@ twice; the driver retries on its next poll, after `find` has looked for what the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import orjson
 
 from engine.batch import BATCH_LIMITS, BatchTransport, JobState, parse_request
 from engine.batch.store import Job
-from engine.providers.api import APIProvider, loads
-from engine.providers.errors import HTTPStatusError, body_error, classify, describe
+from engine.providers.api import loads
+from engine.providers.errors import HTTPStatusError, body_error
 from engine.request import Response
 
 _ENDPOINT = "/v1/chat/completions"
@@ -39,18 +39,10 @@ def _file_name(job: str) -> str:
 class OpenAIBatch(BatchTransport):
     limits = BATCH_LIMITS["openai"]
 
-    def __init__(self, provider: APIProvider) -> None:
-        super().__init__(provider)
-        self._client: Any = None
+    def _connect(self, key: str) -> Any:
+        from openai import AsyncOpenAI
 
-    def _sdk(self) -> Any:
-        if self._client is None:
-            from openai import AsyncOpenAI
-
-            cfg = self.provider.config
-            key = self.provider._key = self.provider._api_key()  # the provider's _redact masks it in every message
-            self._client = AsyncOpenAI(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=cfg.limits.timeout_s)
-        return self._client
+        return AsyncOpenAI(api_key=key, base_url=self.provider.base_url, max_retries=0, timeout=self.provider.config.limits.timeout_s)
 
     def line(self, key: str, request: Any) -> bytes:
         return orjson.dumps({"custom_id": key, "method": "POST", "url": _ENDPOINT, "body": self.provider._params(request)}) + b"\n"
@@ -65,7 +57,8 @@ class OpenAIBatch(BatchTransport):
         batch = await self._sdk().batches.create(input_file_id=input_ref, endpoint=_ENDPOINT, completion_window=window, metadata={"mtpa_job": job})
         return batch.id
 
-    async def find(self, job: Job, taken: Callable[[str], bool]) -> tuple[str | None, str | None]:
+    async def find(self, job: Job, taken: Callable[[str], bool], keys: Callable[[], Collection[str]]) -> tuple[str | None, str | None]:
+        """Exact: the batch's metadata, or the input file's name, carries the local job id."""
         client = self._sdk()
         async for batch in client.batches.list(limit=100):
             if (batch.metadata or {}).get("mtpa_job") == job.id:
@@ -86,8 +79,7 @@ class OpenAIBatch(BatchTransport):
         elif b.status == "expired":
             message = f"the job expired after its {b.completion_window} window with {done} of {counts.total if counts else '?'} requests done"
         outputs = tuple(f for f in (b.output_file_id, b.error_file_id) if f)
-        kind = _ENDED.get(b.status, "expired")
-        return JobState(b.status, b.status in _ENDED, self.provider._redact(message) if message else None, done, counts.total if counts else 0, outputs, kind)
+        return JobState.of(b.status, _ENDED, self.provider._redact(message) if message else None, done, counts.total if counts else 0, outputs)
 
     async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
         client = self._sdk()
@@ -115,8 +107,8 @@ class OpenAIBatch(BatchTransport):
             if (failure := body_error(body)) is not None:
                 raise failure
             return self.provider._parse(body, parse_request(letters), {"logprobs": True} if letters is not None else {})
-        except Exception as exc:  # one bad line is that cell's error, never the job's
-            return Response.failed(classify(exc), self.provider._redact(describe(exc)))
+        except Exception as exc:
+            return self._failed(exc)
 
     async def cancel(self, remote_id: str) -> None:
         await self._sdk().batches.cancel(remote_id)
@@ -130,8 +122,3 @@ class OpenAIBatch(BatchTransport):
             await self._sdk().files.delete(input_ref)
         except NotFoundError:
             pass
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()

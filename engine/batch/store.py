@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import orjson
 
 from engine.cache import ResponseCache
+from engine.errors import CacheWriteError
 from engine.request import Response
 
 _DDL = """
@@ -109,7 +110,7 @@ def owner_alive(owner: str) -> bool:
 
 
 class BatchStore:
-    """The batch tables of one open cache. Raises sqlite3.Error (wrapped by callers) on a failed write."""
+    """The batch tables of one open cache. Raises CacheWriteError on a failed write."""
 
     def __init__(self, cache: ResponseCache) -> None:
         self.cache = cache
@@ -117,17 +118,21 @@ class BatchStore:
         self._transaction(lambda db: [db.execute(s) for s in filter(str.strip, _DDL.split(";"))])
 
     def _transaction(self, work) -> object:
-        self._db.execute("BEGIN IMMEDIATE")
+        """`work(db)` in one IMMEDIATE transaction. Raises CacheWriteError naming the file (e.g. a full disk)."""
         try:
-            out = work(self._db)
-            self._db.execute("COMMIT")
-            return out
-        except BaseException:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
+                out = work(self._db)
+                self._db.execute("COMMIT")
+                return out
+            except BaseException:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
+        except sqlite3.Error as exc:
+            raise CacheWriteError(f"{self.cache.path}: cannot write the batch job tables: {exc}") from exc
 
     def claim(
         self, job: Job | None, grid: str, model: str, provider: str, account: str, members: Sequence[tuple[str, tuple[str, ...] | None]]
@@ -172,6 +177,16 @@ class BatchStore:
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             found.extend(k for (k,) in db.execute(f"SELECT key FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
+    def answered_since(self, keys: Sequence[str], since: float) -> set[str]:
+        """The `keys` whose answer was committed at or after `since` (time.time()): a run's own batch answers,
+        told from the cache hits it found (engine.scheduler counts those alone as hits)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(k for (k,) in self._db.execute(f"SELECT key FROM responses WHERE key IN ({marks}) AND created_at >= ?", (*chunk, since)))
         return found
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:

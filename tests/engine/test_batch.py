@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ import polars as pl
 import pytest
 
 from engine.results import read_results
+from tests.engine.test_run_safety import root_only
 from tests.conftest import run_until_killed, write_grid
 from engine.testing.servers.anthropic_batch import AnthropicBatchServer
 from engine.testing.servers.google_batch import GoogleBatchServer
@@ -35,11 +37,16 @@ def _key(monkeypatch):
     monkeypatch.setenv("MTPA_TEST_KEY", KEY)
 
 
-def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3, provider: str = "openai"):
+def _grid(tmp_path, server, batch: str = "poll_s = 0.05", name: str = "t", personas: int = 3, provider: str = "openai", **more):
     extra = f'api_key_env = "MTPA_TEST_KEY"\ntransport = "batch"\n[models.batch]\n{batch}'
-    grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra)
+    grid = write_grid(tmp_path, base_url=server.base_url, personas=personas, questions=4, extra_model=extra, **more)
     grid.write_text(grid.read_text().replace('name = "t"', f'name = "{name}"', 1).replace('provider = "openai"', f'provider = "{provider}"'))
     return grid
+
+
+def _fail_prose(folder) -> None:
+    """Every persona's prose says "<<fail:400>>": the servers answer each request holding it with an HTTP 400."""
+    (folder / "personas.jsonl").write_text((folder / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
 
 
 def _run(grid, *args, timeout=120):
@@ -149,12 +156,26 @@ def test_a_batch_answer_and_an_online_answer_are_one_cache_entry(tmp_path):
         assert set(_results(tmp_path)["key"].to_list()) == keys
 
 
+def test_a_cell_answered_by_this_runs_job_is_no_cache_hit(tmp_path):
+    """1 persona (8 cells) answered by a first run; then 3 personas (16 cells): the first 8 are cache hits (cached
+    rows), the 8 new ones come from this run's job: model calls, not hits, `cached` false."""
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        proc, summary = _summary(tmp_path, _grid(tmp_path, server, personas=1))
+        assert proc.returncode == 0 and summary["model_calls"] == 8 and summary["cache_hits"] == 0, proc.stderr
+        first = set(_results(tmp_path)["key"].to_list())
+        proc, summary = _summary(tmp_path, _grid(tmp_path, server, personas=3))
+        assert proc.returncode == 0, proc.stderr
+        assert summary["cells_done"] == CELLS and summary["cache_hits"] == 8 and summary["model_calls"] == 8
+        rows = _results(tmp_path)
+        assert sorted(rows.filter(pl.col("cached"))["key"].to_list()) == sorted(first)
+        assert server.batch.duplicates() == 0 and len(server.batch.submitted) == CELLS
+
+
 def test_failed_job_expired_half_and_per_request_errors_become_cell_errors_resubmitted_next_run(tmp_path):
     state = BatchState(process_s=0.1, fail_jobs={1}, expire_jobs={2})
     with OpenAIBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8")
-        # Every persona's prose says "<<fail:400>>": the server answers each prose request with an HTTP 400 line.
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         # Plan order: cells 0-3 baseline, 4-15 prose (persona by persona). Job 1 (cells 0-7) fails validation: 8
         # batch_failed. Job 2 (cells 8-15) expires with the first half done: cells 8-11 answered HTTP 400 lines,
@@ -218,13 +239,45 @@ def test_a_job_of_another_grid_is_left_alone_and_cancel_ends_a_job(tmp_path):
         assert server.batch.live_files("batch") == [] and _members(tmp_path) == 0
 
 
-def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
-    """12 SIGKILLs of `mtpa-engine run` across the batch life cycle, each at a random instant after a phase began
-    (start-up and packing, upload, create, polling, collecting), then a rerun to completion: every cell
-    answered, no request submitted twice (the server counts), every input file deleted, the cache intact.
-    Each round of the five phases grows the grid by 20 personas (80 cells), so every phase has work left to be
-    killed in however fast the earlier rounds went (with one fixed grid the runs often finished first)."""
+def _kill_at_random_instants(tmp_path, server, phases: dict, kills: int, provider: str = "openai") -> tuple:
+    """SIGKILL `mtpa-engine run` `kills` times (at most 24 tries), each at a random instant after a phase began
+    (`phases`: name -> predicate on the server's counts before the try), then rerun it to completion and check:
+    every cell answered, no request submitted twice (the server counts), every input file deleted, no
+    membership left, every job closed, the cache intact. Each round of the phases grows the grid by 20 personas
+    (80 cells), so every phase has work left to be killed in however fast the earlier rounds went (with one
+    fixed grid the runs often finished first). Returns the phases killed in."""
     rng = random.Random(18)
+    b = server.batch
+    killed: list[str] = []
+    for i in range(24):
+        name = list(phases)[i % len(phases)]
+        if name == "start":  # a new round: 20 personas more (the first: 4 + 80 cells, 17 jobs of at most 5)
+            personas = 20 * (i // len(phases) + 1)
+            grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 5", personas=personas, provider=provider)
+            cells = 4 + personas * 4
+        counts = {"uploads": b.uploads, "creates": b.creates, "retrieves": b.retrieves, "downloads": b.downloads}
+        delay = rng.uniform(0.0, 1.0) if name == "start" else rng.uniform(0.0, 0.08)
+        if _kill_when(grid, _after(lambda name=name, counts=counts: phases[name](counts), delay)):
+            killed.append(name)
+        if len(killed) == kills:
+            break
+    proc, summary = _summary(tmp_path, grid)
+    assert proc.returncode == 0, proc.stderr
+    rows = _results(tmp_path)
+    assert rows.height == cells and rows["status"].to_list() == ["ok"] * cells
+    assert b.duplicates() == 0 and set(rows["key"].to_list()) <= set(b.submitted)  # earlier rounds' grids differ
+    assert b.live_files("batch") == []
+    assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")] == []
+    return killed
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
+    """12 SIGKILLs of `mtpa-engine run` across the OpenAI batch life cycle (start-up and packing, upload, create,
+    polling, collecting), then a rerun to completion (checks: `_kill_at_random_instants`)."""
     state = BatchState(process_s=0.3, retrieve_5xx_every=5, shuffle=True)
     with OpenAIBatchServer(state, api_key=KEY) as server:
         b = server.batch
@@ -235,30 +288,56 @@ def test_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_not
             "poll": lambda n: b.retrieves > n["retrieves"] + 1,
             "collect": lambda n: b.downloads > n["downloads"],
         }
-        killed = []
-        for i in range(24):
-            name = list(phases)[i % len(phases)]
-            if name == "start":  # a new round: 20 personas more (the first: 4 + 80 cells, 17 jobs of at most 5)
-                personas = 20 * (i // len(phases) + 1)
-                grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 5", personas=personas)
-                cells = 4 + personas * 4
-            counts = {"uploads": b.uploads, "creates": b.creates, "retrieves": b.retrieves, "downloads": b.downloads}
-            delay = rng.uniform(0.0, 1.0) if name == "start" else rng.uniform(0.0, 0.08)
-            if _kill_when(grid, _after(lambda name=name, counts=counts: phases[name](counts), delay)):
-                killed.append(name)
-            if len(killed) == 12:
-                break
-        assert len(killed) >= 10 and {"upload", "create", "poll", "collect"} <= set(killed), killed
+        killed = _kill_at_random_instants(tmp_path, server, phases, kills=12)
+    assert len(killed) >= 10 and {"upload", "create", "poll", "collect"} <= set(killed), killed
+
+
+@pytest.mark.slow
+def test_anthropic_sigkill_at_random_instants_then_rerun_answers_every_cell_submitting_nothing_twice(tmp_path):
+    """6 SIGKILLs across the Message Batches life cycle (start-up and packing, create, polling, collecting), for
+    the provider whose recovery of an unrecorded create leans on the batch's results (engine.batch.anthropic's
+    `find`), then a rerun to completion (checks: `_kill_at_random_instants`)."""
+    state = BatchState(process_s=0.3, retrieve_5xx_every=5, shuffle=True)
+    with AnthropicBatchServer(state, api_key=KEY) as server:
+        b = server.batch
+        phases = {
+            "start": lambda n: True,
+            "create": lambda n: b.creates > n["creates"],
+            "poll": lambda n: b.retrieves > n["retrieves"] + 1,
+            "collect": lambda n: b.downloads > n["downloads"],
+        }
+        killed = _kill_at_random_instants(tmp_path, server, phases, kills=6, provider="anthropic")
+    assert len(killed) >= 4 and {"create", "poll", "collect"} <= set(killed), killed
+
+
+@root_only
+def test_a_full_disk_stops_a_batch_run_with_one_line_and_the_rerun_submits_nothing_twice(tmp_path):
+    """The cache (and so the spool files and job tables) on a 256 KiB tmpfs: the batch run stops with exit 74 and
+    one line naming the file (the cache or a spool file), without a traceback; the same grid on a roomy disk with the kept cache answers
+    every cell, no request submitted twice, every uploaded input deleted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(disk, server, "poll_s = 0.05\nmax_requests = 20", personas=8)
+        grid.write_text(grid.read_text().replace("limit = 4", "limit = 30", 1))  # 30 questions: 270 cells
+        shutil.move(disk / "personas.jsonl", tmp_path / "personas.jsonl")
+        text = grid.read_text().replace('"cache.sqlite"', '"disk/cache.sqlite"').replace('output_dir = "out/{name}"', 'output_dir = "disk/out/{name}"')
+        grid.unlink()
+        grid = tmp_path / "grid.toml"
+        grid.write_text(text)
+        script = f"mount -t tmpfs -o size=256k tmpfs {disk} && timeout 120 {sys.executable} -m engine.cli run {grid} --no-progress; rc=$?; cp {disk}/cache.sqlite* {tmp_path}/; exit $rc"
+        proc = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 74 and "Traceback" not in proc.stderr, proc.stderr
+        # The file that met the full disk first: the cache, or the spool file of the job being packed.
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {disk}/") and "rerun to resume" in proc.stderr, proc.stderr
+        assert "database or disk is full" in proc.stderr or "No space left on device" in proc.stderr
+        assert server.batch.creates >= 1
+
+        grid.write_text(grid.read_text().replace("disk/", ""))
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
-        rows = _results(tmp_path)
-        assert rows.height == cells and rows["status"].to_list() == ["ok"] * cells
-        assert b.duplicates() == 0 and set(rows["key"].to_list()) <= set(b.submitted)  # earlier rounds' grids differ
-        assert b.live_files("batch") == []
-        assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
-        with sqlite3.connect(tmp_path / "cache.sqlite") as db:
-            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".batch-")] == []
+        assert summary["cells_done"] == 270 and summary["errors"] == {} and server.batch.duplicates() == 0
+        assert server.batch.live_files("batch") == [] and _members(tmp_path) == 0
 
 
 def test_batch_price_is_half_the_online_price_unless_overridden():
@@ -289,12 +368,34 @@ def test_bad_batch_keys_are_one_line_exit_2(tmp_path, model, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_batch_refuses_summary_conditions_one_line_exit_2(tmp_path):
-    summary = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "summ"\nformat = "prose"\nsummary = true\n'
-    grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", extra_model='transport = "batch"', conditions=summary)
-    proc = _run(grid)
-    message = 'models[0].transport: "batch" cannot ask a summary = true condition\'s second call (it waits on the summary); use "aiohttp" or "sdk" for this model'
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+def test_summary_conditions_go_in_two_rounds_summaries_then_the_answers_built_on_them(tmp_path):
+    """A summary = true condition's answer can be asked only once its persona summary exists: round 1 submits the
+    4 baseline answers and the 3 personas' summaries (one job of 7), round 2 the 12 answers built on them (one
+    job of 4: the test server summarises every persona as "A", so the 12 are 4 distinct requests, each asked
+    once), and the rows are written from the cache. A summary answered with an error is written on each of
+    its cells as summary_<kind> and not asked again in the run."""
+    conditions = '[[conditions]]\nname = "baseline"\n\n[[conditions]]\nname = "summ"\nformat = "prose"\nsummary = true\n'
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, conditions=conditions)
+        proc, summary = _summary(tmp_path, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert [r for _, _, r, _ in _jobs(tmp_path)] == [7, 4] and server.batch.duplicates() == 0
+        assert summary["cells_done"] == CELLS and summary["errors"] == {} and summary["model_calls"] == 11 and summary["cache_hits"] == 0
+        rows = _results(tmp_path)
+        assert rows.filter(pl.col("condition") == "summ")["summary"].null_count() == 0 and not rows["cached"].any()
+        proc, summary = _summary(tmp_path, grid)
+        assert summary["cache_hits"] == CELLS and summary["batch"]["jobs_submitted"] == 0 and _results(tmp_path)["cached"].all()
+
+    failing = tmp_path / "failing"
+    failing.mkdir()
+    with OpenAIBatchServer(BatchState(process_s=0.05), api_key=KEY) as server:
+        grid = _grid(failing, server, conditions=conditions)
+        _fail_prose(failing)
+        proc, summary = _summary(failing, grid)
+        assert proc.returncode == 0, proc.stderr
+        assert [r for _, _, r, _ in _jobs(failing)] == [7] and summary["errors"] == {"bad_request": 3}
+        rows = _results(failing).sort("cell")
+        assert rows["error_kind"].to_list() == [None] * 4 + ["summary_bad_request"] * 12
 
 
 def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
@@ -305,7 +406,7 @@ def test_no_piece_of_the_key_in_any_file_job_table_or_output(tmp_path):
 
     with OpenAIBatchServer(BatchState(process_s=0.05, fail_jobs={1}), api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 4")
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         assert summary["errors"] == {"batch_failed": 4, "bad_request": 12}
@@ -336,8 +437,7 @@ def test_a_job_the_provider_refuses_ends_as_cell_errors_and_the_next_run_submits
 def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_after_a_kill(tmp_path):
     """Anthropic through the official SDK: job 1 (8 requests) expires with its first half done; the prose cells'
     "<<fail:400>>" come back as errored results (bad_request); results out of order, a 5xx on every third
-    retrieve. A SIGKILL right after a create (before or after its id is recorded), then reruns: no request is
-    submitted twice beyond the ones that failed."""
+    retrieve. Reruns submit again only the requests that failed."""
     state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
     with AnthropicBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
@@ -351,26 +451,15 @@ def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_aft
         assert summary["batch"]["requests_submitted"] == 4 and summary["errors"] == {}
         assert {k for k, n in server.batch.submitted.items() if n > 1} == expired
 
-    # A fresh cache: killed right after its first create, then resumed.
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
-        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="anthropic")
-        assert _kill_when(grid, lambda: server.batch.creates >= 1)
-        proc, summary = _summary(fresh, grid)
-        assert proc.returncode == 0, proc.stderr
-        assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
-        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
-
 
 def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a_kill(tmp_path):
     """Gemini through google-genai: inline requests with the cache key in each request's metadata; job 1 (8
     requests) expires (Gemini returns no output for it: 8 expired); the prose cells' "<<fail:400>>" come back
-    as error entries; a 5xx on every third get; then a SIGKILL right after a create and a rerun."""
+    as error entries; a 5xx on every third get."""
     state = BatchState(process_s=0.1, expire_jobs={1}, shuffle=True, retrieve_5xx_every=3)
     with GoogleBatchServer(state, api_key=KEY) as server:
         grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
-        (tmp_path / "personas.jsonl").write_text((tmp_path / "personas.jsonl").read_text().replace('"United States"', '"Atlantis <<fail:400>>"'))
+        _fail_prose(tmp_path)
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         # Job 1: cells 0-7 expired (8); job 2: cells 8-15, all prose: 8 HTTP 400 entries.
@@ -382,15 +471,19 @@ def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a
         # All 16 again: the 4 baseline cells answer now, the 12 prose cells are 400s.
         assert summary["batch"]["requests_submitted"] == 16 and summary["errors"] == {"bad_request": 12}
 
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    with GoogleBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
-        grid = _grid(fresh, server, "poll_s = 0.05\nmax_requests = 8", provider="google")
+
+@pytest.mark.parametrize(("provider", "server_class"), [("anthropic", AnthropicBatchServer), ("google", GoogleBatchServer)])
+def test_killed_right_after_a_create_resumes_without_submitting_twice(tmp_path, provider, server_class):
+    """A SIGKILL right after the first create (before or after its id is recorded), then a rerun: the job is
+    found at the provider (Anthropic: by its results once it ended; Gemini: by its displayName), every cell
+    answered, no request submitted twice."""
+    with server_class(BatchState(process_s=0.3), api_key=KEY) as server:
+        grid = _grid(tmp_path, server, "poll_s = 0.05\nmax_requests = 8", provider=provider)
         assert _kill_when(grid, lambda: server.batch.creates >= 1)
-        proc, summary = _summary(fresh, grid)
+        proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
-        assert _members(fresh) == 0 and all(s == "closed" for s, *_ in _jobs(fresh))
+        assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
 
 
 def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
@@ -471,3 +564,55 @@ def test_claim_leaves_out_a_key_another_run_answered_since_the_lookup(tmp_path):
         assert list(store.members(job.id)) == ["k2"] and store.job(job.id).requests == 1
     finally:
         cache.close()
+
+
+def test_anthropic_find_is_exact_between_close_jobs_and_another_grids_batch(tmp_path):
+    """A Message Batch carries no tag of ours: after a kill between create and recording its id, `find` picks
+    among the batches created since the job's claim with its request count, and only its results' custom_ids
+    tell which is which. Jobs A and B (4 requests each) are created together with another grid's batch C of 4;
+    job D (4) and job E (5) never were. While the three run nobody can tell (Undecided; E has no candidate at
+    all); once they end each job finds its own, D none, and a batch recorded for another job is never taken."""
+    import asyncio
+
+    from engine.batch import Undecided
+    from engine.batch.anthropic import AnthropicBatch
+    from engine.batch.store import Job
+    from engine.config import ModelConfig
+    from engine.providers import create_provider
+
+    def job(name: str, keys: list[str], claimed: float) -> Job:
+        return Job(name, "t", "m", "anthropic", "acct", None, None, "new", None, None, len(keys), 0, "host:1", claimed, None, None)
+
+    def spool(keys: list[str]):
+        path = tmp_path / f"{keys[0]}.jsonl"
+        params = {"model": "claude-x", "max_tokens": 4, "messages": [{"role": "user", "content": "Q?\nA. yes\nB. no"}]}
+        path.write_bytes(b"".join(orjson.dumps({"custom_id": k, "params": params}) + b"\n" for k in keys))
+        return path
+
+    keys = {name: [f"{name}{i}" for i in range(5 if name == "e" else 4)] for name in "abcde"}
+    with AnthropicBatchServer(BatchState(process_s=0.3), api_key=KEY) as server:
+        config = ModelConfig(id="m", provider="anthropic", model="claude-x", base_url=server.base_url, transport="batch", api_key_env="MTPA_TEST_KEY")
+        transport = AnthropicBatch(create_provider(config))  # type: ignore[arg-type]
+
+        async def scenario() -> None:
+            claimed = time.time()
+            jobs = {name: job(name, keys[name], claimed) for name in "abde"}
+            ids = {name: await transport.create(name, None, spool(keys[name])) for name in "abc"}
+
+            async def find(name: str, taken=lambda remote: False):
+                return await transport.find(jobs[name], taken, lambda: set(keys[name]))
+
+            for name in "abd":
+                with pytest.raises(Undecided):
+                    await find(name)
+            assert await find("e") == (None, None)  # no batch of 5: never created, known at once
+            await asyncio.sleep(0.35)  # every batch ends
+            assert await find("a") == (ids["a"], None) and await find("b") == (ids["b"], None)
+            assert await find("d") == (None, None)  # C is another grid's: its custom_ids are not D's
+            assert await find("a", taken=lambda remote: remote == ids["a"]) == (None, None)
+            late = job("a", keys["a"], time.time() + 120)  # claimed after every batch was created: none can be it
+            assert await transport.find(late, lambda remote: False, lambda: set(keys["a"])) == (None, None)
+            await transport.aclose()
+
+        asyncio.run(scenario())
+        assert server.batch.creates == 3

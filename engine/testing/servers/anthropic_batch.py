@@ -11,46 +11,31 @@ canceling-message-batches, retrieving-message-batch-results; shapes as anthropic
 
 A batch is in_progress until `process_s` after its creation, then ends (processing_status "ended") on the first
 retrieve after that; each request is answered like the messages server answers it ("<<fail:STATUS>>" in a
-prompt: an errored result of that status's error type). Faults and counts are engine.testing.servers.openai_batch's
+prompt: an errored result of that status's error type). Faults and counts are engine.testing.servers.batch_common's
 BatchState: `expire_jobs` (the second half of those jobs' requests "expired"), `retrieve_5xx_every`, `shuffle`,
 a cancel (the second half "canceled"), `submitted` per custom_id, creates and retrieves.
 """
 
 from __future__ import annotations
 
-import random
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from engine.testing.servers.anthropic_compat import _ERROR_TYPES, WIRE
-from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
-from engine.testing.servers.openai_batch import BatchState
+from engine.testing.servers.batch_common import BatchRoutes, BatchServer, BatchState, iso, public
+from engine.testing.servers.common import FAIL_MARKER, ServerState, pick_letter, prompt_digest
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
 def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState) -> None:
-    rng = random.Random(batch.seed)
+    routes = BatchRoutes(state, batch, WIRE.error, WIRE.key)
+    error, authorized, rng = routes.error, routes.authorized, routes.rng
     results: dict[str, bytes] = {}
-
-    def error(status: int, message: str) -> web.Response:
-        state.statuses[status] += 1
-        return web.json_response(WIRE.error(status, message), status=status)
-
-    def authorized(request: web.Request) -> bool:
-        return state.api_key is None or WIRE.key(request) == state.api_key
-
-    def public(obj: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in obj.items() if not k.startswith("_")}
 
     async def create(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -77,12 +62,11 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         obj = {
             "id": bid, "type": "message_batch", "processing_status": "in_progress",
             "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
-            "ended_at": None, "created_at": _iso(now), "expires_at": _iso(now + 86400), "archived_at": None,
+            "ended_at": None, "created_at": iso(now), "expires_at": iso(now + 86400), "archived_at": None,
             "cancel_initiated_at": None, "results_url": None,
             "_requests": requests, "_ordinal": batch.creates, "_base": f"{request.scheme}://{request.host}",
         }
-        batch.batches[bid] = obj
-        batch.ready_at[bid] = time.monotonic() + batch.process_s
+        routes.created(bid, obj)
         return web.json_response(public(obj))
 
     def finish(obj: dict[str, Any], cut: str | None) -> None:
@@ -107,28 +91,21 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
             counts[result["type"]] += 1
             lines.append(orjson.dumps({"custom_id": r["custom_id"], "result": result}) + b"\n")
         results[obj["id"]] = b"".join(lines)
-        obj.update(processing_status="ended", ended_at=_iso(time.time()), request_counts=counts, results_url=f"{obj['_base']}/v1/messages/batches/{obj['id']}/results")
+        obj.update(processing_status="ended", ended_at=iso(time.time()), request_counts=counts, results_url=f"{obj['_base']}/v1/messages/batches/{obj['id']}/results")
 
     def advance(obj: dict[str, Any]) -> None:
         if obj["processing_status"] == "ended":
             return
         if obj["processing_status"] == "canceling":
             finish(obj, "canceled")
-        elif time.monotonic() >= batch.ready_at[obj["id"]]:
-            batch.simulated_s += batch.process_s
+        elif routes.due(obj["id"]):
             finish(obj, "expired" if obj["_ordinal"] in batch.expire_jobs else None)
 
-    async def retrieve(request: web.Request) -> web.Response:
-        batch.retrieves += 1
-        if batch.retrieve_5xx_every and batch.retrieves % batch.retrieve_5xx_every == 0:
-            return error(500, "Internal server error")
-        obj = batch.batches.get(request.match_info["id"])
-        if obj is None:
-            return error(404, f"message batch {request.match_info['id']} not found")
-        advance(obj)
-        return web.json_response(public(obj))
+    retrieve = routes.retrieve(batch.batches.get, advance, public, "Internal server error", "message batch {} not found")
 
     async def list_batches(request: web.Request) -> web.Response:
+        for obj in batch.batches.values():  # a listing shows each batch's state now, as retrieving it would
+            advance(obj)
         items = [public(o) for o in reversed(batch.batches.values())]
         ids = [i["id"] for i in items]
         after = request.query.get("after_id")
@@ -142,7 +119,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         if obj is None:
             return error(404, f"message batch {request.match_info['id']} not found")
         if obj["processing_status"] == "in_progress":
-            obj.update(processing_status="canceling", cancel_initiated_at=_iso(time.time()))
+            obj.update(processing_status="canceling", cancel_initiated_at=iso(time.time()))
         return web.json_response(public(obj))
 
     async def get_results(request: web.Request) -> web.Response:
@@ -159,16 +136,9 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
     app.router.add_get("/v1/messages/batches/{id}/results", get_results)
 
 
-class AnthropicBatchServer(CompatServer):
+class AnthropicBatchServer(BatchServer):
     """The Anthropic batch server on its own thread; `batch` holds the jobs, faults and counts."""
 
     wire = WIRE
-
-    def __init__(self, batch: BatchState | None = None, **state: Any) -> None:
-        super().__init__(**state)
-        self.batch = batch or BatchState()
-
-    def app(self) -> web.Application:
-        app = make_app(self.wire, self.state, client_max_size=256 * 1024 * 1024)  # Anthropic's 256 MB per batch
-        add_batch_routes(app, self.state, self.batch)
-        return app
+    add_routes = add_batch_routes
+    max_body = 256 * 1024 * 1024  # Anthropic's 256 MB per batch

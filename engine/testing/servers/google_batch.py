@@ -12,40 +12,25 @@ Developer API mode, `_CreateBatchJobParameters_to_mldev`, `_BatchJob_from_mldev`
 A batch is BATCH_STATE_RUNNING until `process_s` after its creation, then SUCCEEDED (every request answered
 like generateContent answers it; "<<fail:STATUS>>" gives an error entry), or EXPIRED for `expire_jobs`
 ordinals and CANCELLED after a cancel (no output: Gemini returns none for those). Faults and counts are
-engine.testing.servers.openai_batch's BatchState (`retrieve_5xx_every`, `shuffle`, `submitted`, creates, retrieves).
+engine.testing.servers.batch_common's BatchState (`retrieve_5xx_every`, `shuffle`, `submitted`, creates, retrieves).
 """
 
 from __future__ import annotations
 
-import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
+from engine.testing.servers.batch_common import BatchRoutes, BatchServer, BatchState, iso, public
+from engine.testing.servers.common import FAIL_MARKER, ServerState, pick_letter, prompt_digest
 from engine.testing.servers.google_compat import WIRE, _error
-from engine.testing.servers.openai_batch import BatchState
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState) -> None:
-    rng = random.Random(batch.seed)
-
-    def error(status: int, message: str) -> web.Response:
-        state.statuses[status] += 1
-        return web.json_response(_error(status, message), status=status)
-
-    def authorized(request: web.Request) -> bool:
-        return state.api_key is None or WIRE.key(request) == state.api_key
-
-    def public(obj: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in obj.items() if not k.startswith("_")}
+    routes = BatchRoutes(state, batch, _error, WIRE.key)
+    error, authorized, rng = routes.error, routes.authorized, routes.rng
 
     async def create(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -63,12 +48,11 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         meta = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
             "model": f"models/{request.match_info['model']}", "displayName": spec.get("displayName", ""), "name": name,
-            "createTime": _iso(now), "updateTime": _iso(now), "state": "BATCH_STATE_PENDING",
+            "createTime": iso(now), "updateTime": iso(now), "state": "BATCH_STATE_PENDING",
             "batchStats": {"requestCount": str(len(requests)), "pendingRequestCount": str(len(requests))},
         }
         obj = {"name": name, "metadata": meta, "done": False, "_requests": requests, "_ordinal": batch.creates}
-        batch.batches[name] = obj
-        batch.ready_at[name] = time.monotonic() + batch.process_s
+        routes.created(name, obj)
         return web.json_response(public(obj))
 
     def finish(obj: dict[str, Any], final: str) -> None:
@@ -90,7 +74,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
             meta["output"] = {"inlinedResponses": {"inlinedResponses": out}}
             failed = sum(1 for o in out if "error" in o)
             meta["batchStats"] = {"requestCount": str(len(out)), "successfulRequestCount": str(len(out) - failed), "failedRequestCount": str(failed)}
-        meta.update(state=final, endTime=_iso(time.time()), updateTime=_iso(time.time()))
+        meta.update(state=final, endTime=iso(time.time()), updateTime=iso(time.time()))
         obj["done"] = True
 
     def advance(obj: dict[str, Any]) -> None:
@@ -100,25 +84,15 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         if meta.get("_cancel"):
             meta.pop("_cancel")
             finish(obj, "BATCH_STATE_CANCELLED")
-        elif time.monotonic() >= batch.ready_at[obj["name"]]:
-            batch.simulated_s += batch.process_s
+        elif routes.due(obj["name"]):
             finish(obj, "BATCH_STATE_EXPIRED" if obj["_ordinal"] in batch.expire_jobs else "BATCH_STATE_SUCCEEDED")
         else:
             meta["state"] = "BATCH_STATE_RUNNING"
 
-    def found(request: web.Request) -> dict[str, Any] | None:
-        return batch.batches.get(f"batches/{request.match_info['id']}")
+    def found(bid: str) -> dict[str, Any] | None:
+        return batch.batches.get(f"batches/{bid}")
 
-    async def retrieve(request: web.Request) -> web.Response:
-        batch.retrieves += 1
-        if batch.retrieve_5xx_every and batch.retrieves % batch.retrieve_5xx_every == 0:
-            return error(500, "Internal error encountered.")
-        obj = found(request)
-        if obj is None:
-            return error(404, f"Batch {request.match_info['id']} not found.")
-        advance(obj)
-        meta = {k: v for k, v in obj["metadata"].items() if not k.startswith("_")}
-        return web.json_response({**public(obj), "metadata": meta})
+    retrieve = routes.retrieve(found, advance, lambda obj: {**public(obj), "metadata": public(obj["metadata"])}, "Internal error encountered.", "Batch {} not found.")
 
     async def list_batches(request: web.Request) -> web.Response:
         items = [{**public(o), "metadata": {k: v for k, v in o["metadata"].items() if k != "output" and not k.startswith("_")}} for o in reversed(batch.batches.values())]
@@ -130,7 +104,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         return web.json_response(page)
 
     async def cancel(request: web.Request) -> web.Response:
-        obj = found(request)
+        obj = found(request.match_info["id"])
         if obj is None:
             return error(404, f"Batch {request.match_info['id']} not found.")
         if not obj["done"]:
@@ -143,16 +117,9 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
     app.router.add_post("/v1beta/batches/{id}:cancel", cancel)
 
 
-class GoogleBatchServer(CompatServer):
+class GoogleBatchServer(BatchServer):
     """The Gemini batch server on its own thread; `batch` holds the jobs, faults and counts."""
 
     wire = WIRE
-
-    def __init__(self, batch: BatchState | None = None, **state: Any) -> None:
-        super().__init__(**state)
-        self.batch = batch or BatchState()
-
-    def app(self) -> web.Application:
-        app = make_app(self.wire, self.state, client_max_size=32 * 1024 * 1024)  # inline requests: 20 MB, plus JSON
-        add_batch_routes(app, self.state, self.batch)
-        return app
+    add_routes = add_batch_routes
+    max_body = 32 * 1024 * 1024  # inline requests: 20 MB, plus JSON

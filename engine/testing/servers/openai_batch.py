@@ -18,56 +18,25 @@ Faults (BatchState): `fail_jobs` (ordinals of created jobs, from 1, that fail va
 (ordinals that expire with only the first half of their lines done; the rest are error lines with code
 batch_expired), `retrieve_5xx_every` (every n-th GET of a batch answers 500), `shuffle` (result lines out of
 input order), a cancel (status cancelling, then cancelled with half of the lines done, the rest
-batch_cancelled). Counts: `submitted` (times each custom_id was put in a created job: never more than once),
-creates, uploads, deletes, retrieves, downloads, and `simulated_s` (processing time the server made clients wait).
+batch_cancelled). Counts: engine.testing.servers.batch_common's BatchState.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from engine.testing.servers.common import FAIL_MARKER, CompatServer, ServerState, make_app, pick_letter, prompt_digest
+from engine.testing.servers.batch_common import BatchRoutes, BatchServer, BatchState, public
+from engine.testing.servers.common import FAIL_MARKER, ServerState, make_app, pick_letter, prompt_digest
 from engine.testing.servers.openai_compat import WIRE, _error
 
 _ENDPOINT = "/v1/chat/completions"
 _MAX_UPLOAD = 200 * 1024 * 1024 + 1024**2  # OpenAI's 200 MB input file limit, plus the multipart framing
 _EXPIRED = "This request could not be executed before the completion window expired."
 _CANCELLED = "This request was cancelled before it was executed."
-
-
-@dataclass
-class BatchState:
-    process_s: float = 0.0  # a job's simulated processing time
-    fail_jobs: set[int] = field(default_factory=set)
-    expire_jobs: set[int] = field(default_factory=set)
-    retrieve_5xx_every: int = 0
-    shuffle: bool = False
-    max_file_bytes: int = 200 * 1024 * 1024  # a larger upload is refused (413), as OpenAI refuses one over 200 MB
-    seed: int = 0
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> FileObject fields
-    contents: dict[str, bytes] = field(default_factory=dict)
-    batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> Batch fields, in creation order
-    ready_at: dict[str, float] = field(default_factory=dict)
-    submitted: Counter = field(default_factory=Counter)  # custom_id -> jobs it was created in
-    creates: int = 0
-    uploads: int = 0
-    deletes: int = 0
-    retrieves: int = 0
-    downloads: int = 0
-    simulated_s: float = 0.0
-
-    def duplicates(self) -> int:
-        return sum(n - 1 for n in self.submitted.values() if n > 1)
-
-    def live_files(self, purpose: str = "batch") -> list[str]:
-        return [f for f, obj in self.files.items() if obj["purpose"] == purpose]
 
 
 def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[str, Any]:
@@ -78,14 +47,8 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
 
 
 def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState) -> None:
-    rng = random.Random(batch.seed)
-
-    def error(status: int, message: str) -> web.Response:
-        state.statuses[status] += 1
-        return web.json_response(_error(status, message), status=status)
-
-    def authorized(request: web.Request) -> bool:
-        return state.api_key is None or WIRE.key(request) == state.api_key
+    routes = BatchRoutes(state, batch, _error, WIRE.key)
+    error, authorized, rng = routes.error, routes.authorized, routes.rng
 
     def new_file(name: str, purpose: str, data: bytes) -> dict[str, Any]:
         fid = f"file-{len(batch.files) + batch.deletes + 1:06d}{rng.randrange(16**6):06x}"
@@ -181,10 +144,9 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
         }
         if problems:
             obj.update(status="failed", failed_at=now, errors={"object": "list", "data": problems}, request_counts={"total": 0, "completed": 0, "failed": 0})
-        batch.batches[bid] = obj
         obj["_lines"], obj["_ordinal"], obj["_key"] = lines, batch.creates, WIRE.key(request)
-        batch.ready_at[bid] = time.monotonic() + batch.process_s
-        return web.json_response(_public(obj))
+        routes.created(bid, obj)
+        return web.json_response(public(obj))
 
     def finish(obj: dict[str, Any], status: str) -> None:
         """End a job: answer its lines (all, or the first half for an expired or cancelled one)."""
@@ -222,28 +184,17 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
     def advance(obj: dict[str, Any]) -> None:
         if obj["status"] in ("completed", "failed", "expired", "cancelled"):
             return
-        bid = obj["id"]
-        now = time.monotonic()
         if obj["status"] == "cancelling":
             finish(obj, "cancelled")
-        elif now >= batch.ready_at[bid]:
-            batch.simulated_s += batch.process_s
+        elif routes.due(obj["id"]):
             finish(obj, "expired" if obj["_ordinal"] in batch.expire_jobs else "completed")
         elif obj["status"] == "validating":
             obj.update(status="in_progress", in_progress_at=int(time.time()))
 
-    async def retrieve(request: web.Request) -> web.Response:
-        batch.retrieves += 1
-        if batch.retrieve_5xx_every and batch.retrieves % batch.retrieve_5xx_every == 0:
-            return error(500, "The server had an error while processing your request.")
-        obj = batch.batches.get(request.match_info["id"])
-        if obj is None:
-            return error(404, f"No such Batch object: {request.match_info['id']}")
-        advance(obj)
-        return web.json_response(_public(obj))
+    retrieve = routes.retrieve(batch.batches.get, advance, public, "The server had an error while processing your request.", "No such Batch object: {}")
 
     async def list_batches(request: web.Request) -> web.Response:
-        items = [_public(o) for o in reversed(batch.batches.values())]
+        items = [public(o) for o in reversed(batch.batches.values())]
         return web.json_response(_page(items, request.query.get("after"), int(request.query.get("limit", 20))))
 
     async def cancel(request: web.Request) -> web.Response:
@@ -252,7 +203,7 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
             return error(404, f"No such Batch object: {request.match_info['id']}")
         if obj["status"] in ("validating", "in_progress", "finalizing"):
             obj.update(status="cancelling", cancelling_at=int(time.time()))
-        return web.json_response(_public(obj))
+        return web.json_response(public(obj))
 
     app.router.add_post("/v1/files", upload)
     app.router.add_get("/v1/files", list_files)
@@ -265,24 +216,13 @@ def add_batch_routes(app: web.Application, state: ServerState, batch: BatchState
     app.router.add_post("/v1/batches/{id}/cancel", cancel)
 
 
-def _public(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if not k.startswith("_")}
-
-
-class OpenAIBatchServer(CompatServer):
+class OpenAIBatchServer(BatchServer):
     """The OpenAI batch server on its own thread; `batch` holds the job state, faults and counts."""
 
     wire = WIRE
     base_path = "/v1"
-
-    def __init__(self, batch: BatchState | None = None, **state: Any) -> None:
-        super().__init__(**state)
-        self.batch = batch or BatchState()
-
-    def app(self) -> web.Application:
-        app = make_app(self.wire, self.state, client_max_size=_MAX_UPLOAD)
-        add_batch_routes(app, self.state, self.batch)
-        return app
+    add_routes = add_batch_routes
+    max_body = _MAX_UPLOAD
 
 
 def main() -> None:
