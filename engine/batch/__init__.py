@@ -55,13 +55,17 @@ class JobState:
     total: int = 0
     outputs: tuple[str, ...] = ()  # where its results are (file ids, a results URL)
     leftover_kind: str = "expired"  # error kind of members with no result line: expired | cancelled | batch_failed
+    # ran to its normal end (OpenAI "completed", Gemini JOB_STATE_SUCCEEDED, Anthropic "ended" neither cancelled
+    # nor with expired requests); a job that did not is reported with its provider message
+    succeeded: bool = False
 
     @classmethod
     def of(cls, status: str, ended: Mapping[str, str], message: str | None, done: int, total: int, outputs: tuple[str, ...]) -> JobState:
         """The state of a provider whose status word says it all: `ended` maps each final status to the error
         kind of the members left without a result line (OpenAI's completed -> batch_missing, failed ->
         batch_failed, ...)."""
-        return cls(status, status in ended, message, done, total, outputs, ended.get(status, "expired"))
+        # the success status is the one whose missing lines are `batch_missing` (nothing else explains them)
+        return cls(status, status in ended, message, done, total, outputs, ended.get(status, "expired"), ended.get(status) == "batch_missing")
 
 
 @dataclass

@@ -83,7 +83,9 @@ class AnthropicBatch(InlineTransport):
         total = _total(c)
         message = ", ".join(f"{n} {what}" for n, what in ((c.errored, "errored"), (c.canceled, "canceled"), (c.expired, "expired")) if n) or None
         kind = "cancelled" if b.cancel_initiated_at is not None else "expired"
-        return JobState(b.processing_status, b.processing_status == "ended", message, total - c.processing, total, (remote_id,), kind)
+        ended = b.processing_status == "ended"
+        succeeded = ended and b.cancel_initiated_at is None and not c.expired
+        return JobState(b.processing_status, ended, message, total - c.processing, total, (remote_id,), kind, succeeded)
 
     async def results(self, state: JobState, letters: Mapping[str, tuple[str, ...] | None]) -> AsyncIterator[tuple[str, Response]]:
         decoder = await self._sdk().messages.batches.results(state.outputs[0])

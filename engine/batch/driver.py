@@ -491,7 +491,7 @@ class BatchDriver:
             await self._answer(key, response)
         stats = self.hooks.stats
         stats.jobs_done += 1
-        if state.status != "completed":
+        if not state.succeeded:
             stats.failed_jobs.append(f"{job.remote_id}: {state.status}" + (f": {state.message}" if state.message else ""))
 
     async def _orphans(self) -> None:

@@ -446,6 +446,8 @@ def test_anthropic_message_batches_expired_errored_out_of_order_then_resumed_aft
         # Job 1: cells 0-7 (shuffled; the first 4 of the shuffled order answered, the other 4 expired), job 2: 8-15.
         assert summary["errors"].get("expired") == 4 and summary["cells_done"] == CELLS
         assert summary["batch"]["jobs_submitted"] == 2 and server.batch.duplicates() == 0
+        # Only the job with expired requests is reported: Anthropic's "ended" is its normal end.
+        assert len(summary["batch"]["failed_jobs"]) == 1 and "4 expired" in summary["batch"]["failed_jobs"][0]
         expired = set(_results(tmp_path).filter(pl.col("error_kind") == "expired")["key"].to_list())
         proc, summary = _summary(tmp_path, grid)
         assert summary["batch"]["requests_submitted"] == 4 and summary["errors"] == {}
@@ -464,6 +466,9 @@ def test_gemini_batch_mode_inline_requests_errors_expired_job_and_resume_after_a
         assert proc.returncode == 0, proc.stderr
         # Job 1: cells 0-7 expired (8); job 2: cells 8-15, all prose: 8 HTTP 400 entries.
         assert summary["errors"] == {"expired": 8, "bad_request": 8} and server.batch.duplicates() == 0
+        # The expired job is reported; the one that ended JOB_STATE_SUCCEEDED (with per-request errors) is not.
+        (failed,) = summary["batch"]["failed_jobs"]
+        assert "JOB_STATE_EXPIRED" in failed
         rows = _results(tmp_path).sort("cell")
         assert rows["error_kind"].to_list() == ["expired"] * 8 + ["bad_request"] * 8
         assert rows["error"][:8].str.contains("JOB_STATE_EXPIRED").all()
@@ -483,6 +488,7 @@ def test_killed_right_after_a_create_resumes_without_submitting_twice(tmp_path, 
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0, proc.stderr
         assert summary["cells_done"] == CELLS and summary["errors"] == {} and server.batch.duplicates() == 0
+        assert summary["batch"]["failed_jobs"] == []  # a job that ran to its normal end is no failure
         assert _members(tmp_path) == 0 and all(s == "closed" for s, *_ in _jobs(tmp_path))
 
 
