@@ -152,7 +152,8 @@ def run(
 
         batch = outcome.stats.batch
         batch.next_poll_at = None
-        out.print(batch_line(batch), highlight=False)
+        if batch.active:  # a fully cached rerun had no job to show
+            out.print(batch_line(batch), highlight=False)
         for failed in batch.failed_jobs:
             err.print(f"[bold yellow]warning:[/] batch job {escape(failed)}; its unanswered cells are errors, submitted again by the next run", highlight=False, soft_wrap=True)
     if outcome.stats.interrupted:

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 
 def batch_line(b: BatchStats, now: float | None = None) -> str:
-    """Batch jobs submitted / in progress / done, requests done of submitted, seconds to the next poll."""
+    """Batch jobs submitted (and resumed from an earlier run) / in progress / done, requests done of those in
+    the jobs, seconds to the next poll."""
     wait = "" if b.next_poll_at is None else f", next poll in {max(0.0, b.next_poll_at - (now or time.time())):.0f}s"
-    return (f"batch jobs {b.jobs_submitted:,} submitted / {b.jobs_in_progress:,} in progress / {b.jobs_done:,} done, "
-            f"requests {b.requests_done:,}/{b.requests_submitted:,} done{wait}")
+    resumed = f" + {b.jobs_resumed:,} resumed" if b.jobs_resumed else ""
+    return (f"batch jobs {b.jobs_submitted:,} submitted{resumed} / {b.jobs_in_progress:,} in progress / {b.jobs_done:,} done, "
+            f"requests {b.requests_done:,}/{b.requests_submitted + b.requests_resumed:,} done{wait}")
 
 
 class LiveProgress:

@@ -73,19 +73,28 @@ class BatchStats:
     """What the live display and --summary-json show of the batch models."""
 
     jobs_submitted: int = 0
+    jobs_resumed: int = 0  # jobs an earlier (killed or interrupted) run submitted, polled and collected by this one
     jobs_in_progress: int = 0
     jobs_done: int = 0
     requests_submitted: int = 0
+    requests_resumed: int = 0  # the requests of jobs_resumed
     requests_done: int = 0
     next_poll_at: float | None = None  # time.time() of the next poll
     failed_jobs: list[str] = field(default_factory=list)  # "job: status: provider message"
 
+    @property
+    def active(self) -> bool:
+        """Any job submitted or resumed this run (a fully cached rerun has none: nothing to show)."""
+        return bool(self.jobs_submitted or self.jobs_resumed)
+
     def summary(self) -> dict:
         return {
             "jobs_submitted": self.jobs_submitted,
+            "jobs_resumed": self.jobs_resumed,
             "jobs_in_progress": self.jobs_in_progress,
             "jobs_done": self.jobs_done,
             "requests_submitted": self.requests_submitted,
+            "requests_resumed": self.requests_resumed,
             "requests_done": self.requests_done,
             "failed_jobs": self.failed_jobs,
         }

@@ -119,6 +119,7 @@ class BatchDriver:
         self._polled = asyncio.Event()  # a poll of every submitted job is over (a round waits on it)
         self._poller: asyncio.Task | None = None
         self._in_progress = 0  # this model's submitted jobs in stats.jobs_in_progress
+        self._resumed: set[str] = set()  # ids of the jobs of earlier runs this run polls (one per job, not per key)
 
     async def run(self, inbox: asyncio.Queue, produced: asyncio.Event) -> None:
         try:
@@ -139,7 +140,10 @@ class BatchDriver:
     # -- 1. recover ------------------------------------------------------------------------------------------
     async def _recover(self) -> None:
         for job in self.store.jobs(self.grid, self.config.id, live=True):
-            if job.status == SUBMITTED or owner_alive(job.owner):
+            if owner_alive(job.owner):
+                continue  # another live run's: it collects it
+            if job.status == SUBMITTED:
+                self._count_resumed(job)
                 continue
             found = await self._find(job, wait=False)
             if found is None:
@@ -147,6 +151,7 @@ class BatchDriver:
             remote, input_ref = found
             if remote is not None:
                 self.store.update(job.id, status=SUBMITTED, remote_id=remote, input_ref=input_ref, owner=owner_tag(), submitted_at=time.time())
+                self._count_resumed(job)
             elif job.status == UPLOADED and job.input_ref:
                 self.store.update(job.id, owner=owner_tag())
                 await self._submit(self.store.job(job.id))  # type: ignore[arg-type]  # creates it from its uploaded input
@@ -395,6 +400,15 @@ class BatchDriver:
         remote = await self.transport.create(job.id, job.input_ref, path or self._spool(job.id))
         self.store.update(job.id, status=SUBMITTED, remote_id=remote, submitted_at=time.time())
         self._count_submitted(job)
+
+    def _count_resumed(self, job: Job) -> None:
+        """A job an earlier run submitted, now this run's to poll: counted once (recovery runs at every wait)."""
+        if job.id in self._resumed:
+            return
+        self._resumed.add(job.id)
+        stats = self.hooks.stats
+        stats.jobs_resumed += 1
+        stats.requests_resumed += job.requests
 
     def _count_submitted(self, job: Job) -> None:
         stats = self.hooks.stats

@@ -120,13 +120,16 @@ def test_batch_run_packs_jobs_answers_every_cell_once_and_deletes_its_inputs(tmp
         assert server.batch.live_files("batch") == []  # every uploaded input deleted once its job ended
         assert server.state.requests == 0  # no online call
         assert summary["cells_done"] == CELLS and summary["errors_total"] == 0 and summary["model_calls"] == CELLS
-        assert summary["batch"] == {"jobs_submitted": 4, "jobs_in_progress": 0, "jobs_done": 4, "requests_submitted": 16, "requests_done": 16, "failed_jobs": []}
+        assert summary["batch"] == {
+            "jobs_submitted": 4, "jobs_resumed": 0, "jobs_in_progress": 0, "jobs_done": 4, "requests_submitted": 16, "requests_resumed": 0, "requests_done": 16, "failed_jobs": [],
+        }
         assert _members(tmp_path) == 0
         batch_rows = _results(tmp_path).sort("cell_id")
 
         # A rerun is all cache hits; `batches list` shows the four closed jobs.
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0 and summary["cache_hits"] == CELLS and summary["batch"]["jobs_submitted"] == 0
+        assert "batch jobs" not in proc.stdout  # no job this run: no batch line
         listed = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "list", str(grid), "--json"], capture_output=True, text=True)
         jobs = orjson.loads(listed.stdout)
         assert [j["requests"] for j in jobs] == [5, 5, 5, 1] and {j["grid"] for j in jobs} == {"t"}
@@ -500,6 +503,8 @@ def test_progress_line_and_dry_run_cost_online_beside_batch(tmp_path):
 
     stats = BatchStats(jobs_submitted=3, jobs_in_progress=2, jobs_done=1, requests_submitted=150, requests_done=50, next_poll_at=130.0)
     assert batch_line(stats, now=100.0) == "batch jobs 3 submitted / 2 in progress / 1 done, requests 50/150 done, next poll in 30s"
+    resumed = BatchStats(jobs_resumed=3, jobs_done=3, requests_resumed=12, requests_done=12)  # a rerun collecting a killed run's jobs
+    assert batch_line(resumed) == "batch jobs 0 submitted + 3 resumed / 0 in progress / 3 done, requests 12/12 done"
 
     grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", personas=3, questions=4, extra_model='transport = "batch"')
     grid.write_text(grid.read_text().replace('model = "test"', 'model = "gpt-4o-mini"'))
@@ -550,6 +555,8 @@ def test_ctrl_c_while_waiting_exits_130_and_the_rerun_polls_the_same_jobs(tmp_pa
             server.batch.ready_at[bid] = 0.0  # the jobs finish now
         proc, summary = _summary(tmp_path, grid)
         assert proc.returncode == 0 and summary["cells_done"] == CELLS and summary["batch"]["jobs_submitted"] == 0
+        assert (summary["batch"]["jobs_resumed"], summary["batch"]["requests_resumed"], summary["batch"]["requests_done"]) == (2, CELLS, CELLS)
+        assert f"requests {CELLS}/{CELLS} done" in proc.stdout
         assert server.batch.creates == 2 and server.batch.duplicates() == 0 and server.batch.live_files("batch") == []
 
 
