@@ -71,13 +71,23 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_BAD_INPUT)
 
 
+def usd(x: float | None) -> str:
+    """Dollars as a person reads them: cents from $0.10 up, three significant digits below (a $0.0008 budget or
+    a $0.00054 estimate is never shown as $0.00)."""
+    if x is None:
+        return ""
+    return f"${x:,.2f}" if abs(x) >= 0.1 or x == 0 else f"${x:.3g}"
+
+
 def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
     table = Table(title=escape(title), title_justify="left")
     for name in frame.columns:
         table.add_column(name, justify="right" if frame[name].dtype.is_numeric() else "left")
+    money = [name.startswith("usd") for name in frame.columns]
     for row in frame.iter_rows():
-        table.add_row(*("" if v is None else f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row))
-    console.print(table)
+        table.add_row(*("" if v is None else usd(v) if is_usd else f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v, is_usd in zip(row, money)))
+    # Piped (no terminal), a table is printed at its natural width: rich would wrap it at 80 columns.
+    console.print(table, width=None if console.is_terminal else max(console.width, console.measure(table).maximum))
 
 
 @app.command()
@@ -160,7 +170,7 @@ def run(
         err.print("interrupted: completed cells are cached; rerun the same command to resume.")
         raise typer.Exit(EXIT_INTERRUPTED)
     if outcome.stats.budget_exhausted:
-        err.print(f"budget of ${budget:.2f} reached: no new calls were made; rerun (with a new --budget) to resume.")
+        err.print(f"budget of {usd(budget)} reached (spent {usd(outcome.stats.cost_usd)}; calls in flight finish): no new call was started after it; rerun (with a new --budget) to resume.")
         raise typer.Exit(EXIT_BUDGET)
 
 

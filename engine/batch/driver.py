@@ -197,12 +197,19 @@ class BatchDriver:
         for key, holder in held.items():
             await self._held(key, holder, awaited)
         chunk = [(k, r) for k, r in chunk if k not in held]
-        if not self._spent and chunk and not self.hooks.reserve(self._cost(r for _, r in chunk)):
-            self._spent = True
-        if self._spent:  # --budget reached: nothing more is submitted this run
-            if awaited:
-                for key, _ in chunk:
-                    self.hooks.dropped(key)
+        # --budget: each request reserved at its estimated cost, in plan order, until one would pass it; from
+        # then on nothing more is submitted this run (its cells get no row; the next run asks again)
+        affordable = 0
+        while not self._spent and affordable < len(chunk):
+            if self.hooks.reserve(self._cost((chunk[affordable][1],))):
+                affordable += 1
+            else:
+                self._spent = True
+        if awaited:
+            for key, _ in chunk[affordable:]:
+                self.hooks.dropped(key)
+        chunk = chunk[:affordable]
+        if not chunk:
             return
         lines = [(key, request, self.transport.line(key, request)) for key, request in chunk]
         while lines:

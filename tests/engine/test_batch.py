@@ -215,8 +215,19 @@ def test_budget_counts_submitted_requests_at_their_estimated_batch_cost(tmp_path
         # A chunk of the 16 requests costs far more than $0.01 at $1,000 per million input tokens: nothing is submitted.
         proc, summary = _summary(tmp_path, grid, "--budget", "0.01")
         assert proc.returncode == 75 and summary["budget_exhausted"] and server.batch.creates == 0 and summary["cells_done"] == 0
+        assert "budget of $0.01 reached" in proc.stderr
+        # A budget that covers the first 5 requests in plan order (each at its estimated cost): exactly those go.
+        from engine.grid import load_grid
+        from engine.limits import estimate_prompt_tokens
+        from engine.runner import prepare
+
+        plan, _ = prepare(load_grid(grid))
+        costs = [estimate_prompt_tokens(plan.request(c)) * 1000.0 / 1e6 for c in plan]
+        proc, summary = _summary(tmp_path, grid, "--budget", repr(sum(costs[:5]) + min(costs) / 2))
+        assert proc.returncode == 75 and summary["batch"]["requests_submitted"] == 5 and summary["cells_done"] == 5
+        assert f"budget of ${sum(costs[:5]) + min(costs) / 2:.3g} reached" in proc.stderr  # not rounded to cents
         proc, summary = _summary(tmp_path, grid, "--budget", "100")
-        assert proc.returncode == 0 and summary["cells_done"] == CELLS and server.batch.creates == 1
+        assert proc.returncode == 0 and summary["cells_done"] == CELLS and server.batch.creates == 2
 
 
 def test_a_job_of_another_grid_is_left_alone_and_cancel_ends_a_job(tmp_path):
