@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import gc
 import math
 import os
 import signal
@@ -53,8 +54,26 @@ EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mi
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context) -> None:
     """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
+    if ctx.invoked_subcommand != "run":  # `run` resumes it once its calls start (_RunShell)
+        _resume_gc()
+
+
+# Set by `entry` while the start-up's imports run with the cyclic garbage collector off (see _resume_gc).
+_gc_paused = False
+
+
+def _resume_gc() -> None:
+    """End the start-up: the collector back on, the objects made so far (modules, classes, the plan) frozen out
+    of its passes. Its full passes over the ~850 modules a run imports took ~0.06 s of a small run's start
+    (bench/startup.py); imports make little cyclic garbage, while a long run's retries and tasks do, so it is on
+    from the first call (and for every other command from its start)."""
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def _use_uvloop() -> None:
@@ -98,6 +117,8 @@ def run(
     show_prompts: Annotated[int | None, typer.Option("--show-prompts", metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")] = None,
 ) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
+    if dry_run or show_prompts is not None:  # no calls: a dry run walks every cell of what may be a 10 M-cell plan
+        _resume_gc()
     _use_uvloop()  # only `run` has an event loop; imported while Ctrl-C still exits 130 quietly (start-up handler)
     if summary_json is not None:  # checked before any call: a bad path found after the run would waste it
         from engine.errors import RunDirError
@@ -198,6 +219,7 @@ class _RunShell:
 
         loop = asyncio.get_running_loop()
         if not done and not self.calling:
+            _resume_gc()
             self.calling = True
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop.set)
@@ -326,11 +348,16 @@ def entry() -> NoReturn:
     coverage's save) and the standard streams' buffers: both are run and flushed, then the process ends with
     the command's exit code. Anything else (a thread still running, a stream that cannot be flushed, such as
     a closed pipe, or a non-integer exit) takes the ordinary exit, which reports it as Python always has."""
+    global _gc_paused
+    gc.disable()  # until the start-up's imports are done: _resume_gc
+    _gc_paused = True
     try:
         app()
         code: object = 0
     except SystemExit as exc:
         code = exc.code
+    finally:
+        _resume_gc()  # a run that stopped before its calls (bad input, a failed preflight)
     code = 0 if code is None else code
     if isinstance(code, int) and threading.active_count() == 1:
         atexit._run_exitfuncs()  # CPython clears them once run: the fallback below cannot run them twice
