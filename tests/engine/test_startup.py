@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import orjson
+from aiohttp import web
 from typer.testing import CliRunner
 
 from engine.cli import app
+from engine.testing.servers.openai_compat import OpenAICompatServer
 from tests.conftest import REPO, write_grid
 
 # Run by a fresh interpreter: an atexit hook records what the command imported and the collector's state,
@@ -98,3 +100,35 @@ def test_in_process_app_leaves_the_collector_alone(tmp_path):
     result = CliRunner().invoke(app, ["run", str(tmp_path / "missing.toml")])
     assert result.exit_code == 2
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+class _PortsServer(OpenAICompatServer):
+    """The OpenAI-compatible test server, recording each request's path and client port (its TCP connection)."""
+
+    def __init__(self, **state) -> None:
+        super().__init__(**state)
+        self.requests: list[tuple[str, int]] = []
+
+    def app(self) -> web.Application:
+        served = super().app()
+
+        @web.middleware
+        async def record(request: web.Request, handler):
+            self.requests.append((request.path, request.transport.get_extra_info("peername")[1]))
+            return await handler(request)
+
+        served.middlewares.append(record)
+        return served
+
+
+def test_first_call_goes_out_on_the_preflight_connection(tmp_path, monkeypatch):
+    """The model lookup's connection carries the calls: no second connection (on a remote API, a second TCP
+    and TLS handshake) between the preflight and the first token."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with _PortsServer() as server:
+        grid = write_grid(tmp_path, base_url=server.base_url, personas=1, questions=2, concurrency=1)
+        result = CliRunner().invoke(app, ["run", str(grid), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    paths = [path for path, _ in server.requests]
+    assert paths == ["/v1/models"] + ["/v1/chat/completions"] * 4  # 2 baseline cells + 1 persona x 2 questions
+    assert len({port for _, port in server.requests}) == 1
