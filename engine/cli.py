@@ -339,11 +339,12 @@ def personas(ctx: typer.Context) -> None:
 
     personas_app(ctx.args, prog_name="mtpa-engine personas")
 
+
 def entry() -> NoReturn:
     """The `mtpa-engine` command: run the app, then leave without the interpreter's teardown.
 
     Tearing down the ~850 modules a run imports (polars, numpy, aiohttp, pydantic) took ~0.18 s of CPU after
-    the last line was printed: a third of a small API run's own work (bench/startup.py). Once the command has
+    the last line was printed, a fifth of a 10-call API run (bench/startup.py). Once the command has
     returned, with no thread but this one left, nothing remains to do but what atexit holds (logging's flush,
     coverage's save) and the standard streams' buffers: both are run and flushed, then the process ends with
     the command's exit code. Anything else (a thread still running, a stream that cannot be flushed, such as
@@ -364,7 +365,7 @@ def entry() -> NoReturn:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # a closed pipe or stream, or none (stdout None)
             pass
         else:
             os._exit(code)
