@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import write_grid  # noqa: E402
 from engine import cache_tools  # noqa: E402
 from engine.cache import ResponseCache  # noqa: E402
 from engine.grid import load_grid  # noqa: E402
@@ -29,28 +30,6 @@ from engine.request import Response  # noqa: E402
 from engine.shard import Shard  # noqa: E402
 from persona_builder import Persona, Trait  # noqa: E402
 
-_GRID = """
-[run]
-name = "bench"
-[personas]
-source = "{personas}"
-limit = 1
-[[benchmarks]]
-name = "truthfulqa"
-limit = {questions}
-[[models]]
-id = "m"
-provider = "openai"
-model = "test"
-base_url = "http://127.0.0.1:1/v1"
-[[conditions]]
-name = "baseline"
-[[conditions]]
-name = "prose"
-format = "prose"
-"""
-
-
 def _walk(plan: Plan) -> tuple[int, float]:
     started = time.perf_counter()
     n = sum(1 for _ in plan.cells(plan.grid.models[0]))
@@ -58,8 +37,8 @@ def _walk(plan: Plan) -> tuple[int, float]:
 
 
 def bench_plan(tmp: Path, shards: int, personas: int, questions: int) -> None:
-    (tmp / "grid.toml").write_text(_GRID.format(questions=questions, personas=ROOT / "examples" / "personas.jsonl"))
-    base = Plan.from_grid(load_grid(tmp / "grid.toml"))
+    # The grid's own personas are replaced below by `personas` synthetic ones; no server is called.
+    base = Plan.from_grid(load_grid(write_grid(tmp, "http://127.0.0.1:1/v1", 1, questions, 1)))
     trait = {"country": Trait("Country", "X", "demographic")}
     people = [Persona(f"p{i}", "synthetic", trait) for i in range(personas)]
     whole = Plan(base.grid, people, base.benchmarks)

@@ -15,7 +15,6 @@ from bench_adapters.trait_metrics import trait_tables
 from bench_adapters.traits import Traits
 from engine.report.aggregate import Settings, Spec
 from engine.report.build import BenchmarkTables
-from engine.report.html import heat_spec
 from engine.report.load import Run
 
 
@@ -36,6 +35,10 @@ def traits_tables(run: Run, rows: pl.LazyFrame, specs: tuple[Spec, ...], setting
     run's personas (priors and alignment need every persona's real answers)."""
     names = run.results.select(pl.col("benchmark").unique()).collect()["benchmark"].to_list()
     benchmarks = sorted(b for b in names if run.adapters.get(b, b) == Traits.name)
+    if not benchmarks:
+        return {}
+    from engine.report.html import heat_spec  # the HTML page's module (and svg): only where trait inference ran
+
     heat = heat_spec(run)
     wanted = tuple(dict.fromkeys([*specs, *([heat] if heat else [])]))
     out: dict[str, pl.DataFrame] = {}

@@ -9,9 +9,10 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from engine.batch import BatchStats
     from engine.scheduler import RunStats
 
@@ -39,6 +40,9 @@ class LiveProgress:
         if not self.enabled:
             return
         if self._progress is None:
+            # Imported here: rich's live display (~5 ms) is for a bar that shows, not `--no-progress`.
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(
                 TextColumn("[bold]cells"),
                 BarColumn(),

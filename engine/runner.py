@@ -209,6 +209,10 @@ async def run_async(
             cache = cache or ResponseCache(grid.cache_path)
             return await _run_held(grid, plan, providers, cache, budget_usd, stop or asyncio.Event(), progress, progress_interval_s)
     finally:
+        # The preflight's channels serve the calls (APIProvider.preflight); the scheduler closes them after its
+        # calls, this wherever the run stopped before (a held folder, a failed preflight). aclose is idempotent.
+        for provider in providers.values():
+            await provider.aclose()
         if cache is not None:
             cache.close()
 

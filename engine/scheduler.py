@@ -133,6 +133,9 @@ class Scheduler:
         self._followups: set[asyncio.Task] = set()  # answers being asked after their persona summary arrived
         self._summaries = plan.has_summaries
         self._fresh: dict[str, Response] = {}  # answered this run, not yet committed
+        # judge key -> the verdict call that failed this run: a cell asking for it after the call returned gets
+        # that failure too, as the cells waiting on the call did (a verdict is asked once a run; a rerun asks again)
+        self._failed_verdicts: dict[str, Response] = {}
         self._buffer: list[tuple[str, str, str, Response]] = []
         self._flush_scheduled = False
         self._alone_this_turn: bool | None = None  # engine.cache.written_elsewhere, asked this loop turn
@@ -356,6 +359,9 @@ class Scheduler:
         request = self.plan.judge_request(cell, graded)
         key = self.keys.of(self._judge, request)
         verdict = self._fresh.get(key)
+        if verdict is None and (failed := self._failed_verdicts.get(key)) is not None:
+            self._emit(cell, answer.key, answer.response, answer.cached, (key, failed, False))
+            return
         if verdict is None and key not in self._pending:
             verdict = self.cache.lookup([key]).get(key)
         if verdict is not None:
@@ -497,6 +503,8 @@ class Scheduler:
         (a persona summary's item is handed to `_after_summary`, which marks it done)."""
         handed_off = False
         try:
+            if queue is self._judge_queue and not response.ok:
+                self._failed_verdicts[key] = response
             waiting = self._pending.pop(key, [])
             summarised = [cell for cell, answer in waiting if answer is _AWAITS_SUMMARY]
             for cell, answer in waiting:

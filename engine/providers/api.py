@@ -274,12 +274,18 @@ class APIProvider(Provider):
         return scrub(text, self._key)
 
     async def preflight(self) -> None:
-        """Look the model up (no tokens spent): a missing or wrong key or model name fails here, in seconds."""
+        """Look the model up (no tokens spent): a missing or wrong key or model name fails here, in seconds.
+
+        Once the lookup answered, its channel stays open for the calls, which run on the same event loop
+        (engine.runner.run_async): the first call then goes out on the lookup's connection instead of a new
+        one (TCP and TLS handshakes: two round trips before the first token on a remote API). Whoever
+        preflights closes the provider (aclose) when done with it; a failed lookup closes it here."""
         channel = self._channel_now()
         where = f"model '{self.config.id}' ({self.name} at {self.base_url})"
         try:
             await asyncio.wait_for(channel.lookup_model(), min(self.config.limits.timeout_s, _PREFLIGHT_TIMEOUT_S))
         except Exception as exc:
+            await self.aclose()  # the run stops here, ignores this model (all cached), or (rate-limited) reopens
             kind = classify(exc)
             cause = self._redact(describe(exc))
             if kind == "rate_limit":
@@ -291,9 +297,6 @@ class APIProvider(Provider):
             if kind == "not_found":
                 raise PreflightError(f"{where}: model '{self.config.model}' not found ({cause})") from None
             raise PreflightError(f"{where}: preflight call failed: {kind}: {cause}") from None
-        finally:
-            # The run's event loop opens its own channel: an aiohttp session belongs to one loop.
-            await self.aclose()
 
     async def aclose(self) -> None:
         if self._channel is not None:

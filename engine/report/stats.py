@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 import zlib
 
 import numpy as np
@@ -36,12 +35,29 @@ def ratio_draws(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def interval(draws: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval per column of a resamples × groups matrix, ignoring empty resamples."""
+    """Percentile interval per column of a resamples × groups matrix, ignoring empty resamples (NaN); a column
+    with none left (no resample reached the group) is NaN.
+
+    `np.nanquantile(draws, [α, 1 − α], axis=0)` with its default linear method (Hyndman & Fan 1996, type 7),
+    equal to it bit for bit (tests/engine/report/test_report_stats.py), computed for every column at once: one
+    sort instead of numpy's per-column `apply_along_axis` (1,000 resamples: 14 columns 0.3 ms instead of 1 ms,
+    2,000 columns 0.09 s instead of 0.27 s). Same steps as numpy's `_quantile`
+    (numpy/lib/_function_base_impl.py): virtual index (n − 1)·q over the n non-NaN draws, its floor and the
+    next index (both the last draw from n − 1 on), and `_lerp`'s two-sided interpolation."""
     alpha = (1.0 - level) / 2.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (no resample reached the group) is NaN
-        lo, hi = np.nanquantile(draws, [alpha, 1.0 - alpha], axis=0)
-    return lo, hi
+    ordered = np.sort(draws, axis=0)  # NaN sorts last
+    n = ordered.shape[0] - np.isnan(ordered).sum(axis=0)  # usable draws per column
+    virtual = (n - 1) * np.array([[alpha], [1.0 - alpha]])  # 2 × columns
+    below = np.floor(virtual).astype(np.intp)
+    last = np.maximum(n - 1, 0)
+    a = np.take_along_axis(ordered, np.minimum(below, last), axis=0)
+    b = np.take_along_axis(ordered, np.minimum(below + 1, last), axis=0)
+    t = virtual - below
+    with np.errstate(invalid="ignore"):
+        diff = b - a
+        bounds = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    bounds[:, n == 0] = np.nan
+    return bounds[0], bounds[1]
 
 
 def p_value(estimate: np.ndarray, draws: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """A report on disk: every table as CSV + Parquet, a Markdown summary and one HTML file; and the closing
 tables a finished run writes to RUN_DIR/analysis/.
 
-The top of the report package: it imports build (the aggregates), tables (text) and html; none of them
-imports it, so the package's imports run one way (write -> html -> tables -> build -> effects, position,
+The top of the report package: it imports build (the aggregates), and tables (text) and html where a report is
+written (a run's closing tables need neither); none of them imports it, so the package's imports run one way (write -> html -> tables -> build -> effects, position,
 aggregate -> load).
 """
 
@@ -13,9 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from engine.report.build import RUN_TABLES_BY, BenchmarkTables, Report, ReportOptions, build_report
-from engine.report.html import render_html
 from engine.report.load import ReportError, open_run
-from engine.report.tables import render_markdown
 
 
 def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Path]:
@@ -33,6 +31,10 @@ def write_tables(report: Report, out_dir: Path, parquet: bool = True) -> list[Pa
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
     """The tables, OUT_DIR/summary.md and OUT_DIR/report.html; returns the paths written. Raises OSError."""
+    # Imported here: a run's closing tables (run_tables) write neither page.
+    from engine.report.html import render_html
+    from engine.report.tables import render_markdown
+
     written = write_tables(report, out_dir)
     for name, text in (("summary.md", render_markdown(report)), ("report.html", render_html(report))):
         (out_dir / name).write_text(text, encoding="utf-8")

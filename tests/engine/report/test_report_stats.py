@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -12,7 +13,7 @@ from engine.report.aggregate import OVERALL, Index, Settings
 from engine.report.build import ReportOptions, build_report
 from engine.report.effects import persona_effect
 from engine.report.load import ReportError, open_run
-from engine.report.stats import benjamini_hochberg, pass_at_k
+from engine.report.stats import benjamini_hochberg, interval, pass_at_k
 from engine.testing.synthetic import BASELINE, condition, personas_frame, random_results, write_run
 
 PERSONAS = pl.DataFrame({"persona_id": ["p1", "p2", "p3"], "country": ["A", "B", "B"], "sex": ["Female", "Male", "Male"], "age": ["30", "70", "x"]})
@@ -117,6 +118,39 @@ def test_null_effect_is_not_significant_and_results_are_seeded(tmp_path):
     assert first[OVERALL]["p"][0] > 0.05
     country = first[("country",)]
     assert country["q_bh"].to_list() == pytest.approx(benjamini_hochberg(country["p"].to_numpy()).tolist())
+
+
+def test_interval_on_hand_worked_draws():
+    # Column 0: draws 1..5 (n = 5): 2.5% at virtual index 4 × 0.025 = 0.1 → 1 + 0.1 × (2 − 1) = 1.1; 97.5% at
+    # 3.9 → 4 + 0.9 × (5 − 4) = 4.9. Column 1: one usable draw (the rest NaN) is both bounds. Column 2: no usable
+    # draw (no resample reached the group) has no interval.
+    draws = np.array([[3.0, np.nan, np.nan], [1.0, 7.0, np.nan], [5.0, np.nan, np.nan], [2.0, np.nan, np.nan], [4.0, np.nan, np.nan]])
+    lo, hi = interval(draws)
+    assert lo[0] == pytest.approx(1.1, abs=1e-12) and hi[0] == pytest.approx(4.9, abs=1e-12)
+    assert lo[1] == hi[1] == 7.0
+    assert math.isnan(lo[2]) and math.isnan(hi[2])
+
+
+@pytest.mark.parametrize("resamples", [1, 2, 7, 40, 1000])
+def test_interval_equals_numpy_nanquantile_bit_for_bit(resamples):
+    """The one-sort interval is np.nanquantile's linear method exactly: ties, NaN (empty resamples) in any share
+    of a column, all-NaN columns, one usable draw, another level."""
+    rng = np.random.default_rng(resamples)
+    columns = 60
+    draws = rng.normal(size=(resamples, columns)).round(2)  # rounding makes ties
+    draws[:, 1] = 0.25
+    nan_share = rng.uniform(size=columns)
+    draws[rng.uniform(size=draws.shape) < nan_share] = np.nan
+    draws[:, 2] = np.nan
+    draws[1:, 3] = np.nan
+    for level in (0.95, 0.9, 0.5):
+        alpha = (1 - level) / 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want_lo, want_hi = np.nanquantile(draws, [alpha, 1 - alpha], axis=0)
+        lo, hi = interval(draws, level)
+        np.testing.assert_array_equal(lo, want_lo)
+        np.testing.assert_array_equal(hi, want_hi)
 
 
 def test_benjamini_hochberg_on_known_p_values():

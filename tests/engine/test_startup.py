@@ -1,0 +1,134 @@
+"""Start-up stays lazy, and the command leaves cleanly: what `mtpa-engine run` imports, and engine.cli.entry's
+quick exit (atexit run, output flushed, exit codes kept, the collector back on). Behaviour, not seconds:
+bench/startup.py measures those."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.testing.servers.openai_compat import OpenAICompatServer
+from tests.conftest import REPO, write_grid
+
+# Run by a fresh interpreter: an atexit hook records what the command imported and the collector's state,
+# then the console script's own entry point runs the command.
+_PROBE = """
+import atexit, gc, sys
+import orjson
+out = sys.argv.pop(1)
+def record():
+    with open(out, "wb") as fh:
+        fh.write(orjson.dumps({"modules": sorted(sys.modules), "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+atexit.register(record)
+sys.argv[0] = "mtpa-engine"
+from engine.cli import entry
+entry()
+"""
+
+# Never on an API run: survey readers and the personas builder, the local/vLLM backends and the SDK
+# transports, the HTML report, the live bar under --no-progress, the dry run's estimator.
+NOT_ON_A_RUN = {
+    "pyreadstat",
+    "persona_builder.cli",
+    "persona_builder.build",
+    "persona_builder.clean",
+    "torch",
+    "transformers",
+    "vllm",
+    "openai",
+    "anthropic",
+    "pandas",
+    "pyarrow",
+    "engine.report.html",
+    "engine.report.svg",
+    "rich.progress",
+    "rich.live",
+    "engine.dryrun",
+}
+
+
+def _probe(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    record = tmp_path / "probe.json"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(record), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    return proc, orjson.loads(record.read_bytes())
+
+
+def test_api_run_imports_only_what_it_needs_and_leaves_cleanly(tmp_path, openai_server):
+    grid = write_grid(tmp_path, base_url=openai_server.base_url, personas=2, questions=2)
+    proc, seen = _probe(tmp_path, "run", str(grid), "--no-progress", "--summary-json", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    modules = set(seen["modules"])
+    assert {"aiohttp", "polars", "engine.runner", "engine.report.build"} <= modules  # the probe sees the run's imports
+    assert modules & NOT_ON_A_RUN == set()
+    # The quick exit ran atexit (the record above exists), flushed stdout up to its last print (the closing
+    # counts line), and the summary was written.
+    assert "cells 6/6  cache hits 0  model calls 6  errors 0" in proc.stdout and openai_server.state.requests == 6
+    assert orjson.loads((tmp_path / "s.json").read_bytes())["model_calls"] == 6
+    # The collector, off while the start-up imported, was back on (start-up objects frozen) once calls began.
+    assert seen["gc_enabled"] is True and seen["frozen"] > 0
+
+
+def test_dry_run_loads_no_http_client(tmp_path):
+    grid = write_grid(tmp_path, base_url="http://127.0.0.1:9/v1", personas=2, questions=2)
+    proc, seen = _probe(tmp_path, "run", str(grid), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    modules = set(seen["modules"])
+    assert "engine.dryrun" in modules
+    assert modules & {"aiohttp", "pyreadstat", "persona_builder.cli", "torch", "transformers", "engine.report.html"} == set()
+    assert seen["gc_enabled"] is True
+
+
+def test_quick_exit_keeps_exit_code_and_message_on_bad_input(tmp_path):
+    proc, seen = _probe(tmp_path, "run", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'missing.toml'}: grid file not found"
+    assert "engine.runner" not in seen["modules"] and "aiohttp" not in seen["modules"]
+
+
+def test_in_process_app_leaves_the_collector_alone(tmp_path):
+    """Only the console script pauses the collector: the app run in-process (tests, a notebook) does not."""
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+class _PortsServer(OpenAICompatServer):
+    """The OpenAI-compatible test server, recording each request's path and client port (its TCP connection)."""
+
+    def __init__(self, **state) -> None:
+        super().__init__(**state)
+        self.requests: list[tuple[str, int]] = []
+
+    def app(self) -> web.Application:
+        served = super().app()
+
+        @web.middleware
+        async def record(request: web.Request, handler):
+            self.requests.append((request.path, request.transport.get_extra_info("peername")[1]))
+            return await handler(request)
+
+        served.middlewares.append(record)
+        return served
+
+
+def test_first_call_goes_out_on_the_preflight_connection(tmp_path, monkeypatch):
+    """The model lookup's connection carries the calls: no second connection (on a remote API, a second TCP
+    and TLS handshake) between the preflight and the first token."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with _PortsServer() as server:
+        grid = write_grid(tmp_path, base_url=server.base_url, personas=1, questions=2, concurrency=1)
+        result = CliRunner().invoke(app, ["run", str(grid), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    paths = [path for path, _ in server.requests]
+    assert paths == ["/v1/models"] + ["/v1/chat/completions"] * 4  # 2 baseline cells + 1 persona x 2 questions
+    assert len({port for _, port in server.requests}) == 1
