@@ -100,15 +100,15 @@ def _shard(shard: Shard | str | None) -> Shard | None:
     return Shard.parse(shard) if isinstance(shard, str) else shard
 
 
-def dry_run(grid: GridConfig | str | Path, shard: Shard | None = None) -> DryRun:
+def dry_run(grid: GridConfig | str | Path, shard: Shard | str | None = None) -> DryRun:
     """Count a grid's cells per model and how many are cached, the power of its comparisons and the calls,
     tokens (about 4 characters each; output at most max_tokens) and USD still to spend, in one pass over the
     plan (engine.dryrun: a sampled token estimate when nothing is cached). Reads the cache when it exists;
-    calls no model and writes nothing. Raises GridError (a path given and invalid), CacheError (a cache file
-    that is not one), PersonaFileError."""
+    calls no model and writes nothing. `shard`: as in `run` (Shard(i, n) or "I/N"). Raises GridError (a path
+    given and invalid), CacheError (a cache file that is not one), PersonaFileError, ValueError (a bad shard)."""
     import engine.dryrun as dryrun
 
-    return dryrun.dry_run(_grid(grid), shard)
+    return dryrun.dry_run(_grid(grid), _shard(shard))
 
 
 def open_run(run_dir: str | Path, baseline: str | None = None, score: str | None = None) -> Run:
@@ -136,7 +136,7 @@ class ReportOutcome:
 def build_report(
     run_dir: str | Path,
     *,
-    by: list[str] | None = None,
+    by: list[str] | str | None = None,
     baseline: str | None = None,
     score: str | None = None,
     bootstrap: int = 1000,
@@ -146,7 +146,7 @@ def build_report(
 ) -> ReportOutcome:
     """Build the persona-effect report of a run folder and write it to `out_dir` (default RUN_DIR/report).
 
-    `by`: subgroup traits, `+` joins an intersection ("sex+age_band"); default country, region, sex, age_band
+    `by`: subgroup traits (a list, or one string), `+` joins an intersection ("sex+age_band"); default country, region, sex, age_band
     where the personas have them. `bootstrap`: paired bootstrap resamples for the 95% intervals (0: point
     estimates only), seeded by `seed`. `min_size`: groups with fewer personas are flagged, and tested by
     cluster-robust t. Statistics: engine.report (sources cited there). Raises ReportError (see open_run; an
@@ -158,6 +158,7 @@ def build_report(
     from engine.report.write import write_report
 
     settings = Settings(resamples=bootstrap, seed=seed, min_size=min_size)
+    by = [by] if isinstance(by, str) else by  # by="sex" is one trait, never the letters s, e, x
     options = ReportOptions(by=parse_by(by) if by else None, settings=settings, benchmark_tables=BENCHMARK_TABLES)
     report = build(open_run(run_dir, baseline, score), options)
     target = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"

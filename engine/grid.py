@@ -529,11 +529,13 @@ def load_grid(source: str | Path | Mapping[str, Any], *, base_dir: str | Path | 
     they exist; builds no plan.
 
     Raises GridError (a ValueError) listing every problem, one per line: `FILE: key.path: what (expected ...)`;
-    TypeError for a dict without base_dir.
+    TypeError for a dict or TOML text (a str with a line break) without base_dir.
     """
     if base_dir is None:
         if not isinstance(source, (str, Path)):
             raise TypeError("load_grid: a dict of tables needs base_dir (the folder its relative paths resolve against)")
+        if isinstance(source, str) and "\n" in source:  # TOML text, not a file name
+            raise TypeError("load_grid: TOML text needs base_dir (the folder its relative paths resolve against)")
         path = Path(source)
         label = str(path)
         try:

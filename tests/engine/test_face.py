@@ -141,6 +141,8 @@ def test_a_grid_from_text_or_a_dict_resolves_paths_against_base_dir(tmp_path):
     assert from_text.benchmarks[0].adapter_options() == {"task": "mc2"}
     with pytest.raises(TypeError, match="needs base_dir"):
         engine.load_grid({"run": {"name": "t"}})
+    with pytest.raises(TypeError, match="load_grid: TOML text needs base_dir"):  # never "<the whole text>: grid file not found"
+        engine.load_grid(GRID)
 
 
 def test_a_grid_from_text_reports_its_problems_as_a_file_does_under_the_name_grid(tmp_path):
@@ -230,6 +232,8 @@ def test_a_run_in_process_reports_progress_touches_no_signal_and_opens_and_repor
     written = engine.build_report(outcome.run_dir, bootstrap=0)
     assert written.out_dir == outcome.run_dir / "report" and (written.out_dir / "report.html") in written.files
     assert "delta_by_condition" in written.report.tables
+    one = engine.build_report(outcome.run_dir, by="sex", bootstrap=0, out_dir=tmp_path / "by-sex")  # one trait, as a string
+    assert "delta_by_sex" in one.report.tables and not any(name.startswith("delta_by_s_") for name in one.report.tables)
 
     again = engine.run(str(grid))  # a path as text; every cell from the cache
     assert again.stats.cache_hits == cells and again.stats.calls_made == 0 and openai_server.state.requests == cells
@@ -267,6 +271,8 @@ def test_dry_run_counts_cells_and_calls_without_calling(tmp_path, openai_server)
     grid = write_grid(tmp_path, base_url=openai_server.base_url, personas=2, questions=3)
     result = engine.dry_run(grid)
     assert [(m.model, m.cells, m.cached, m.to_call, m.calls) for m in result.models] == [("m", 9, 0, 9, 9)]
+    halves = [engine.dry_run(grid, shard=f"{i}/2").models[0].cells for i in (0, 1)]  # "I/N" as engine.run takes it
+    assert sum(halves) == 9 and all(halves)
     assert openai_server.state.requests == 0
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache.sqlite").exists()
 
