@@ -267,7 +267,7 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
             if show_prompts < 1:
                 raise _fail("--show-prompts: expected a positive number of prompts")
             for block in preview(Plan.from_grid(config), show_prompts):
-                out.print(block + "\n", markup=False, highlight=False, soft_wrap=True)
+                out.print(block + "\n", markup=False, highlight=False, soft_wrap=True, emoji=False)  # byte for byte: ":x:" stays ":x:"
             return None
         if dry_run:
             title = config.path.name + (f" (shard {part.index}/{part.count})" if part else "")
@@ -300,9 +300,11 @@ def _write_failed(message: str) -> typer.Exit:
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
     import polars as pl
 
+    from engine.batch import UNANSWERED_KINDS
     from engine.providers.errors import QUOTA, TRANSIENT
 
     retried = {"bad_response": "if not JSON", QUOTA: "no: the model's other calls were skipped"} | dict.fromkeys(TRANSIENT, "yes, gave up")
+    retried |= dict.fromkeys(UNANSWERED_KINDS, "no: the next run submits it again")
     rows = [(kind, n, retried.get(kind, "no, permanent")) for kind, n in sorted(errors.items(), key=lambda kv: -kv[1])]
     return pl.DataFrame(rows, schema=["kind", "calls", "retried"], orient="row")
 

@@ -68,6 +68,10 @@ class JobState:
         return cls(status, status in ended, message, done, total, outputs, ended.get(status, "expired"), ended.get(status) == "batch_missing")
 
 
+# Error kinds of batch requests left unanswered by their job (not by the model): a rerun submits them again.
+UNANSWERED_KINDS = ("expired", "cancelled", "batch_failed", "batch_missing", "batch_elsewhere", "batch_error")
+
+
 @dataclass
 class BatchStats:
     """What the live display and --summary-json show of the batch models."""

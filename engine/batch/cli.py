@@ -60,12 +60,14 @@ def _when(t: float | None) -> str:
 
 @app.command("list")
 def list_jobs(
-    grid: Annotated[Path | None, typer.Argument(help="The grid whose jobs to list (default: every grid's, with --cache).")] = None,
+    grid: Annotated[Path | None, typer.Argument(help="The grid whose jobs to list (default: ./grid.toml when there is one; with --cache alone, every grid's).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="The cache file (default: the grid's run.cache).")] = None,
-    live: Annotated[bool, typer.Option("--live", help="Only jobs not closed yet.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Only jobs not closed yet, as the cache records them (the provider is asked by a run, not here).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON.")] = False,
 ) -> None:
     """The batch jobs in the cache: local and provider ids, grid, model, status, requests and done, times."""
+    if grid is None and cache is None and Path("grid.toml").is_file():
+        grid = Path("grid.toml")  # as `batches cancel` does
     config, store = _open(grid, cache)
     jobs = store.jobs(config.run.name if config else None, live=live)
     if as_json:

@@ -381,6 +381,15 @@ def test_show_prompts_prints_the_first_n_per_benchmark_and_condition_and_calls_n
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache.sqlite").exists()
 
 
+def test_show_prompts_prints_the_prompt_byte_for_byte(tmp_path):
+    """No console markup or emoji codes: ":thumbs_up:", "root:x:0:0" and "[bold]" are shown as sent (fresh-user finding 11)."""
+    tpl = _template(tmp_path, "[bold]Answer[/bold] :thumbs_up: root:x:0:0\n{{ item.question }}")
+    path = _grid(tmp_path, f'name = "truthfulqa"\nlimit = 1\ntemplate = "{tpl.name}"')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(path), "--show-prompts", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[bold]Answer[/bold] :thumbs_up: root:x:0:0\n" in proc.stdout
+
+
 def test_a_chat_template_rendering_no_turn_is_an_error(tmp_path):
     grid = load_grid(_grid(tmp_path, 'name = "crows_pairs"\nmode = "likelihood"\nlimit = 1\ntemplate = "lm-eval"'))
     with pytest.raises(GridError, match='crows_pairs.jinja: renders no chat turn \\(an empty prompt can only be sent with format = "completion"\\)'):
