@@ -206,6 +206,8 @@ class APIProvider(Provider):
         return self._limiter
 
     async def complete(self, batch: Sequence[Request]) -> list[Response]:
+        if len(batch) == 1:  # the scheduler's API workers send one request at a time
+            return [await self._one(batch[0])]
         return [await self._one(req) for req in batch]
 
     async def _one(self, req: Request) -> Response:
@@ -218,16 +220,10 @@ class APIProvider(Provider):
         started = time.perf_counter()
         params = self._params(req)
         estimated = estimate_prompt_tokens(req) + req.decoding.max_tokens
-        attempts = 0
-
-        async def attempt() -> Response:
-            nonlocal attempts
-            attempts += 1
-            return await self._attempt(params, req, estimated)
-
+        attempts = 1
         try:
             try:
-                resp = await attempt()
+                resp = await self._attempt(params, req, estimated)
             except Exception as first:
                 if not is_transient(first) or lim.max_retries == 0:
                     raise
@@ -240,7 +236,8 @@ class APIProvider(Provider):
                 )
                 async for retry in retrying:
                     with retry:
-                        resp = await attempt()
+                        attempts += 1
+                        resp = await self._attempt(params, req, estimated)
         except Exception as exc:
             kind = classify(exc)
             resp = Response.failed(kind, self._redact(describe(exc)))
