@@ -201,30 +201,20 @@ class Scheduler:
             for task in (*producers, *workers, *followups, finished, stopper):
                 task.cancel()
             await asyncio.gather(*producers, *workers, *followups, finished, stopper, return_exceptions=True)
-            swapped = closed = False
+            swapped = False
             try:
                 if not self._failure.done():  # after a failed commit the buffer is not retried: it would mask the cause
                     self._flush()
                 if ok:
-                    # The last Parquet part is written on the writer's thread (polars writes without the GIL) while the
-                    # providers close their connections on this one: at C = 1000, ~30 ms and ~60 ms, one after the
-                    # other before (bench/api_throughput.py).
-                    self.writer.flush()
-                    closed = True
-                    await self._close_providers()
                     self.writer.close()
                     swapped = True
             finally:
                 if not swapped:
                     self.writer.discard()
-                if not closed:
-                    await self._close_providers()
+                for provider in self.providers.values():
+                    await provider.aclose()
                 self.stats.wall_s = time.perf_counter() - started
         return self.stats
-
-    async def _close_providers(self) -> None:
-        for provider in self.providers.values():
-            await provider.aclose()
 
     async def _drain(self, producers: list[asyncio.Task], queues: list[asyncio.Queue], drivers: list[asyncio.Task]) -> None:
         await asyncio.gather(*producers)
