@@ -15,7 +15,7 @@ run end to end: bench/startup.py.)
 the other users' load: each round runs, one after the other against one server, the bare client and then each
 checkout's engine (each in a fresh subprocess), on asyncio's loop and on uvloop's, and prints every engine
 run's calls/s as a ratio to the bare client of the same round and loop, this checkout's calls/s over OTHER's
-(same round, same loop) and uvloop's over asyncio's (same checkout, same round); then the CPU per call of each
+(same round, same loop; the two checkouts take turns running first) and uvloop's over asyncio's (same checkout, same round); then the CPU per call of each
 checkout with every call answered at once, no HTTP (the engine's own work: plan, key, limits, score, cache, results):
 
     python bench/api_throughput.py --vs /path/to/main --rounds 3 --concurrency 1000 --cells 5000
