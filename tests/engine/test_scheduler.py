@@ -9,6 +9,7 @@ attempts, `<<raise>>` makes the provider raise for its whole batch.
 from __future__ import annotations
 
 import asyncio
+import gc
 import textwrap
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from engine.cache import ResponseCache
 from engine.grid import load_grid
 from engine.plan import Plan
+from engine.errors import ResultsWriteError
 from engine.results import ResultsWriter, read_results
 from engine.scheduler import RunStats, Scheduler
 from engine.testing import FakeProvider
@@ -237,3 +239,34 @@ def test_a_row_holds_each_value_in_its_own_column(tmp_path):
         "latency_s": 0.0, "error_kind": "bad_request", "error": "injected failure <<fail:bad_request>>", "score": None,
         "order": 0, "option": None,
     }
+
+
+def test_a_run_collects_garbage_leanly_and_restores_the_collector_after(tmp_path):
+    # engine.scheduler._lean_gc: during the run the start-up objects are frozen and the young generation waits
+    # for 50,000 allocations; after it, ended well or by a write failure, the process's settings are back.
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(4)]))
+    seen = []
+    complete = run.fake.complete
+
+    async def watching(batch):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        return await complete(batch)
+
+    run.fake.complete = watching
+    before = gc.get_threshold()
+    run.go()
+    assert seen == [(50_000, True)] * 4
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    class Failing(ResultsWriter):
+        def add(self, row):
+            raise ResultsWriteError("results/part-00000.parquet: cannot write results: disk full")
+
+    cache = ResponseCache(run.grid.cache_path)
+    try:
+        scheduler = Scheduler(run.plan, {run.model.id: run.fake}, cache, Failing(run.grid.output_dir))
+        with pytest.raises(ResultsWriteError, match="disk full"):
+            asyncio.run(scheduler.run(asyncio.Event()))
+    finally:
+        cache.close()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
