@@ -93,6 +93,11 @@ class Limiter:
         """Wait for a concurrency slot, the request and token pace and any 429 pause; return the send time.
 
         The caller must call `release()` once the request is answered (or failed)."""
+        if self.requests is None and self.tokens is None and not self._waiters and self.in_flight < int(self.window):
+            now = time.monotonic()
+            if self.paused_until <= now:  # the common case, without a coroutine per check (~1 µs a call at C = 1000)
+                self.in_flight += 1
+                return now
         await self._wait_pause()
         if self.in_flight >= int(self.window) or self._waiters:
             waiter = asyncio.get_running_loop().create_future()

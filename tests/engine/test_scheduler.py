@@ -9,6 +9,7 @@ attempts, `<<raise>>` makes the provider raise for its whole batch.
 from __future__ import annotations
 
 import asyncio
+import gc
 import textwrap
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from engine.cache import ResponseCache
 from engine.grid import load_grid
 from engine.plan import Plan
+from engine.errors import ResultsWriteError
 from engine.results import ResultsWriter, read_results
 from engine.scheduler import RunStats, Scheduler
 from engine.testing import FakeProvider
@@ -213,3 +215,58 @@ def test_a_stop_before_the_start_calls_nothing(tmp_path, batch_size):
     stop.set()
     stats = run.go(stop=stop)
     assert stats.interrupted and run.fake.calls == 0 and stats.cells_done == 0
+
+
+def test_a_row_holds_each_value_in_its_own_column(tmp_path):
+    # The scheduler builds each row positionally (engine.scheduler._emit): every column is checked by name.
+    run = Run(_grid(tmp_path, ["Question 0?", "Broken <<fail:bad_request>>?"]))
+    run.go()
+    ok, failed = run.results().iter_rows(named=True)
+    same = {"model": "m", "benchmark": "dataset", "condition": "baseline", "persona_id": None, "sample": 0, "cached": False, "gold": "A"}
+    none = dict.fromkeys(("meta", "judge_key", "verdict", "reasoning", "summary", "invalid_kind"))
+    # The fake answers C with logprobs A -3.0, B -4.0, C -0.1: p_gold = e^-3 / (e^-3 + e^-4 + e^-0.1) = 0.0511718;
+    # the prompt "Question 0?\nA. yes\nB. no\nC. maybe\nRespond with a single letter (A, B, C) only." is 78 characters: 19 tokens.
+    assert ok == {
+        **same, **none, "cell": 0, "cell_id": "9fc2f297e4c2e2455789", "item_id": "q00",
+        "key": "7eb9fbdbf88c986e9ffd50b0d4aabef270a9bd12fcdf39368b03e49a4d75bd81", "status": "ok", "response": "C",
+        "answer": "C", "correct": 0.0, "invalid": False, "p_gold": pytest.approx(0.0511718, abs=1e-7), "prompt_tokens": 19,
+        "completion_tokens": 1, "latency_s": 0.0, "error_kind": None, "error": None, "score": 0.0, "order": 0, "option": 2,
+    }
+    assert failed == {
+        **same, **none, "cell": 1, "cell_id": "cc4275e4038f67b123c3", "item_id": "q01",
+        "key": "943a021599d937ce44448183bac74f9b3e231efbff330a07d2bda75d35ad78aa", "status": "error", "response": None,
+        "answer": None, "correct": None, "invalid": None, "p_gold": None, "prompt_tokens": None, "completion_tokens": None,
+        "latency_s": 0.0, "error_kind": "bad_request", "error": "injected failure <<fail:bad_request>>", "score": None,
+        "order": 0, "option": None,
+    }
+
+
+def test_a_run_collects_garbage_leanly_and_restores_the_collector_after(tmp_path):
+    # engine.scheduler._lean_gc: during the run the start-up objects are frozen and the young generation waits
+    # for 50,000 allocations; after it, ended well or by a write failure, the process's settings are back.
+    run = Run(_grid(tmp_path, [f"Question {i}?" for i in range(4)]))
+    seen = []
+    complete = run.fake.complete
+
+    async def watching(batch):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+        return await complete(batch)
+
+    run.fake.complete = watching
+    before = gc.get_threshold()
+    run.go()
+    assert seen == [(50_000, True)] * 4
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    class Failing(ResultsWriter):
+        def add(self, row):
+            raise ResultsWriteError("results/part-00000.parquet: cannot write results: disk full")
+
+    cache = ResponseCache(run.grid.cache_path)
+    try:
+        scheduler = Scheduler(run.plan, {run.model.id: run.fake}, cache, Failing(run.grid.output_dir))
+        with pytest.raises(ResultsWriteError, match="disk full"):
+            asyncio.run(scheduler.run(asyncio.Event()))
+    finally:
+        cache.close()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
