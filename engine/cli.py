@@ -53,8 +53,22 @@ EXIT_BUDGET = 75  # sysexits' EX_TEMPFAIL: stopped on --budget, resumable like a
 EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mid-run (full disk, I/O error)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"mtpa-engine {version('mtpa-engine')}", highlight=False)
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            out.print("mtpa-engine (not installed: run from a source tree)", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(ctx: typer.Context) -> None:
+def main(
+    ctx: typer.Context,
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit.")] = False,
+) -> None:
     """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
     if ctx.invoked_subcommand != "run":  # `run` resumes it once its calls start (_RunShell)
         _resume_gc()

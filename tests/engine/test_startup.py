@@ -133,3 +133,10 @@ def test_first_call_goes_out_on_the_preflight_connection(tmp_path, monkeypatch):
     paths = [path for path, _ in server.requests]
     assert paths == ["/v1/models"] + ["/v1/chat/completions"] * 4  # 2 baseline cells + 1 persona x 2 questions
     assert len({port for _, port in server.requests}) == 1
+
+
+def test_version_prints_the_installed_version_and_exits_0():
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--version"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"mtpa-engine {version('mtpa-engine')}\n")
