@@ -188,7 +188,12 @@ def compare(args: argparse.Namespace) -> None:
     here = str(Path(__file__).resolve().parent.parent)
     other = str(Path(args.vs).resolve())
     c = max(args.concurrency)
-    loops = ("asyncio", "uvloop")
+    import importlib.util
+
+    # uvloop is an optional extra: without it, asyncio's loop only (said once, not a traceback per round)
+    loops = ("asyncio", "uvloop") if importlib.util.find_spec("uvloop") else ("asyncio",)
+    if len(loops) == 1:
+        print("uvloop is not installed (pip install -e '.[uvloop]'): asyncio's loop only")
 
     def measure(url: str, code: str, loop: str, cells: int = args.cells) -> dict:
         cmd = [sys.executable, __file__, "--one", url, "--code", code, "--loop", loop, "--cells", str(cells), "--concurrency", str(c)]
@@ -219,7 +224,7 @@ def compare(args: argparse.Namespace) -> None:
             # 20,000 calls: with fewer, starting C workers and the run's fixed costs blur the per-call figure
             got = {name: measure(INSTANT, code, "asyncio", 20_000) for name, code in (("other", other), ("this", here))}
             print(f"{r + 1:>5} {'no HTTP':>8}: the engine's own CPU per call, other {got['other']['cpu_ms'] * 1000:.1f} µs, this {got['this']['cpu_ms'] * 1000:.1f} µs", flush=True)
-    for name in ("other", "this"):
+    for name in ("other", "this") if "uvloop" in loops else ():
         gains = [u / a for u, a in zip(rows[(name, "uvloop")], rows[(name, "asyncio")])]
         print(f"uvloop / asyncio calls/s, {name}: " + ", ".join(f"{g:.2f}" for g in gains) + f" (median {statistics.median(gains):.2f})")
 
