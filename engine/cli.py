@@ -36,6 +36,8 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from engine.console import CLIConsole, print_wide  # noqa: E402
+
 from engine.cache_cli import app as cache_app  # noqa: E402
 from engine.batch.cli import app as batches_app  # noqa: E402
 
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
 
 # No locals in tracebacks: provider frames hold API keys.
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
-out = Console()
-err = Console(stderr=True)
+
+out = CLIConsole()
+err = CLIConsole(stderr=True)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -124,8 +127,8 @@ def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
     money = [name.startswith("usd") for name in frame.columns]
     for row in frame.iter_rows():
         table.add_row(*("" if v is None else usd(v) if is_usd else f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v, is_usd in zip(row, money)))
-    # Piped (no terminal), a table is printed at its natural width: rich would wrap it at 80 columns.
-    console.print(table, width=None if console.is_terminal else max(console.width, console.measure(table).maximum))
+    print_wide(console, table)
+
 
 
 @app.command()
@@ -191,11 +194,12 @@ def run(
         err.print("quota: an API account is out of quota or credit (billing); that model's remaining calls were not made. "
                   "Top it up, then rerun the same command to call exactly those cells.", highlight=False, soft_wrap=True)
     unpriced = f" (+{summary['unpriced_calls']:,} calls without a price)" if summary["unpriced_calls"] else ""
+    by_kind = f" ({', '.join(f'{k} {n:,}' for k, n in sorted(summary['errors'].items(), key=lambda kv: -kv[1]))})" if summary["errors"] else ""
     out.print(
         f"cells {summary['cells_done']:,}/{summary['cells_total']:,}  cache hits {summary['cache_hits']:,}  "
-        f"model calls {summary['model_calls']:,}  errors {summary['errors_total']:,} {summary['errors'] or ''}  "
+        f"model calls {summary['model_calls']:,}  errors {summary['errors_total']:,}{by_kind}  "
         f"cost ${summary['cost_usd']:.4f}{unpriced}  wall {summary['wall_s']:.1f}s  -> {outcome.run_dir}",
-        highlight=False,
+        highlight=False, soft_wrap=True,  # one line in a log: the run folder is copied from it
     )
     if outcome.stats.batch is not None:
         from engine.progress import batch_line

@@ -57,7 +57,7 @@ class LiveProgress:
             self._progress.start()
         elapsed = max(time.perf_counter() - self._started, 1e-9)
         info = f"hits {stats.cache_hits:,}  calls {stats.calls_made:,} ({stats.calls_made / elapsed:,.1f}/s)  errors {sum(stats.errors.values()):,}"
-        if (b := stats.batch) is not None:
+        if (b := stats.batch) is not None and b.active:  # a fully cached rerun has no job to show
             info += f"  {batch_line(b)}"
         if stats.executor:
             info += f"  {stats.executor}"

@@ -15,11 +15,12 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from engine.console import CLIConsole, print_wide
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="List and cancel provider batch jobs (transport = \"batch\").")
-out = Console(soft_wrap=True)
+out = CLIConsole(soft_wrap=True)
 
 EXIT_BAD_INPUT = 2
 _COLUMNS = ("id", "remote_id", "grid", "model", "status", "provider_status", "requests", "done", "submitted", "finished", "message")
@@ -78,7 +79,7 @@ def list_jobs(
         table.add_column(name, justify="right" if name in ("requests", "done") else "left")
     for j in jobs:
         table.add_row(j.id, j.remote_id or "", j.grid, j.model, j.status, j.provider_status or "", f"{j.requests:,}", f"{j.done:,}", _when(j.submitted_at), _when(j.finished_at), j.message or "")
-    out.print(table)
+    print_wide(out, table)  # whole ids, to copy into `batches cancel JOB`
 
 
 @app.command()

@@ -415,7 +415,7 @@ class BatchDriver:
         self._resumed.add(job.id)
         stats = self.hooks.stats
         stats.jobs_resumed += 1
-        stats.requests_resumed += job.requests
+        stats.requests_resumed += job.requests - job.done  # what the killed run had committed is not awaited again
 
     def _count_submitted(self, job: Job) -> None:
         stats = self.hooks.stats

@@ -132,6 +132,8 @@ def test_batch_run_packs_jobs_answers_every_cell_once_and_deletes_its_inputs(tmp
         assert "batch jobs" not in proc.stdout  # no job this run: no batch line
         listed = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "list", str(grid), "--json"], capture_output=True, text=True)
         jobs = orjson.loads(listed.stdout)
+        table = subprocess.run([sys.executable, "-m", "engine.cli", "batches", "list", str(grid)], capture_output=True, text=True).stdout
+        assert "…" not in table and all(j["remote_id"] in table for j in jobs)  # whole ids, to copy into `batches cancel`
         assert [j["requests"] for j in jobs] == [5, 5, 5, 1] and {j["grid"] for j in jobs} == {"t"}
 
     # The same cells online, on a fresh cache: the same answers, and the same cache keys.

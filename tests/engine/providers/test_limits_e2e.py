@@ -90,3 +90,34 @@ def test_budget_stops_new_calls_with_exit_75_and_the_run_resumes(tmp_path, provi
         s2 = orjson.loads((tmp_path / "s2.json").read_bytes())
         assert s2["model_calls"] == total - s1["model_calls"] and not s2["budget_exhausted"]
         assert server.state.requests == total, "every cell called exactly once over both runs"
+
+
+def test_a_reader_gone_from_stdout_keeps_exit_75_and_the_budget_line(tmp_path):
+    """stdout's reader went away (`| head -1`, a closed pipe): the tables are lost, never the exit code or the
+    stderr line saying how to resume (rich's own broken-pipe handler exited 1 on the spot)."""
+    import os
+
+    with SERVERS["openai"](api_key=KEY) as server:
+        grid = _grid(tmp_path, "openai", server, "input_price = 100.0\noutput_price = 100.0", personas=3, questions=5, concurrency=1)
+        read, write = os.pipe()
+        os.close(read)  # nobody will ever read what the run prints
+        try:
+            proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--no-progress", "--budget", "0.04"],
+                                  stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+        finally:
+            os.close(write)
+    assert proc.returncode == 75, proc.stderr
+    assert "budget of $0.04 reached" in proc.stderr and "rerun (with a new --budget) to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_piped_dry_run_tables_are_printed_whole(tmp_path):
+    """Not a terminal: every table at its natural width, no cell cut to `…` (rich squeezes to 80 columns)."""
+    import os
+
+    with SERVERS["openai"](api_key=KEY) as server:
+        grid = _grid(tmp_path, "openai", server, "input_price = 100.0\noutput_price = 100.0", personas=3, questions=5)
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(grid), "--dry-run"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout and "max_output_tokens" in proc.stdout and "usd_online" in proc.stdout
