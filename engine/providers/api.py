@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from engine.config import ModelConfig
 from engine.errors import PreflightError
@@ -227,7 +226,9 @@ class APIProvider(Provider):
             except Exception as first:
                 if not is_transient(first) or lim.max_retries == 0:
                     raise
-                # Retries only once something failed: the common path pays nothing for tenacity.
+                # Retries only once something failed: the common path pays nothing for tenacity, not even its import.
+                from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(lim.max_retries) | stop_after_delay(lim.max_retry_time_s),
                     wait=wait_exponential_jitter(initial=0.5, max=30),

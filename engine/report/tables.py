@@ -13,6 +13,7 @@ import math
 import polars as pl
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from engine.report.build import Report
 from engine.report.effects import interval_note
@@ -216,11 +217,12 @@ def print_tables(console: Console, shown: list[tuple[str, pl.DataFrame]]) -> Non
     if not console.is_terminal:  # piped: no width to fit, so keep each interval on one line instead of wrapping at 80
         console = Console(file=console.file, width=max(console.width, 200), highlight=False)
     for title, frame in shown:
-        table = Table(title=title, title_justify="left")
+        table = Table(title=Text(title), title_justify="left")
         for name in frame.columns:
-            table.add_column(name, justify="left" if name in ("model", "benchmark", "condition", "country", "sex") else "right")
+            table.add_column(Text(name), justify="left" if name in ("model", "benchmark", "condition", "country", "sex") else "right")
         for row in frame.iter_rows():
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text, not str: a value is printed as it is, never read as console markup ("[b]" in a country name)
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         console.print(table)
 
 
