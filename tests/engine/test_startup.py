@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from engine.cli import app
 from engine.testing.servers.openai_compat import OpenAICompatServer
