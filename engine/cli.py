@@ -120,6 +120,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 
 @click.group(
+    "mtpa-engine",
     cls=_LazyGroup,
     lazy={
         "personas": ("persona_builder.cli:app", "Build, inspect and summarise survey personas (mtpa-engine personas --help)."),
@@ -421,7 +422,7 @@ def report(run_dir: Path, by: tuple[str, ...], baseline: str | None, bootstrap: 
 def entry() -> NoReturn:
     """The `mtpa-engine` command: run the app, then leave without the interpreter's teardown.
 
-    Tearing down the ~850 modules a run imports (polars, numpy, aiohttp, pydantic) took ~0.18 s of CPU after
+    Tearing down the ~850 modules a run imports (polars, numpy, aiohttp) took ~0.18 s of CPU after
     the last line was printed, a fifth of a 10-call API run (bench/startup.py). Once the command has
     returned, with no thread but this one left, nothing remains to do but what atexit holds (logging's flush,
     coverage's save) and the standard streams' buffers: both are run and flushed, then the process ends with
