@@ -9,23 +9,22 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
-
+import click
 import orjson
-import typer
+from click.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Merge, inspect, compact and export response caches.")
+app = click.Group("cache", help="Merge shard caches; stats, vacuum and export of a cache.")
 out = Console(soft_wrap=True)  # a path or key list is never broken across lines
 
 EXIT_BAD_INPUT = 2
 EXIT_CORRUPT = 1
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> Exit:
     print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(EXIT_BAD_INPUT)
+    return Exit(EXIT_BAD_INPUT)
 
 
 def _json(data: object) -> None:
@@ -33,16 +32,15 @@ def _json(data: object) -> None:
 
 
 @app.command()
-def merge(
-    target: Annotated[Path, typer.Argument(metavar="OUT", help="The merged cache (created if missing; its entries stand).")],
-    inputs: Annotated[list[Path], typer.Argument(metavar="IN...", help="Caches to merge into OUT, in this order.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the merge report as JSON.")] = False,
-) -> None:
+@click.argument("target", metavar="OUT", type=click.Path(path_type=Path), help="The merged cache (created if missing; its entries stand).")
+@click.argument("inputs", metavar="IN...", type=click.Path(path_type=Path), nargs=-1, required=True, help="Caches to merge into OUT, in this order.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merge report as JSON.")
+def merge(target: Path, inputs: tuple[Path, ...], as_json: bool) -> None:
     """Merge caches by key: the first answer stands, conflicting answers are counted; integrity-checked after."""
     import engine.cache_tools as cache_tools  # here, not at the top: sqlite-utils would slow every `mtpa-engine` start
 
     try:
-        report = cache_tools.merge(target, inputs)
+        report = cache_tools.merge(target, list(inputs))
     except cache_tools.CacheToolError as exc:
         raise _fail(str(exc)) from None
     rows = [
@@ -64,7 +62,7 @@ def merge(
                 out.print(f"{r['input']}: {r['conflicts']:,} keys answered differently, OUT's answer kept; first: {', '.join(r['conflict_keys'])}", highlight=False)
         out.print(f"{report.entries:,} entries in {report.out}; integrity_check: {report.integrity}", highlight=False)
     if report.integrity != "ok":
-        raise typer.Exit(EXIT_CORRUPT)
+        raise Exit(EXIT_CORRUPT)
 
 
 def _when(seconds: float | None) -> str:
@@ -72,10 +70,9 @@ def _when(seconds: float | None) -> str:
 
 
 @app.command()
-def stats(
-    cache: Annotated[Path, typer.Argument(help="A cache file.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
-) -> None:
+@click.argument("cache", type=click.Path(path_type=Path), help="A cache file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+def stats(cache: Path, as_json: bool) -> None:
     """Entries and tokens per model, first and last write, errors by kind, file size and reclaimable space."""
     import engine.cache_tools as cache_tools
 
@@ -97,10 +94,9 @@ def stats(
 
 
 @app.command()
-def vacuum(
-    cache: Annotated[Path, typer.Argument(help="A cache file no run is using.")],
-    prune_errors: Annotated[bool, typer.Option("--prune-errors", help="First delete logged failures of keys that have an answer since.")] = False,
-) -> None:
+@click.argument("cache", type=click.Path(path_type=Path), help="A cache file no run is using.")
+@click.option("--prune-errors", is_flag=True, help="First delete logged failures of keys that have an answer since.")
+def vacuum(cache: Path, prune_errors: bool) -> None:
     """Compact a cache: checkpoint the WAL, VACUUM, integrity check. Answers are never deleted."""
     import engine.cache_tools as cache_tools
 
@@ -114,15 +110,14 @@ def vacuum(
         highlight=False,
     )
     if r["integrity"] != "ok":
-        raise typer.Exit(EXIT_CORRUPT)
+        raise Exit(EXIT_CORRUPT)
 
 
 @app.command()
-def export(
-    cache: Annotated[Path, typer.Argument(help="A cache file.")],
-    target: Annotated[Path, typer.Argument(metavar="OUT", help="A .jsonl or .csv file.")],
-    model: Annotated[str | None, typer.Option("--model", help="Only this model's entries: its `model` as the grid names it (as `cache stats` lists it), not its `id`.")] = None,
-) -> None:
+@click.argument("cache", type=click.Path(path_type=Path), help="A cache file.")
+@click.argument("target", metavar="OUT", type=click.Path(path_type=Path), help="A .jsonl or .csv file.")
+@click.option("--model", help="Only this model's entries: its `model` as the grid names it (as `cache stats` lists it), not its `id`.")
+def export(cache: Path, target: Path, model: str | None) -> None:
     """Export the cache's entries, ordered by key, as JSON lines or CSV."""
     import engine.cache_tools as cache_tools
 

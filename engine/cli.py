@@ -27,25 +27,23 @@ def _interrupted_at_start(signum: int, frame: object) -> None:
 if "pytest" not in sys.modules and threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Annotated  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
+import click  # noqa: E402
+from click.exceptions import Exit, NoArgsIsHelpError  # noqa: E402
 import orjson  # noqa: E402
-import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from engine.console import CLIConsole, print_wide  # noqa: E402
 
-from engine.cache_cli import app as cache_app  # noqa: E402
-from engine.batch.cli import app as batches_app  # noqa: E402
-
 if TYPE_CHECKING:
     import polars as pl  # imported where a table is built: `--help`, `cache` and `report` start without it
-
-# No locals in tracebacks: provider frames hold API keys.
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="Persona-effect evaluation engine.")
 
 out = CLIConsole()
 err = CLIConsole(stderr=True)
@@ -56,24 +54,88 @@ EXIT_BUDGET = 75  # sysexits' EX_TEMPFAIL: stopped on --budget, resumable like a
 EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mid-run (full disk, I/O error)
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
+class _LazyGroup(click.Group):
+    """A command group whose subgroups are imported when named (click's "Lazily Loading Subcommands" pattern,
+    https://click.palletsprojects.com/en/stable/complex/#lazily-loading-subcommands): `run` does not import the
+    cache tools, the batch commands or the persona builder, whose survey readers (pyreadstat, numpy) took ~0.8 s.
 
-        try:
-            out.print(f"mtpa-engine {version('mtpa-engine')}", highlight=False)
-        except PackageNotFoundError:  # run from a source tree that was never installed
-            out.print("mtpa-engine (not installed: run from a source tree)", highlight=False)
-        raise typer.Exit()
+    `lazy` maps a command name to ("module:attribute" of its click command, its one-line help in the command
+    list), so `--help` lists every command without importing any of them. Commands are listed in the order
+    they are declared (the group's own, then the lazy ones), not sorted. A usage error (an unknown option or
+    command, a missing argument, a value out of range) is one line on stderr, exit 2, as bad input is."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.commands, *self.lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name][0].partition(":")
+            return getattr(importlib.import_module(module), attribute)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with its whole first paragraph of help, wrapped (click cuts it to the terminal's width)."""
+        rows = [(name, cmd.get_short_help_str(limit=sys.maxsize)) for name, cmd in self.commands.items() if not cmd.hidden]
+        rows += [(name, help_line) for name, (_, help_line) in self.lazy.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        with _one_line_usage_errors():  # a subcommand's own arguments are parsed in here
+            return super().invoke(ctx)
 
 
-@app.callback()
-def main(
-    ctx: typer.Context,
-    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the installed version and exit.")] = False,
-) -> None:
-    """Persona-effect evaluation engine: survey personas x benchmarks x LLMs, cached and resumable."""
-    if ctx.invoked_subcommand != "run":  # `run` resumes it once its calls start (_RunShell)
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """click's usage error (usage, a hint and the error on four lines) as one line, exit 2; a group named with
+    nothing after it still prints its help."""
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        usage = f" ({' '.join(exc.ctx.get_usage().split())})" if exc.ctx is not None else ""
+        raise _fail(exc.format_message().replace("\n", " ") + usage) from None
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        out.print(f"mtpa-engine {version('mtpa-engine')}", highlight=False)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        out.print("mtpa-engine (not installed: run from a source tree)", highlight=False)
+    ctx.exit()
+
+
+@click.group(
+    "mtpa-engine",
+    cls=_LazyGroup,
+    lazy={
+        "personas": ("persona_builder.cli:app", "Build, inspect and summarise survey personas (mtpa-engine personas --help)."),
+        "cache": ("engine.cache_cli:app", "Merge shard caches; stats, vacuum and export of a cache."),
+        "batches": ("engine.batch.cli:app", "List and cancel provider batch jobs (transport = \"batch\")."),
+    },
+    help="Persona-effect evaluation engine.",
+    context_settings={"show_default": True},  # defaults in every command's --help
+)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version, help="Print the installed version and exit.")
+@click.pass_context
+def app(ctx: click.Context) -> None:
+    """Every command's start: the collector back on (see _resume_gc), except for `run`, which resumes it once
+    its calls start (_RunShell)."""
+    if ctx.invoked_subcommand != "run":
         _resume_gc()
 
 
@@ -106,10 +168,10 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> Exit:
     # The message quotes user text (TOML table names such as [judge], file names): never read it as markup.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+    return Exit(EXIT_BAD_INPUT)
 
 
 def usd(x: float | None) -> str:
@@ -132,17 +194,17 @@ def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
 
 
 @app.command()
-def run(
-    grid: Annotated[Path, typer.Argument(help="The grid.toml to run.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print cells per model and how many are cached; call nothing.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the run summary as JSON here.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
-    budget: Annotated[float | None, typer.Option("--budget", metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")] = None,
-    shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Use this cache file instead of the grid's run.cache.")] = None,
-    ray: Annotated[str | None, typer.Option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")] = None,
-    show_prompts: Annotated[int | None, typer.Option("--show-prompts", metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")] = None,
-) -> None:
+@click.argument("grid", type=click.Path(path_type=Path), help="The grid.toml to run.")
+@click.option("--dry-run", is_flag=True, help="Print cells per model and how many are cached; call nothing.")
+@click.option("--summary-json", type=click.Path(path_type=Path), help="Also write the run summary as JSON here.")
+@click.option("--progress/--no-progress", default=True, help="Live progress bar.")
+@click.option("--budget", type=float, metavar="USD", help="Stop making new calls once this run has spent USD (resumable).")
+@click.option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")
+@click.option("--cache", type=click.Path(path_type=Path), help="Use this cache file instead of the grid's run.cache.")
+@click.option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")
+@click.option("--show-prompts", type=int, metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")
+def run(grid: Path, dry_run: bool, summary_json: Path | None, progress: bool, budget: float | None, shard: str | None,
+        cache: Path | None, ray: str | None, show_prompts: int | None) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
     if dry_run or show_prompts is not None:  # no calls: a dry run walks every cell of what may be a 10 M-cell plan
         _resume_gc()
@@ -161,7 +223,7 @@ def run(
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this message short
         err.print("interrupted: completed cells are cached; rerun the same command to resume.", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise Exit(EXIT_INTERRUPTED) from None
     if outcome is None:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manifest has its last word: printing it takes milliseconds
@@ -212,10 +274,10 @@ def run(
             err.print(f"[bold yellow]warning:[/] batch job {escape(failed)}; its unanswered cells are errors, submitted again by the next run", highlight=False, soft_wrap=True)
     if outcome.stats.interrupted:
         err.print("interrupted: completed cells are cached; rerun the same command to resume.")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise Exit(EXIT_INTERRUPTED)
     if outcome.stats.budget_exhausted:
         err.print(f"budget of {usd(budget)} reached (spent {usd(outcome.stats.cost_usd)}; calls in flight finish): no new call was started after it; rerun (with a new --budget) to resume.")
-        raise typer.Exit(EXIT_BUDGET)
+        raise Exit(EXIT_BUDGET)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -310,9 +372,9 @@ def _run_or_dry_run(grid: Path, dry_run: bool, progress: bool, budget: float | N
         raise (_write_failed(message) if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else _fail(message)) from None
 
 
-def _write_failed(message: str) -> typer.Exit:
+def _write_failed(message: str) -> Exit:
     err.print(f"[bold red]error:[/] {escape(message)}; the run stopped, every answer committed before is kept: fix that (e.g. free space) and rerun to resume.", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_WRITE_FAILED)
+    return Exit(EXIT_WRITE_FAILED)
 
 
 def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
@@ -328,16 +390,15 @@ def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
 
 
 @app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (results/, personas.parquet, manifest.json).")],
-    by: Annotated[list[str] | None, typer.Option("--by", help="Subgroup trait, repeatable; join traits with + for an intersection (sex+age_band). Default: country, region, sex, age_band.")] = None,
-    baseline: Annotated[str | None, typer.Option(help="Condition to pair against. Default: the grid's no-persona condition.")] = None,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Paired bootstrap resamples (0: point estimates only).")] = 1000,
-    seed: Annotated[int, typer.Option(min=0, help="Bootstrap seed.")] = 0,
-    min_size: Annotated[int, typer.Option(min=1, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")] = 30,
-    score: Annotated[str | None, typer.Option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder. Default: RUN_DIR/report.")] = None,
-) -> None:
+@click.argument("run_dir", type=click.Path(path_type=Path), help="A run directory (results/, personas.parquet, manifest.json).")
+@click.option("--by", multiple=True, help="Subgroup trait, repeatable; join traits with + for an intersection (sex+age_band). Default: country, region, sex, age_band.")
+@click.option("--baseline", help="Condition to pair against. Default: the grid's no-persona condition.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, help="Paired bootstrap resamples (0: point estimates only).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Bootstrap seed.")
+@click.option("--min-size", type=click.IntRange(min=1), default=30, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")
+@click.option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder. Default: RUN_DIR/report.")
+def report(run_dir: Path, by: tuple[str, ...], baseline: str | None, bootstrap: int, seed: int, min_size: int, score: str | None, out_dir: Path | None) -> None:
     """Persona-effect report: Δ with 95% CIs and p by subgroup, trait ablation, pass@k; CSV, Parquet, Markdown, HTML."""
     import engine
     from engine.errors import ReportError, RunDirError
@@ -348,7 +409,7 @@ def report(
             from engine.rundir import check_folder
 
             check_folder(out_dir, "--out")
-        written = engine.build_report(run_dir, by=by, baseline=baseline, score=score, bootstrap=bootstrap, seed=seed, min_size=min_size, out_dir=out_dir)
+        written = engine.build_report(run_dir, by=list(by) or None, baseline=baseline, score=score, bootstrap=bootstrap, seed=seed, min_size=min_size, out_dir=out_dir)
     except (ReportError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     result, target = written.report, written.out_dir
@@ -358,23 +419,10 @@ def report(
     out.print(f"{len(written.files)} files -> {target}  (open {target / 'report.html'})", highlight=False)
 
 
-app.add_typer(cache_app, name="cache", help="Merge shard caches; stats, vacuum and export of a cache.")
-app.add_typer(batches_app, name="batches", help="List and cancel provider batch jobs (transport = \"batch\").")
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
-def personas(ctx: typer.Context) -> None:
-    """Build, inspect and summarise survey personas (mtpa-engine personas --help)."""
-    # Imported on use: the survey readers (pyreadstat, numpy) took ~0.8 s of every command's start-up.
-    from persona_builder.cli import app as personas_app
-
-    personas_app(ctx.args, prog_name="mtpa-engine personas")
-
-
 def entry() -> NoReturn:
     """The `mtpa-engine` command: run the app, then leave without the interpreter's teardown.
 
-    Tearing down the ~850 modules a run imports (polars, numpy, aiohttp, pydantic) took ~0.18 s of CPU after
+    Tearing down the ~850 modules a run imports (polars, numpy, aiohttp) took ~0.18 s of CPU after
     the last line was printed, a fifth of a 10-call API run (bench/startup.py). Once the command has
     returned, with no thread but this one left, nothing remains to do but what atexit holds (logging's flush,
     coverage's save) and the standard streams' buffers: both are run and flushed, then the process ends with

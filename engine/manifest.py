@@ -17,7 +17,7 @@ from bench_adapters.rubric import Rubric
 from engine.config import GridConfig
 from engine.grid import option_defaults
 
-_PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "typer", "tenacity")
+_PACKAGES = ("mtpa-engine", "polars", "orjson", "openai", "aiohttp", "torch", "transformers", "click", "tenacity")
 
 
 def package_versions() -> dict[str, str | None]:

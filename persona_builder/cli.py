@@ -9,23 +9,22 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
-
+import click
 import orjson
-import typer
+from click.exceptions import Exit
 
 from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build, parse_years
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
 from persona_builder.render import FORMATS, render, subset_problem
 
-app = typer.Typer(help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
-                  no_args_is_help=True)
+app = click.Group("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
+                  context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> Exit:
     print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(code=2)
+    return Exit(2)
 
 
 def _persona_file(directory: Path) -> Path:
@@ -36,22 +35,22 @@ def _persona_file(directory: Path) -> Path:
 
 
 @app.command("build")
-def build_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output folder for personas.parquet, personas.jsonl, report.json.")],
-    wvs: Annotated[Optional[Path], typer.Option("--wvs", help="WVS-7 cross-national CSV.")] = None,
-    joint: Annotated[Optional[Path], typer.Option("--joint", help="EVS/WVS joint 2017-2022 file (.csv, .dta or .sav).")] = None,
-    gss: Annotated[Optional[Path], typer.Option("--gss", help="GSS file (.dta, .sav or Data Explorer .csv).")] = None,
-    inputs: Annotated[Optional[list[str]], typer.Option("--input", help="SURVEY=FILE for any survey in the catalog (repeatable).")] = None,
-    n: Annotated[int, typer.Option("--n", help="Number of personas.")] = DEFAULT_N,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
-    max_missing: Annotated[float, typer.Option("--max-missing", help="Drop a survey's trait above this missing share.")] = DEFAULT_MAX_MISSING,
-    weights: Annotated[bool, typer.Option("--weights/--no-weights", help="Use survey weights for strata shares and draws (rows without a weight are dropped).")] = False,
-    years: Annotated[Optional[str], typer.Option("--years", help="Interview years to keep: 2018 or 2016-2022.")] = None,
-    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Trait catalog (default: the packaged one).")] = None,
-) -> None:
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for personas.parquet, personas.jsonl, report.json.")
+@click.option("--wvs", type=click.Path(path_type=Path), help="WVS-7 cross-national CSV.")
+@click.option("--joint", type=click.Path(path_type=Path), help="EVS/WVS joint 2017-2022 file (.csv, .dta or .sav).")
+@click.option("--gss", type=click.Path(path_type=Path), help="GSS file (.dta, .sav or Data Explorer .csv).")
+@click.option("--input", "inputs", multiple=True, help="SURVEY=FILE for any survey in the catalog (repeatable).")
+@click.option("--n", type=int, default=DEFAULT_N, help="Number of personas.")
+@click.option("--seed", type=int, default=0, help="Sampling seed.")
+@click.option("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="Drop a survey's trait above this missing share.")
+@click.option("--weights/--no-weights", default=False, help="Use survey weights for strata shares and draws (rows without a weight are dropped).")
+@click.option("--years", help="Interview years to keep: 2018 or 2016-2022.")
+@click.option("--catalog", type=click.Path(path_type=Path), help="Trait catalog (default: the packaged one).")
+def build_cmd(out: Path, wvs: Path | None, joint: Path | None, gss: Path | None, inputs: tuple[str, ...], n: int, seed: int,
+              max_missing: float, weights: bool, years: str | None, catalog: Path | None) -> None:
     """Read the survey files, clean, stratify and write the persona set."""
     files = {k: v for k, v in (("wvs7", wvs), ("joint", joint), ("gss", gss)) if v is not None}
-    for item in inputs or []:
+    for item in inputs:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
             raise _fail(f"--input expects SURVEY=FILE, got {item!r}")
@@ -90,12 +89,11 @@ def build_cmd(
 
 
 @app.command("show")
-def show_cmd(
-    directory: Annotated[Path, typer.Argument(help="A build output folder (or a persona file).")],
-    persona_id: Annotated[str, typer.Option("--id", help="Persona id.")],
-    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "prose",
-    subset: Annotated[str, typer.Option("--subset", help="all, demographic, values or -TRAIT (leave one out), optionally +TRAIT for a trait shown only on request (all+year).")] = "all",
-) -> None:
+@click.argument("directory", type=click.Path(path_type=Path), help="A build output folder (or a persona file).")
+@click.option("--id", "persona_id", required=True, help="Persona id.")
+@click.option("--format", "fmt", default="prose", help=f"One of {', '.join(FORMATS)}.")
+@click.option("--subset", default="all", help="all, demographic, values or -TRAIT (leave one out), optionally +TRAIT for a trait shown only on request (all+year).")
+def show_cmd(directory: Path, persona_id: str, fmt: str, subset: str) -> None:
     """Print one persona rendered as the model sees it."""
     try:
         path = directory if directory.is_file() else _persona_file(directory)
@@ -119,7 +117,8 @@ def _counts(title: str, values: list, total: int, top: int = 12) -> str:
 
 
 @app.command("stats")
-def stats_cmd(directory: Annotated[Path, typer.Argument(help="A build output folder.")]) -> None:
+@click.argument("directory", type=click.Path(path_type=Path), help="A build output folder.")
+def stats_cmd(directory: Path) -> None:
     """Summarise a persona set: sources, countries, regions, sex, age bands, years, trait coverage, strata fit."""
     try:
         personas = list(iter_personas(_persona_file(directory)))

@@ -11,24 +11,23 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
-
+import click
 import orjson
-import typer
+from click.exceptions import Exit
 from rich.table import Table
 
 from engine.console import CLIConsole, print_wide
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False, help="List and cancel provider batch jobs (transport = \"batch\").")
+app = click.Group("batches", help="List and cancel provider batch jobs (transport = \"batch\").")
 out = CLIConsole(soft_wrap=True)
 
 EXIT_BAD_INPUT = 2
 _COLUMNS = ("id", "remote_id", "grid", "model", "status", "provider_status", "requests", "done", "submitted", "finished", "message")
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> Exit:
     print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(EXIT_BAD_INPUT)
+    return Exit(EXIT_BAD_INPUT)
 
 
 def _open(grid: Path | None, cache: Path | None):
@@ -60,12 +59,11 @@ def _when(t: float | None) -> str:
 
 
 @app.command("list")
-def list_jobs(
-    grid: Annotated[Path | None, typer.Argument(help="The grid whose jobs to list (default: ./grid.toml when there is one; with --cache alone, every grid's).")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="The cache file (default: the grid's run.cache).")] = None,
-    live: Annotated[bool, typer.Option("--live", help="Only jobs not closed yet, as the cache records them (the provider is asked by a run, not here).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON.")] = False,
-) -> None:
+@click.argument("grid", required=False, type=click.Path(path_type=Path), help="The grid whose jobs to list (default: ./grid.toml when there is one; with --cache alone, every grid's).")
+@click.option("--cache", type=click.Path(path_type=Path), help="The cache file (default: the grid's run.cache).")
+@click.option("--live", is_flag=True, help="Only jobs not closed yet, as the cache records them (the provider is asked by a run, not here).")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+def list_jobs(grid: Path | None, cache: Path | None, live: bool, as_json: bool) -> None:
     """The batch jobs in the cache: local and provider ids, grid, model, status, requests and done, times."""
     if grid is None and cache is None and Path("grid.toml").is_file():
         grid = Path("grid.toml")  # as `batches cancel` does
@@ -83,11 +81,10 @@ def list_jobs(
 
 
 @app.command()
-def cancel(
-    job: Annotated[str | None, typer.Argument(metavar="JOB", help="A job's local or provider id (see `batches list`).")] = None,
-    all_jobs: Annotated[bool, typer.Option("--all", help="Cancel every live job of the grid.")] = False,
-    grid: Annotated[Path, typer.Option("--grid", help="The grid the jobs belong to (its models name the provider and key).")] = Path("grid.toml"),
-) -> None:
+@click.argument("job", required=False, help="A job's local or provider id (see `batches list`).")
+@click.option("--all", "all_jobs", is_flag=True, help="Cancel every live job of the grid.")
+@click.option("--grid", type=click.Path(path_type=Path), default=Path("grid.toml"), help="The grid the jobs belong to (its models name the provider and key).")
+def cancel(job: str | None, all_jobs: bool, grid: Path) -> None:
     """Ask the provider to cancel a job (or --all of the grid's); the next run collects what they finished."""
     from engine.batch import open_transport
     from engine.batch.store import SUBMITTED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from engine.cli import app
 from engine.grid import GridError, load_grid

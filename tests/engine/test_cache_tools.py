@@ -7,7 +7,7 @@ import sqlite3
 
 import orjson
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from engine.cache import ResponseCache
 from engine.cli import app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from engine.cli import app
 from engine.grid import GridError, load_grid

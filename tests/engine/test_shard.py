@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from engine.cli import app
 from engine.grid import load_grid

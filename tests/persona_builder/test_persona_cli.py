@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from persona_builder.catalog import DEFAULT_CATALOG, load_catalog
 from persona_builder.cli import app

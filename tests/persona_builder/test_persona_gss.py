@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from persona_builder.build import build
 from persona_builder.catalog import load_catalog
