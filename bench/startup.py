@@ -5,7 +5,8 @@ load on a shared machine) it times in fresh subprocesses:
 
 - `import engine.cli` (what every command pays before it does anything), and the modules a run imports
   (engine.cli, engine.runner, the OpenAI provider: aiohttp, polars, numpy, ...);
-- `python -m engine.cli run GRID --no-progress` on a 10-call grid (2 TruthfulQA questions, baseline + 4
+- `python -m engine run GRID --no-progress` (what the `mtpa-engine` console script runs; `-m engine.cli` in a
+  checkout from before engine/__main__.py) on a 10-call grid (2 TruthfulQA questions, baseline + 4
   personas) against the test suite's OpenAI-compatible server with no latency, a new cache each time:
   start-up, preflight, the calls, results, manifest and the Δ tables.
 
@@ -47,6 +48,11 @@ def timed(cmd: list[str], code: str, env: dict[str, str]) -> tuple[float, float,
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, proc.stderr
 
 
+def console(code: str) -> str:
+    """The module the `mtpa-engine` console script runs in that checkout."""
+    return "engine" if (Path(code) / "engine" / "__main__.py").is_file() else "engine.cli"
+
+
 def slowest_imports(stderr: str, n: int = 15) -> list[tuple[int, str]]:
     """Top-level modules of a `-X importtime` report by cumulative µs."""
     rows = []
@@ -68,9 +74,9 @@ def main() -> None:
     env = {"OPENAI_API_KEY": "x", "PATH": os.environ.get("PATH", "")}
     py = sys.executable
     cases = {
-        "import engine.cli": lambda grid: [py, "-c", "import engine.cli"],
-        "import a run's modules": lambda grid: [py, "-c", RUN_IMPORTS],
-        "10-call API run": lambda grid: [py, "-m", "engine.cli", "run", str(grid), "--no-progress"],
+        "import engine.cli": lambda grid, code: [py, "-c", "import engine.cli"],
+        "import a run's modules": lambda grid, code: [py, "-c", RUN_IMPORTS],
+        "10-call API run": lambda grid, code: [py, "-m", console(code), "run", str(grid), "--no-progress"],
     }
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with openai_server(0.0) as base_url, tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +84,7 @@ def main() -> None:
             for case, cmd in cases.items():
                 for name, code in codes.items():
                     grid = write_grid(Path(tmp), base_url, 4, 2, 10, name=f"s{i}{name}")  # a new cache: 10 calls
-                    wall, cpu, _ = timed(cmd(grid), code, env)
+                    wall, cpu, _ = timed(cmd(grid, code), code, env)
                     got.setdefault((case, name), []).append((wall, cpu))
         print(f"median (min) over {args.runs} runs, seconds; " + "; ".join(f"{k}: {v}" for k, v in codes.items()))
         print(f"{'':24} {'checkout':>8} {'wall':>14} {'CPU':>14}")
@@ -88,7 +94,7 @@ def main() -> None:
                 print(f"{case:24} {name:>8} {statistics.median(walls):>7.3f} ({min(walls):.3f}) {statistics.median(cpus):>7.3f} ({min(cpus):.3f})")
         if args.importtime:
             grid = write_grid(Path(tmp), base_url, 4, 2, 10, name="importtime")
-            _, _, stderr = timed([py, "-X", "importtime", "-m", "engine.cli", "run", str(grid), "--no-progress"], str(REPO), env)
+            _, _, stderr = timed([py, "-X", "importtime", "-m", console(str(REPO)), "run", str(grid), "--no-progress"], str(REPO), env)
             print("\nslowest top-level imports of a run (this checkout), cumulative ms:")
             print(", ".join(f"{name} {us / 1000:.0f}" for us, name in slowest_imports(stderr)))
 

@@ -305,7 +305,16 @@ def _rows(sums: _Sums, ratios: Sequence[Ratio], cols: slice, test: str | None, c
             tested = _test(estimate, draws, clustered, data["questions"], data["personas"], min_size)
             data[f"{r.name}_lo"], data[f"{r.name}_hi"], data["p"] = tested["lo"], tested["hi"], tested["p"]
             data["p_method"] = tested["p_method"]
-    return pl.DataFrame(data).fill_nan(None)
+    return pl.DataFrame([_column(name, values) for name, values in data.items()]).fill_nan(None)
+
+
+def _column(name: str, values: np.ndarray | list) -> pl.Series:
+    """A table column from a list, never from the array itself: polars reads any numpy array through numpy.ma
+    (np.ma.getmask), whose import was ~10 ms of a 10-call run's closing tables (bench/startup.py). A column here
+    holds one value per subgroup, so the copy is small; the values and dtypes are the array's."""
+    if isinstance(values, np.ndarray):
+        return pl.Series(name, values.tolist(), dtype=pl.Int64 if values.dtype.kind == "i" else pl.Float64)
+    return pl.Series(name, values)
 
 
 def _finish(frames: list[pl.DataFrame], settings: Settings, test: str | None) -> pl.DataFrame:
@@ -319,5 +328,5 @@ def _finish(frames: list[pl.DataFrame], settings: Settings, test: str | None) ->
         for name in (BOOTSTRAP, CLUSTER_T):  # one BH family per method: small groups never dilute, nor are diluted by, large ones
             rows = method == name
             q[rows] = benjamini_hochberg(p[rows])
-        table = table.with_columns(pl.Series("q_bh", q).fill_nan(None))
+        table = table.with_columns(_column("q_bh", q).fill_nan(None))
     return table.with_columns(((pl.col("personas") > 0) & (pl.col("personas") < settings.min_size)).alias("small"))

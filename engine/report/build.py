@@ -13,7 +13,7 @@ import polars as pl
 
 from engine.report import effects, position
 from engine.report.aggregate import OVERALL, Index, Settings, Spec
-from engine.report.load import ReportError, Run
+from engine.report.load import ReportError, Run, query_engine
 
 DEFAULT_BY = ("country", "region", "sex", "age_band")
 RUN_TABLES_BY: tuple[Spec, ...] = (("country",), ("sex",))  # what a run prints and writes when it ends
@@ -67,6 +67,13 @@ def parse_by(values: list[str]) -> tuple[Spec, ...]:
 
 
 def build_report(run: Run, options: ReportOptions = ReportOptions()) -> Report:
+    """Every table of the report on `run` (a run read into memory queried by polars' in-memory engine:
+    engine.report.load.query_engine). Raises ReportError for an unknown `options.by` trait."""
+    with query_engine(run.in_memory):
+        return _build(run, options)
+
+
+def _build(run: Run, options: ReportOptions) -> Report:
     specs = options.by if options.by is not None else tuple((t,) for t in DEFAULT_BY if t in run.traits)
     unknown = sorted({t for spec in specs for t in spec} - set(run.traits))
     if unknown:

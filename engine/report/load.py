@@ -11,7 +11,9 @@ debiased item scores; `rows` keeps the per-order rows for the position diagnosti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,12 @@ from engine.results import read_results, results_glob
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
 UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
+# Results whose Parquet parts take up to this many bytes on disk are read into memory once (a few times that
+# decoded: responses are text) and queried by polars' in-memory engine (query_engine): the report asks ~20
+# queries of them, each of which re-read every part and paid the streaming engine's set-up; a 10-call run's
+# closing tables took ~0.125 s, now ~0.08 s (bench/startup.py). Larger runs are streamed by every query, so the
+# report's memory stays flat in the run's size (bench/report_scale.py: 10 M rows).
+IN_MEMORY_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Run:
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
     manifest: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # manifest.json ({} if none)
+    in_memory: bool = False  # the results were read into memory (IN_MEMORY_BYTES): see query_engine
 
     def rescored(self, score: str) -> Run:
         """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
@@ -78,13 +87,18 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
     """`score` None: the grid's `[run] score` (from the manifest), else primary. Raises ReportError for a
     directory without results, an unknown baseline, or `score = "p_gold"` on a run without any p_gold."""
     run_dir = Path(run_dir)
-    if not list((run_dir / "results").glob("*.parquet")):
+    parts = list((run_dir / "results").glob("*.parquet"))
+    if not parts:
         raise ReportError(f"{run_dir}: no results ({results_glob(run_dir)} matches nothing); is this a run directory?")
     manifest = _manifest(run_dir)
     score = score or manifest.get("config", {}).get("run", {}).get("score") or "primary"
     rows = read_results(run_dir)
-    results, notes = scored(rows, score, run_dir)
-    present = rows.select(pl.col("condition").unique()).collect()["condition"].to_list()
+    in_memory = sum(part.stat().st_size for part in parts) <= IN_MEMORY_BYTES
+    with query_engine(in_memory):
+        if in_memory:
+            rows = rows.collect().lazy()
+        results, notes = scored(rows, score, run_dir)
+        present = rows.select(pl.col("condition").unique()).collect()["condition"].to_list()
     conditions = _conditions(manifest, present)
     return Run(
         dir=run_dir,
@@ -99,7 +113,21 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
         score=score,
         notes=notes,
         manifest=manifest,
+        in_memory=in_memory,
     )
+
+
+@contextlib.contextmanager
+def query_engine(in_memory: bool) -> Iterator[None]:
+    """Polars' in-memory engine for the queries of results read into memory (IN_MEMORY_BYTES), its default
+    (streaming) engine otherwise. Streaming cost ~1 ms of set-up a query, ~18% of a 10-call run's closing
+    tables (bench/startup.py); a large run's queries stream its files. Polars' engine setting is the process's:
+    it is restored on leaving, and meanwhile another thread's queries run on the same engine (same results)."""
+    if not in_memory:
+        yield
+        return
+    with pl.Config(engine_affinity="in-memory"):
+        yield
 
 
 def scored(rows: pl.LazyFrame, score: str, run_dir: Path) -> tuple[pl.LazyFrame, tuple[str, ...]]:
