@@ -26,11 +26,12 @@ from engine.results import read_results, results_glob
 MISSING = "(missing)"  # a persona without a trait is its own subgroup, never dropped
 SCORES = ("primary", "p_gold")  # what `value` is: the benchmark's primary score, or the probability of the gold
 UNIT = ("model", "benchmark", "condition", "item_id", "persona_id", "sample")  # one question as one persona saw it
-# Results whose Parquet parts take up to this many bytes on disk are read into memory once (a few times that
-# decoded: responses are text) and queried by polars' in-memory engine (query_engine): the report asks ~20
-# queries of them, each of which re-read every part and paid the streaming engine's set-up; a 10-call run's
-# closing tables took ~0.125 s, now ~0.08 s (bench/startup.py). Larger runs are streamed by every query, so the
-# report's memory stays flat in the run's size (bench/report_scale.py: 10 M rows).
+# Results of at most this many rows, whose Parquet parts take at most this many bytes on disk, are read into
+# memory once (~0.5 KB a row, more with long responses) and queried by polars' in-memory engine (query_engine):
+# the report asks ~20 queries of them, each of which re-read every part and paid the streaming engine's set-up;
+# a 10-call run's closing tables took ~0.125 s, now ~0.08 s (bench/startup.py). Larger runs are streamed by
+# every query, so the report's memory stays flat in the run's size (bench/report_scale.py: 10 M rows in 5 MB).
+IN_MEMORY_ROWS = 100_000
 IN_MEMORY_BYTES = 16 * 2**20
 
 
@@ -60,7 +61,7 @@ class Run:
     score: str = "primary"  # what `value` holds: one of SCORES
     notes: tuple[str, ...] = ()  # what the chosen score left out, for the report's text
     manifest: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # manifest.json ({} if none)
-    in_memory: bool = False  # the results were read into memory (IN_MEMORY_BYTES): see query_engine
+    in_memory: bool = False  # the results were read into memory (IN_MEMORY_ROWS, IN_MEMORY_BYTES): see query_engine
 
     def rescored(self, score: str) -> Run:
         """The same run with `value` on another score (e.g. p_gold beside the primary score)."""
@@ -93,7 +94,8 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
     manifest = _manifest(run_dir)
     score = score or manifest.get("config", {}).get("run", {}).get("score") or "primary"
     rows = read_results(run_dir)
-    in_memory = sum(part.stat().st_size for part in parts) <= IN_MEMORY_BYTES
+    # bytes first (a stat per part); rows from the parts' footers: synthetic results compress 1,000-fold
+    in_memory = sum(part.stat().st_size for part in parts) <= IN_MEMORY_BYTES and rows.select(pl.len()).collect().item() <= IN_MEMORY_ROWS
     with query_engine(in_memory):
         if in_memory:
             rows = rows.collect().lazy()
@@ -119,7 +121,7 @@ def open_run(run_dir: Path, baseline: str | None = None, score: str | None = Non
 
 @contextlib.contextmanager
 def query_engine(in_memory: bool) -> Iterator[None]:
-    """Polars' in-memory engine for the queries of results read into memory (IN_MEMORY_BYTES), its default
+    """Polars' in-memory engine for the queries of results read into memory (IN_MEMORY_ROWS), its default
     (streaming) engine otherwise. Streaming cost ~1 ms of set-up a query, ~18% of a 10-call run's closing
     tables (bench/startup.py); a large run's queries stream its files. Polars' engine setting is the process's:
     it is restored on leaving, and meanwhile another thread's queries run on the same engine (same results)."""
