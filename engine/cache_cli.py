@@ -9,22 +9,20 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+
 import click
 import orjson
 from click.exceptions import Exit
 from rich.console import Console
 from rich.table import Table
 
-app = click.Group("cache", help="Merge shard caches; stats, vacuum and export of a cache.")
+from engine.cli_group import CommandGroup
+from engine.cli_group import fail as _fail
+
+app = CommandGroup("cache", help="Merge shard caches; stats, vacuum and export of a cache.")
 out = Console(soft_wrap=True)  # a path or key list is never broken across lines
 
-EXIT_BAD_INPUT = 2
 EXIT_CORRUPT = 1
-
-
-def _fail(message: str) -> Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return Exit(EXIT_BAD_INPUT)
 
 
 def _json(data: object) -> None:

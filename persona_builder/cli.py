@@ -9,22 +9,19 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
+
 import click
 import orjson
-from click.exceptions import Exit
 
+from engine.cli_group import CommandGroup
+from engine.cli_group import fail as _fail
 from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build, parse_years
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
 from persona_builder.render import FORMATS, render, subset_problem
 
-app = click.Group("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
-                  context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
-
-
-def _fail(message: str) -> Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return Exit(2)
+app = CommandGroup("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
+                   context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
 
 
 def _persona_file(directory: Path) -> Path:
