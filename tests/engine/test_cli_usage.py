@@ -22,6 +22,13 @@ from engine.cli import app
         (["cache", "merge", "out.sqlite"], "error: Missing argument 'IN...'. (Usage: mtpa-engine cache merge [OPTIONS] OUT IN...)"),
         (["personas", "show", "dir"], "error: Missing option '--id'. (Usage: mtpa-engine personas show [OPTIONS] DIRECTORY)"),
         (["batches", "cancel", "--every"], "error: No such option '--every'. (Usage: mtpa-engine batches cancel [OPTIONS] [JOB])"),
+        # click raises an option's parse errors without the command: the line still names its usage
+        (["report", "r", "--by"], "error: Option '--by' requires an argument. (Usage: mtpa-engine report [OPTIONS] RUN_DIR)"),
+        (["run", "g.toml", "--dry-run=yes"], "error: Option '--dry-run' does not take a value. (Usage: mtpa-engine run [OPTIONS] GRID)"),
+        (["cache", "stats", "c.sqlite", "--json=1"], "error: Option '--json' does not take a value. (Usage: mtpa-engine cache stats [OPTIONS] CACHE)"),
+        # a count is "a valid integer", not click's "integer range"
+        (["report", "r", "--bootstrap", "1.5"], "error: Invalid value for '--bootstrap': '1.5' is not a valid integer. (Usage: mtpa-engine report [OPTIONS] RUN_DIR)"),
+        (["cache", "stats", "a.sqlite", "b.sqlite"], "error: Got unexpected extra argument (b.sqlite) (Usage: mtpa-engine cache stats [OPTIONS] CACHE)"),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(args, line):
@@ -30,9 +37,47 @@ def test_a_usage_error_is_one_line_and_exit_2(args, line):
     assert isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.parametrize(("args", "commands"), [([], ["run", "report", "personas", "cache", "batches"]), (["cache"], ["export", "merge", "stats", "vacuum"])])
+def _command_list(help_text: str) -> dict[str, str]:
+    """The help's command list: {name: its line, wrapped lines joined}, in the order shown."""
+    rows: dict[str, str] = {}
+    for line in help_text[help_text.index("Commands:"):].splitlines()[1:]:
+        if line.startswith("  ") and not line.startswith("   "):
+            name, _, text = line.strip().partition(" ")
+            rows[name] = text.strip()
+        elif line.strip():
+            rows[name] += " " + line.strip()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("args", "commands"),
+    [
+        ([], ["run", "report", "personas", "cache", "batches"]),
+        (["cache"], ["merge", "stats", "vacuum", "export"]),  # as declared, as the README lists them (click sorts)
+        (["batches"], ["list", "cancel"]),
+        (["personas"], ["build", "show", "stats"]),
+    ],
+)
 def test_a_group_named_alone_prints_its_help_and_exits_2(args, commands):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
-    listed = result.stderr[result.stderr.index("Commands:"):].splitlines()[1:]
-    assert [row.split()[0] for row in listed if row.startswith("  ") and not row.startswith("   ")] == commands
+    assert list(_command_list(result.stderr)) == commands
+
+
+def test_a_command_list_shows_each_commands_first_paragraph_whole():
+    """click cut each line to its first sentence and the terminal's width ("Merge caches by key: the first
+    answer stands, conflicting..."); typer showed the paragraph."""
+    listed = _command_list(CliRunner().invoke(app, ["cache", "--help"], terminal_width=60).stdout)
+    assert listed == {
+        "merge": "Merge caches by key: the first answer stands, conflicting answers are counted; integrity-checked after.",
+        "stats": "Entries and tokens per model, first and last write, errors by kind, file size and reclaimable space.",
+        "vacuum": "Compact a cache: checkpoint the WAL, VACUUM, integrity check. Answers are never deleted.",
+        "export": "Export the cache's entries, ordered by key, as JSON lines or CSV.",
+    }
+
+
+def test_python_m_persona_builder_cli_prints_usage_errors_as_one_line():
+    from persona_builder.cli import app as personas_app
+
+    result = CliRunner().invoke(personas_app, ["show", "dir"], prog_name="python -m persona_builder.cli")
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", "error: Missing option '--id'. (Usage: python -m persona_builder.cli show [OPTIONS] DIRECTORY)\n")
