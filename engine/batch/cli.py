@@ -21,7 +21,7 @@ from engine.cli_group import fail as _fail
 from engine.console import CLIConsole, print_wide
 
 app = CommandGroup("batches", help="List and cancel provider batch jobs (transport = \"batch\").")
-out = CLIConsole(soft_wrap=True)
+out = CLIConsole(soft_wrap=True, markup=False, emoji=False, highlight=False)  # ids, paths and provider messages as they are
 
 _COLUMNS = ("id", "remote_id", "grid", "model", "status", "provider_status", "requests", "done", "submitted", "finished", "message")
 
@@ -122,6 +122,6 @@ def cancel(job: str | None, all_jobs: bool, grid: Path) -> None:
         return lines
 
     if not jobs:
-        out.print(f"no submitted batch job of grid '{config.run.name}' in {store.cache.path}", highlight=False)
+        out.print(f"no submitted batch job of grid '{config.run.name}' in {store.cache.path}")
     for line in asyncio.run(cancel_all()):
-        out.print(line, highlight=False)
+        out.print(line)
