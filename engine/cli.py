@@ -38,7 +38,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from engine.cli_group import CommandGroup  # noqa: E402
+from engine.cli_group import CommandGroup, Count, WholeNumber  # noqa: E402
 from engine.console import CLIConsole, print_wide  # noqa: E402
 
 if TYPE_CHECKING:
@@ -81,13 +81,6 @@ class _LazyGroup(CommandGroup):
 
     def fail(self, message: str) -> Exit:
         return _fail(message)
-
-
-class _Count(click.IntRange):
-    """A whole number from `min`: click's IntRange names itself "integer range" in its errors ("'1.5' is not a
-    valid integer range"), read as if a range were asked for."""
-
-    name = "integer"
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -185,7 +178,7 @@ def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
 @click.option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")
 @click.option("--cache", type=click.Path(path_type=Path), help="Use this cache file instead of the grid's run.cache.")
 @click.option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")
-@click.option("--show-prompts", type=int, metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")
+@click.option("--show-prompts", type=WholeNumber(), metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")
 def run(grid: Path, dry_run: bool, summary_json: Path | None, progress: bool, budget: float | None, shard: str | None,
         cache: Path | None, ray: str | None, show_prompts: int | None) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
@@ -376,9 +369,9 @@ def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
 @click.argument("run_dir", type=click.Path(path_type=Path), help="A run directory (results/, personas.parquet, manifest.json).")
 @click.option("--by", multiple=True, help="Subgroup trait, repeatable; join traits with + for an intersection (sex+age_band). Default: country, region, sex, age_band.")
 @click.option("--baseline", help="Condition to pair against. Default: the grid's no-persona condition.")
-@click.option("--bootstrap", type=_Count(min=0), default=1000, help="Paired bootstrap resamples (0: point estimates only).")
-@click.option("--seed", type=_Count(min=0), default=0, help="Bootstrap seed.")
-@click.option("--min-size", type=_Count(min=1), default=30, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")
+@click.option("--bootstrap", type=Count(min=0), default=1000, help="Paired bootstrap resamples (0: point estimates only).")
+@click.option("--seed", type=Count(min=0), default=0, help="Bootstrap seed.")
+@click.option("--min-size", type=Count(min=1), default=30, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")
 @click.option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder. Default: RUN_DIR/report.")
 def report(run_dir: Path, by: tuple[str, ...], baseline: str | None, bootstrap: int, seed: int, min_size: int, score: str | None, out_dir: Path | None) -> None:

@@ -1,5 +1,5 @@
 """The click classes of every mtpa-engine command line (`mtpa-engine` and its `cache`, `batches` and `personas`
-groups, and `python -m persona_builder.cli`): help and usage errors as the typer version showed them.
+groups, and `python -m persona_builder.cli`): help, usage errors and whole numbers as the typer version had them.
 
 Imports click only: `persona_builder.cli` uses it too, so a module here must never import the engine or the
 persona builder (`mtpa-engine --help` and `cache` start without either)."""
@@ -30,6 +30,26 @@ def first_paragraph(command: click.Command) -> str:
     if command.short_help:
         return inspect.cleandoc(command.short_help)
     return " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+
+
+class WholeNumber(click.types.IntParamType):
+    """An integer option, read as typer read it (pydantic's lax int, pydantic-core 2.x): '10', ' 10 ', '1_0' and
+    '10.0' (only zeros after the point) are 10; '10.5', '10.' and '1e1' are not integers. click's own int refused
+    '10.0', which typer had taken."""
+
+    def convert(self, value, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, str):
+            whole, point, zeros = value.strip().partition(".")
+            if whole and point and zeros and not zeros.strip("0"):
+                value = whole
+        return super().convert(value, param, ctx)
+
+
+class Count(click.IntRange, WholeNumber):
+    """A whole number from `min` (WholeNumber). Named "integer" in errors: click's IntRange says "'1.5' is not a
+    valid integer range", read as if a range were asked for."""
+
+    name = "integer"
 
 
 class _UsageInParseErrors:

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import app
+from engine.cli_group import Count, WholeNumber
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,9 @@ from engine.cli import app
         (["cache", "stats", "c.sqlite", "--json=1"], "error: Option '--json' does not take a value. (Usage: mtpa-engine cache stats [OPTIONS] CACHE)"),
         # a count is "a valid integer", not click's "integer range"
         (["report", "r", "--bootstrap", "1.5"], "error: Invalid value for '--bootstrap': '1.5' is not a valid integer. (Usage: mtpa-engine report [OPTIONS] RUN_DIR)"),
+        (["report", "r", "--seed", "1e1"], "error: Invalid value for '--seed': '1e1' is not a valid integer. (Usage: mtpa-engine report [OPTIONS] RUN_DIR)"),
+        (["run", "g.toml", "--show-prompts", "2."], "error: Invalid value for '--show-prompts': '2.' is not a valid integer. (Usage: mtpa-engine run [OPTIONS] GRID)"),
+        (["personas", "build", "--out", "o", "--n", "0.5"], "error: Invalid value for '--n': '0.5' is not a valid integer. (Usage: mtpa-engine personas build [OPTIONS])"),
         (["cache", "stats", "a.sqlite", "b.sqlite"], "error: Got unexpected extra argument (b.sqlite) (Usage: mtpa-engine cache stats [OPTIONS] CACHE)"),
     ],
 )
@@ -81,3 +85,15 @@ def test_python_m_persona_builder_cli_prints_usage_errors_as_one_line():
 
     result = CliRunner().invoke(personas_app, ["show", "dir"], prog_name="python -m persona_builder.cli")
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", "error: Missing option '--id'. (Usage: python -m persona_builder.cli show [OPTIONS] DIRECTORY)\n")
+
+
+@pytest.mark.parametrize(("text", "number"), [("10", 10), (" 10 ", 10), ("1_000", 1000), ("+7", 7), ("10.0", 10), ("10.00", 10), ("-3.0", -3), ("-0.0", 0)])
+def test_a_whole_number_is_read_as_typer_read_it(text, number):
+    """typer (pydantic's lax int) took '10.0' for 10; click's int refused it."""
+    assert WholeNumber().convert(text, None, None) == number
+    assert Count(min=-5).convert(text, None, None) == number
+
+
+def test_a_whole_number_written_as_a_decimal_reaches_the_command():
+    result = CliRunner().invoke(app, ["report", "no-such-run", "--bootstrap", "10.0", "--min-size", "5.00"])
+    assert (result.exit_code, result.stderr) == (2, "error: no-such-run: no results (no-such-run/results/*.parquet matches nothing); is this a run directory?\n")
