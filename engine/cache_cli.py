@@ -9,22 +9,22 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+
 import click
 import orjson
 from click.exceptions import Exit
-from rich.console import Console
 from rich.table import Table
 
-app = click.Group("cache", help="Merge shard caches; stats, vacuum and export of a cache.")
-out = Console(soft_wrap=True)  # a path or key list is never broken across lines
+from engine.cli_group import CommandGroup
+from engine.cli_group import fail as _fail
+from engine.console import CLIConsole, print_wide
 
-EXIT_BAD_INPUT = 2
+app = CommandGroup("cache", help="Merge shard caches; stats, vacuum and export of a cache.")
+# A path or key list is never broken across lines, and printed as it is: a file named '[b]x.sqlite' was read as
+# markup ('x.sqlite'), ':x:' as an emoji.
+out = CLIConsole(soft_wrap=True, markup=False, emoji=False, highlight=False)
+
 EXIT_CORRUPT = 1
-
-
-def _fail(message: str) -> Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return Exit(EXIT_BAD_INPUT)
 
 
 def _json(data: object) -> None:
@@ -56,11 +56,11 @@ def merge(target: Path, inputs: tuple[Path, ...], as_json: bool) -> None:
             table.add_column(name, justify="left" if name == "input" else "right")
         for r in rows:
             table.add_row(r["input"], *(f"{r[k]:,}" for k in ("entries", "added", "same", "conflicts", "errors_added")))
-        out.print(table)
+        print_wide(out, table)  # whole paths when piped
         for r in rows:
             if r["conflicts"]:
-                out.print(f"{r['input']}: {r['conflicts']:,} keys answered differently, OUT's answer kept; first: {', '.join(r['conflict_keys'])}", highlight=False)
-        out.print(f"{report.entries:,} entries in {report.out}; integrity_check: {report.integrity}", highlight=False)
+                out.print(f"{r['input']}: {r['conflicts']:,} keys answered differently, OUT's answer kept; first: {', '.join(r['conflict_keys'])}")
+        out.print(f"{report.entries:,} entries in {report.out}; integrity_check: {report.integrity}")
     if report.integrity != "ok":
         raise Exit(EXIT_CORRUPT)
 
@@ -88,9 +88,9 @@ def stats(cache: Path, as_json: bool) -> None:
         table.add_column(name, justify="right" if name in ("entries", "prompt_tokens", "completion_tokens") else "left")
     for m in s["models"]:
         table.add_row(m["provider"], m["model"], f"{m['entries']:,}", f"{m['prompt_tokens'] or 0:,}", f"{m['completion_tokens'] or 0:,}", _when(m["first_at"]), _when(m["last_at"]))
-    out.print(table)
+    print_wide(out, table)
     kinds = ", ".join(f"{k} {n:,}" for k, n in s["errors"].items()) or "none"
-    out.print(f"errors logged {s['errors_total']:,} ({kinds}); of keys answered since: {s['errors_answered_since']:,}", highlight=False)
+    out.print(f"errors logged {s['errors_total']:,} ({kinds}); of keys answered since: {s['errors_answered_since']:,}")
 
 
 @app.command()
@@ -106,8 +106,7 @@ def vacuum(cache: Path, prune_errors: bool) -> None:
         raise _fail(str(exc)) from None
     out.print(
         f"{cache}: {r['bytes_before'] / 1e6:,.2f} MB -> {r['bytes_after'] / 1e6:,.2f} MB; errors pruned {r['errors_pruned']:,}; "
-        f"integrity_check: {r['integrity']}",
-        highlight=False,
+        f"integrity_check: {r['integrity']}"
     )
     if r["integrity"] != "ok":
         raise Exit(EXIT_CORRUPT)
@@ -125,4 +124,4 @@ def export(cache: Path, target: Path, model: str | None) -> None:
         n = cache_tools.export(cache, target, model)
     except cache_tools.CacheToolError as exc:
         raise _fail(str(exc)) from None
-    out.print(f"{n:,} entries -> {target}", highlight=False)
+    out.print(f"{n:,} entries -> {target}")

@@ -27,19 +27,18 @@ def _interrupted_at_start(signum: int, frame: object) -> None:
 if "pytest" not in sys.modules and threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, _interrupted_at_start)
 
-import contextlib  # noqa: E402
 import importlib  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import click  # noqa: E402
-from click.exceptions import Exit, NoArgsIsHelpError  # noqa: E402
+from click.exceptions import Exit  # noqa: E402
 import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from engine.cli_group import CommandGroup, Count, WholeNumber  # noqa: E402
 from engine.console import CLIConsole, print_wide  # noqa: E402
 
 if TYPE_CHECKING:
@@ -54,15 +53,15 @@ EXIT_BUDGET = 75  # sysexits' EX_TEMPFAIL: stopped on --budget, resumable like a
 EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mid-run (full disk, I/O error)
 
 
-class _LazyGroup(click.Group):
-    """A command group whose subgroups are imported when named (click's "Lazily Loading Subcommands" pattern,
-    https://click.palletsprojects.com/en/stable/complex/#lazily-loading-subcommands): `run` does not import the
-    cache tools, the batch commands or the persona builder, whose survey readers (pyreadstat, numpy) took ~0.8 s.
+class _LazyGroup(CommandGroup):
+    """The `mtpa-engine` group, whose subgroups are imported when named (click's "Lazily Loading Subcommands"
+    pattern, https://click.palletsprojects.com/en/stable/complex/#lazily-loading-subcommands): `run` does not
+    import the cache tools, the batch commands or the persona builder, whose survey readers (pyreadstat, numpy)
+    took ~0.8 s.
 
     `lazy` maps a command name to ("module:attribute" of its click command, its one-line help in the command
-    list), so `--help` lists every command without importing any of them. Commands are listed in the order
-    they are declared (the group's own, then the lazy ones), not sorted. A usage error (an unknown option or
-    command, a missing argument, a value out of range) is one line on stderr, exit 2, as bad input is."""
+    list), so `--help` lists every command without importing any of them, after the group's own. Its usage
+    errors are printed as the engine's bad input is (_fail)."""
 
     def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -77,34 +76,11 @@ class _LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attribute)
         return self.commands.get(cmd_name)
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """Each command with its whole first paragraph of help, wrapped (click cuts it to the terminal's width)."""
-        rows = [(name, cmd.get_short_help_str(limit=sys.maxsize)) for name, cmd in self.commands.items() if not cmd.hidden]
-        rows += [(name, help_line) for name, (_, help_line) in self.lazy.items()]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+    def command_help(self, name: str) -> str | None:
+        return self.lazy[name][1] if name in self.lazy else super().command_help(name)
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra) -> click.Context:
-        with _one_line_usage_errors():
-            return super().make_context(info_name, args, parent, **extra)
-
-    def invoke(self, ctx: click.Context):
-        with _one_line_usage_errors():  # a subcommand's own arguments are parsed in here
-            return super().invoke(ctx)
-
-
-@contextlib.contextmanager
-def _one_line_usage_errors() -> Iterator[None]:
-    """click's usage error (usage, a hint and the error on four lines) as one line, exit 2; a group named with
-    nothing after it still prints its help."""
-    try:
-        yield
-    except NoArgsIsHelpError:
-        raise
-    except click.UsageError as exc:
-        usage = f" ({' '.join(exc.ctx.get_usage().split())})" if exc.ctx is not None else ""
-        raise _fail(exc.format_message().replace("\n", " ") + usage) from None
+    def fail(self, message: str) -> Exit:
+        return _fail(message)
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -202,7 +178,7 @@ def print_frame(console: Console, frame: pl.DataFrame, title: str) -> None:
 @click.option("--shard", metavar="I/N", help="Run only shard I of N (0 <= I < N) of the cells, with its own cache and output folder; join the caches with `cache merge`.")
 @click.option("--cache", type=click.Path(path_type=Path), help="Use this cache file instead of the grid's run.cache.")
 @click.option("--ray", metavar="auto|ADDRESS", help="Run local/vllm models on Ray actors (executor = \"ray\") of the cluster at ADDRESS (auto: the running one).")
-@click.option("--show-prompts", type=int, metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")
+@click.option("--show-prompts", type=WholeNumber(), metavar="N", help="Print the first N rendered prompts of each benchmark x condition; call nothing.")
 def run(grid: Path, dry_run: bool, summary_json: Path | None, progress: bool, budget: float | None, shard: str | None,
         cache: Path | None, ray: str | None, show_prompts: int | None) -> None:
     """Run a grid: every persona x question x model x condition cell, resumable through the cache."""
@@ -393,9 +369,9 @@ def _errors_frame(errors: dict[str, int]) -> pl.DataFrame:
 @click.argument("run_dir", type=click.Path(path_type=Path), help="A run directory (results/, personas.parquet, manifest.json).")
 @click.option("--by", multiple=True, help="Subgroup trait, repeatable; join traits with + for an intersection (sex+age_band). Default: country, region, sex, age_band.")
 @click.option("--baseline", help="Condition to pair against. Default: the grid's no-persona condition.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, help="Paired bootstrap resamples (0: point estimates only).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, help="Bootstrap seed.")
-@click.option("--min-size", type=click.IntRange(min=1), default=30, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")
+@click.option("--bootstrap", type=Count(min=0), default=1000, help="Paired bootstrap resamples (0: point estimates only).")
+@click.option("--seed", type=Count(min=0), default=0, help="Bootstrap seed.")
+@click.option("--min-size", type=Count(min=1), default=30, help="Groups with fewer personas are flagged (never hidden); with fewer personas or questions, Δ is tested by cluster-robust t.")
 @click.option("--score", help="What Δ is computed on: primary (the benchmark's score) or p_gold (probability on the correct option). Default: the grid's [run] score, else primary.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder. Default: RUN_DIR/report.")
 def report(run_dir: Path, by: tuple[str, ...], baseline: str | None, bootstrap: int, seed: int, min_size: int, score: str | None, out_dir: Path | None) -> None:

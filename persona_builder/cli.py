@@ -9,22 +9,19 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
+
 import click
 import orjson
-from click.exceptions import Exit
 
+from engine.cli_group import CommandGroup, WholeNumber
+from engine.cli_group import fail as _fail
 from persona_builder.build import DEFAULT_MAX_MISSING, DEFAULT_N, JSONL, PARQUET, REPORT, build, parse_years
 from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
 from persona_builder.render import FORMATS, render, subset_problem
 
-app = click.Group("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
-                  context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
-
-
-def _fail(message: str) -> Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return Exit(2)
+app = CommandGroup("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
+                   context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
 
 
 def _persona_file(directory: Path) -> Path:
@@ -40,8 +37,8 @@ def _persona_file(directory: Path) -> Path:
 @click.option("--joint", type=click.Path(path_type=Path), help="EVS/WVS joint 2017-2022 file (.csv, .dta or .sav).")
 @click.option("--gss", type=click.Path(path_type=Path), help="GSS file (.dta, .sav or Data Explorer .csv).")
 @click.option("--input", "inputs", multiple=True, help="SURVEY=FILE for any survey in the catalog (repeatable).")
-@click.option("--n", type=int, default=DEFAULT_N, help="Number of personas.")
-@click.option("--seed", type=int, default=0, help="Sampling seed.")
+@click.option("--n", type=WholeNumber(), default=DEFAULT_N, help="Number of personas.")
+@click.option("--seed", type=WholeNumber(), default=0, help="Sampling seed.")
 @click.option("--max-missing", type=float, default=DEFAULT_MAX_MISSING, help="Drop a survey's trait above this missing share.")
 @click.option("--weights/--no-weights", default=False, help="Use survey weights for strata shares and draws (rows without a weight are dropped).")
 @click.option("--years", help="Interview years to keep: 2018 or 2016-2022.")

@@ -11,23 +11,19 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+
 import click
 import orjson
-from click.exceptions import Exit
 from rich.table import Table
 
+from engine.cli_group import CommandGroup
+from engine.cli_group import fail as _fail
 from engine.console import CLIConsole, print_wide
 
-app = click.Group("batches", help="List and cancel provider batch jobs (transport = \"batch\").")
-out = CLIConsole(soft_wrap=True)
+app = CommandGroup("batches", help="List and cancel provider batch jobs (transport = \"batch\").")
+out = CLIConsole(soft_wrap=True, markup=False, emoji=False, highlight=False)  # ids, paths and provider messages as they are
 
-EXIT_BAD_INPUT = 2
 _COLUMNS = ("id", "remote_id", "grid", "model", "status", "provider_status", "requests", "done", "submitted", "finished", "message")
-
-
-def _fail(message: str) -> Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return Exit(EXIT_BAD_INPUT)
 
 
 def _open(grid: Path | None, cache: Path | None):
@@ -126,6 +122,6 @@ def cancel(job: str | None, all_jobs: bool, grid: Path) -> None:
         return lines
 
     if not jobs:
-        out.print(f"no submitted batch job of grid '{config.run.name}' in {store.cache.path}", highlight=False)
+        out.print(f"no submitted batch job of grid '{config.run.name}' in {store.cache.path}")
     for line in asyncio.run(cancel_all()):
-        out.print(line, highlight=False)
+        out.print(line)

@@ -189,3 +189,19 @@ def test_a_cache_of_a_newer_layout_is_refused_by_every_tool(tmp_path, two):
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '99')")
     for args in (("stats", two[0]), ("export", two[0], tmp_path / "o.jsonl"), ("merge", tmp_path / "m.sqlite", two[0]), ("vacuum", two[0])):
         assert "cache layout 99, this engine knows up to" in _invoke("cache", *args, code=2).stderr
+
+
+def test_file_names_are_printed_as_they_are_and_whole_when_piped(tmp_path, two):
+    """A name with brackets was read as console markup ('[b]x.sqlite' printed 'x.sqlite'), ':x:' as an emoji, and
+    a long input's name was cut to '…' in the merge table when piped."""
+    a, b = two
+    odd = tmp_path / "[b]shard:x:.sqlite"
+    long = tmp_path / ("shard-" + "0" * 90 + ".sqlite")
+    a.rename(odd)
+    b.rename(long)
+    merged = tmp_path / "[red]merged.sqlite"
+    rows = [line for line in _invoke("cache", "merge", merged, odd, long).stdout.splitlines() if line.startswith("│")]
+    assert [line.strip("│ ").split(" │")[0].strip() for line in rows] == [str(odd), str(long)]
+    assert _invoke("cache", "stats", odd).stdout.startswith(f"{odd}: 3 entries,")
+    assert _invoke("cache", "vacuum", merged).stdout.startswith(f"{merged}: ")
+    assert _invoke("cache", "export", odd, tmp_path / "[i]all.jsonl").stdout == f"3 entries -> {tmp_path / '[i]all.jsonl'}\n"
