@@ -99,7 +99,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     "mtpa-engine",
     cls=_LazyGroup,
     lazy={
-        "personas": ("persona_builder.cli:app", "Build, inspect and summarise survey personas (mtpa-engine personas --help)."),
+        "personas": ("engine.personas_cli:app", "Build, inspect and summarise survey personas (mtpa-engine personas --help)."),
         "cache": ("engine.cache_cli:app", "Merge shard caches; stats, vacuum and export of a cache."),
         "batches": ("engine.batch.cli:app", "List and cancel provider batch jobs (transport = \"batch\")."),
     },

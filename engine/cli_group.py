@@ -1,8 +1,7 @@
 """The click classes of every mtpa-engine command line (`mtpa-engine` and its `cache`, `batches` and `personas`
-groups, and `python -m persona_builder.cli`): help, usage errors and whole numbers as the typer version had them.
+groups): help, usage errors and whole numbers as the typer version had them.
 
-Imports click only: `persona_builder.cli` uses it too, so a module here must never import the engine or the
-persona builder (`mtpa-engine --help` and `cache` start without either)."""
+Imports click only: `mtpa-engine --help` and `cache` start without the engine's or the persona builder's modules."""
 
 from __future__ import annotations
 

@@ -80,13 +80,6 @@ def test_a_command_list_shows_each_commands_first_paragraph_whole():
     }
 
 
-def test_python_m_persona_builder_cli_prints_usage_errors_as_one_line():
-    from persona_builder.cli import app as personas_app
-
-    result = CliRunner().invoke(personas_app, ["show", "dir"], prog_name="python -m persona_builder.cli")
-    assert (result.exit_code, result.stdout, result.stderr) == (2, "", "error: Missing option '--id'. (Usage: python -m persona_builder.cli show [OPTIONS] DIRECTORY)\n")
-
-
 @pytest.mark.parametrize(("text", "number"), [("10", 10), (" 10 ", 10), ("1_000", 1000), ("+7", 7), ("10.0", 10), ("10.00", 10), ("-3.0", -3), ("-0.0", 0)])
 def test_a_whole_number_is_read_as_typer_read_it(text, number):
     """typer (pydantic's lax int) took '10.0' for 10; click's int refused it."""

@@ -37,7 +37,7 @@ entry()
 
 # The commands `run` does not use, loaded when named (engine.cli's lazy groups), and typer, whose pydantic
 # adapters cost every command ~0.07 s before the CLI moved to click.
-LAZY_COMMANDS = {"engine.cache_cli", "engine.batch.cli", "persona_builder.cli"}
+LAZY_COMMANDS = {"engine.cache_cli", "engine.batch.cli", "engine.personas_cli"}
 NOT_ON_ANY_RUN = LAZY_COMMANDS | {"typer", "pydantic", "pydantic_core"}
 
 # Never on an API run: survey readers and the personas builder, the local/vLLM backends and the SDK

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from persona_builder.build import build
 from persona_builder.catalog import load_catalog
-from persona_builder.cli import app
+from engine.personas_cli import app
 from persona_builder.harmonize import harmonize
 from persona_builder.persona import PersonaFileError, iter_personas, load_personas
 from persona_builder.render import render

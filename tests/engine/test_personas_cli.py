@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
+import persona_builder.testing
+from engine.personas_cli import app
 from persona_builder.catalog import DEFAULT_CATALOG, load_catalog
-from persona_builder.cli import app
 from persona_builder.persona import load_personas
 from persona_builder.render import render
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Synthetic WVS-7, joint and GSS files (persona_builder/testing.py: generated, never real respondents)."""
+    return persona_builder.testing.write_all(tmp_path_factory.mktemp("surveys"))
 
 runner = CliRunner()
 

@@ -1,7 +1,7 @@
-"""`personas` commands: build a persona set from survey files, show one persona, summarise a build.
+"""`mtpa-engine personas ...`: build a persona set from survey files, show one persona, summarise a build.
 
-Mounted into the main CLI as `mtpa-engine personas ...`; also runnable as `python -m persona_builder.cli`.
-"""
+A shell over the persona_builder library, as engine.cache_cli is over the cache tools: persona_builder itself
+imports nothing of the engine (personas are where the flow starts)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from persona_builder.catalog import load_catalog
 from persona_builder.persona import PersonaFileError, iter_personas
 from persona_builder.render import FORMATS, render, subset_problem
 
-app = CommandGroup("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.",
-                   context_settings={"show_default": True})  # as `mtpa-engine`'s, for `python -m persona_builder.cli`
+app = CommandGroup("personas", help="Build survey-respondent personas (WVS-7, EVS/WVS joint, GSS), show and summarise them.")
 
 
 def _persona_file(directory: Path) -> Path:
@@ -154,7 +153,3 @@ def stats_cmd(directory: Path) -> None:
         print(f"strata: {len(sampling['strata'])}, max absolute share deviation {sampling['max_abs_deviation']:.6f}, "
               f"seed {sampling['seed']}, weighted {sampling['weighted']}")
         print(f"duplicates dropped: {report['duplicates_dropped']}, unknown codes: {len(report['unknown_codes'])}")
-
-
-if __name__ == "__main__":
-    app()
