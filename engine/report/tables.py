@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from engine.console import print_wide
+
 from engine.report.build import Report
 from engine.report.effects import interval_note
 from engine.report.position import display as position_display
@@ -214,8 +216,9 @@ def _drop_benchmark(display: pl.DataFrame, source: pl.DataFrame) -> pl.DataFrame
 
 
 def print_tables(console: Console, shown: list[tuple[str, pl.DataFrame]]) -> None:
-    if not console.is_terminal:  # piped: no width to fit, so keep each interval on one line instead of wrapping at 80
-        console = Console(file=console.file, width=max(console.width, 200), highlight=False)
+    """Each (title, frame) as a table on `console`; piped, at its natural width (engine.console.print_wide), so an
+    interval stays on one line, and on the console given, so a reader going away does what that console does
+    (the CLI's: the exit code kept)."""
     for title, frame in shown:
         table = Table(title=Text(title), title_justify="left")
         for name in frame.columns:
@@ -223,7 +226,7 @@ def print_tables(console: Console, shown: list[tuple[str, pl.DataFrame]]) -> Non
         for row in frame.iter_rows():
             # Text, not str: a value is printed as it is, never read as console markup ("[b]" in a country name)
             table.add_row(*(Text("" if v is None else str(v)) for v in row))
-        console.print(table)
+        print_wide(console, table)
 
 
 def markdown_table(frame: pl.DataFrame) -> str:

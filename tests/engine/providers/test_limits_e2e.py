@@ -111,6 +111,23 @@ def test_a_reader_gone_from_stdout_keeps_exit_75_and_the_budget_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_reader_gone_from_stdout_leaves_a_complete_run_and_its_report_exit_0(tmp_path):
+    """`mtpa-engine run GRID | head -1` and `report RUN | head -1`: the closing tables go nowhere, the command
+    still succeeds (the tables' piped console was rich's own, whose broken-pipe handler exited 1)."""
+    import os
+
+    with SERVERS["openai"](api_key=KEY) as server:
+        grid = _grid(tmp_path, "openai", server, "", personas=2, questions=3)
+        for command in (["run", str(grid), "--no-progress"], ["report", str(tmp_path / "out" / "t")]):
+            read, write = os.pipe()
+            os.close(read)
+            try:
+                proc = subprocess.run([sys.executable, "-m", "engine.cli", *command], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+            finally:
+                os.close(write)
+            assert (proc.returncode, proc.stderr) == (0, ""), command
+
+
 def test_piped_dry_run_tables_are_printed_whole(tmp_path):
     """Not a terminal: every table at its natural width, no cell cut to `…` (rich squeezes to 80 columns)."""
     import os
