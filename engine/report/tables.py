@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.console import print_wide
-
 from engine.report.build import Report
 from engine.report.effects import interval_note
 from engine.report.position import display as position_display
