@@ -39,6 +39,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from engine.cli_group import CommandGroup, Count, WholeNumber  # noqa: E402
+from engine.cli_group import fail as _fail  # noqa: E402
 from engine.console import CLIConsole, print_wide  # noqa: E402
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 out = CLIConsole()
 err = CLIConsole(stderr=True)
 
-EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_BUDGET = 75  # sysexits' EX_TEMPFAIL: stopped on --budget, resumable like an interrupt
 EXIT_WRITE_FAILED = 74  # sysexits' EX_IOERR: a cache or results write failed mid-run (full disk, I/O error)
@@ -61,7 +61,7 @@ class _LazyGroup(CommandGroup):
 
     `lazy` maps a command name to ("module:attribute" of its click command, its one-line help in the command
     list), so `--help` lists every command without importing any of them, after the group's own. Its usage
-    errors are printed as the engine's bad input is (_fail)."""
+    errors are printed as the engine's bad input is (engine.cli_group.fail)."""
 
     def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -78,9 +78,6 @@ class _LazyGroup(CommandGroup):
 
     def command_help(self, name: str) -> str | None:
         return self.lazy[name][1] if name in self.lazy else super().command_help(name)
-
-    def fail(self, message: str) -> Exit:
-        return _fail(message)
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -142,12 +139,6 @@ def _use_uvloop() -> None:
     import asyncio
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _fail(message: str) -> Exit:
-    # The message quotes user text (TOML table names such as [judge], file names): never read it as markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return Exit(EXIT_BAD_INPUT)
 
 
 def usd(x: float | None) -> str:

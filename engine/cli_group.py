@@ -1,24 +1,29 @@
 """The click classes of every mtpa-engine command line (`mtpa-engine` and its `cache`, `batches` and `personas`
 groups): help, usage errors and whole numbers as the typer version had them.
 
-Imports click only: `mtpa-engine --help` and `cache` start without the engine's or the persona builder's modules."""
+Imports click and the consoles (engine.console, rich) only: `mtpa-engine --help` and `cache` start without the
+engine's or the persona builder's modules."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 from collections.abc import Iterator
 
 import click
 from click.exceptions import Exit, NoArgsIsHelpError
+from rich.markup import escape
+
+from engine.console import CLIConsole
 
 EXIT_BAD_INPUT = 2
+_err = CLIConsole(stderr=True)
 
 
 def fail(message: str) -> Exit:
-    """Print bad input's one line (`error: MESSAGE`, stderr) and return the exit (code 2) to raise."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print bad input's one line (`error: MESSAGE`, stderr) and return the exit (code 2) to raise. The message
+    quotes user text (TOML table names such as [judge], file names): never read as markup."""
+    _err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return Exit(EXIT_BAD_INPUT)
 
 
